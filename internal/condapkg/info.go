@@ -1,0 +1,259 @@
+package condapkg
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+const (
+	indexJSONName = "info/index.json"
+	pathsJSONName = "info/paths.json"
+)
+
+// errScanLimit is returned by a limitedReader once its budget is spent.
+var errScanLimit = errors.New("scan limit reached")
+
+// limitedReader is io.LimitReader with a distinct error, so that running
+// out of budget is told apart from a short stream.
+type limitedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errScanLimit
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// readInfo scans a tar stream for info/index.json and checks
+// info/paths.json if present. It stops as soon as both are read, or once
+// index.json is read and a member outside info/ shows up, so the payload of
+// a .tar.bz2 is never decoded. what names the stream in error messages.
+func readInfo(r io.Reader, what string, lim Limits) ([]byte, error) {
+	lr := &limitedReader{r: r, n: lim.MaxScanBytes}
+	tr := tar.NewReader(lr)
+	var index []byte
+	var sawDotSlash bool
+	for members := 0; ; members++ {
+		if members >= lim.MaxMembers {
+			return nil, errorf("%s: no %s within the first %d members", what, indexJSONName, lim.MaxMembers)
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, streamError(what, err, lim)
+		}
+		name := hdr.Name
+		if name == "./"+indexJSONName {
+			sawDotSlash = true
+		}
+		switch {
+		case name == indexJSONName:
+			if index != nil {
+				return nil, errorf("%s: duplicate %s", what, indexJSONName)
+			}
+			if !isRegular(hdr) {
+				return nil, errorf("%s: %s is not a regular file", what, indexJSONName)
+			}
+			if hdr.Size > lim.MaxIndexJSON {
+				return nil, errorf("%s: %s is %d bytes, over the limit of %d", what, indexJSONName, hdr.Size, lim.MaxIndexJSON)
+			}
+			index, err = io.ReadAll(tr)
+			if err != nil {
+				return nil, streamError(what, err, lim)
+			}
+		case name == pathsJSONName:
+			if !isRegular(hdr) {
+				return nil, errorf("%s: %s is not a regular file", what, pathsJSONName)
+			}
+			if hdr.Size > lim.MaxPathsJSON {
+				return nil, errorf("%s: %s is %d bytes, over the limit of %d", what, pathsJSONName, hdr.Size, lim.MaxPathsJSON)
+			}
+			if err := checkJSON(tr); err != nil {
+				if IsInvalid(err) {
+					return nil, errorf("%s: %s is not valid JSON: %v", what, pathsJSONName, err)
+				}
+				return nil, streamError(what, err, lim)
+			}
+			if index != nil {
+				return index, nil
+			}
+		case index != nil && !strings.HasPrefix(name, "info/"):
+			// conda writes info/ first: the rest is payload.
+			return index, nil
+		}
+	}
+	if index == nil {
+		if sawDotSlash {
+			return nil, errorf("%s: has ./%s but no %s; conda-index cannot index \"./\"-prefixed members", what, indexJSONName, indexJSONName)
+		}
+		return nil, errorf("%s: no %s; not a conda package", what, indexJSONName)
+	}
+	return index, nil
+}
+
+func isRegular(h *tar.Header) bool {
+	return h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
+}
+
+// streamError turns a decoding failure into a validation error, keeping
+// real I/O errors (reading the upload or the file) as they are.
+func streamError(what string, err error, lim Limits) error {
+	var pe *passError
+	switch {
+	case errors.As(err, &pe):
+		return pe.err
+	case errors.Is(err, errScanLimit):
+		return errorf("%s: no %s within the first %d decompressed bytes", what, indexJSONName, lim.MaxScanBytes)
+	case errors.Is(err, zstd.ErrWindowSizeExceeded):
+		return errorf("%s: zstd window is larger than %d bytes", what, maxZstdWindow)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return errorf("%s: truncated archive", what)
+	}
+	return errorf("%s: corrupt archive: %v", what, err)
+}
+
+// passError marks an error from the underlying reader (not the decoder)
+// that must reach the caller unchanged.
+type passError struct{ err error }
+
+func (e *passError) Error() string { return e.err.Error() }
+func (e *passError) Unwrap() error { return e.err }
+
+// passReader wraps errors of r in passError.
+type passReader struct{ r io.Reader }
+
+func (p passReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if err != nil && err != io.EOF {
+		err = &passError{err}
+	}
+	return n, err
+}
+
+// checkJSON reads one JSON value from r, token by token so that a large
+// paths.json is never held in memory, and fails on anything after it.
+func checkJSON(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for depth := -1; depth != 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonError(err)
+		}
+		if depth < 0 {
+			depth = 0
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &Error{Reason: "trailing data after the JSON value"}
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) || errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
+		return &Error{Reason: err.Error()}
+	}
+	return err
+}
+
+// validate checks index.json against the filename and the allowed subdirs.
+func validate(fn Filename, index []byte, lim Limits) (*Info, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(index, &doc); err != nil {
+		return nil, errorf("%s: %s is not a JSON object: %v", fn, indexJSONName, err)
+	}
+	str := func(key string) (string, bool, error) {
+		raw, ok := doc[key]
+		if !ok {
+			return "", false, nil
+		}
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", true, errorf("%s: %s: %q is not a string", fn, indexJSONName, key)
+		}
+		return s, true, nil
+	}
+	for _, f := range []struct{ key, want string }{
+		{"name", fn.Name}, {"version", fn.Version}, {"build", fn.Build},
+	} {
+		got, ok, err := str(f.key)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, errorf("%s: %s has no %q", fn, indexJSONName, f.key)
+		}
+		if got != f.want {
+			return nil, errorf("%s: filename says %s %q but %s says %q", fn, f.key, f.want, indexJSONName, got)
+		}
+	}
+	subdir, ok, err := str("subdir")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		// Legacy packages (conda-build < 3) carry platform and arch
+		// instead. Mapping them would publish records without subdir,
+		// which current solvers reject; a fresh CI build always has it.
+		return nil, errorf("%s: %s has no \"subdir\" (a legacy package); rebuild it with a current conda-build", fn, indexJSONName)
+	}
+	if !lim.subdirAllowed(subdir) {
+		return nil, errorf("%s: subdir %q in %s is not an allowed platform subdir", fn, subdir, indexJSONName)
+	}
+	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index)}, nil
+}
+
+// sniff names what the first bytes of a file look like, for error
+// messages about a file that is not what its extension says.
+func sniff(head []byte) string {
+	switch {
+	case len(head) == 0:
+		return "an empty file"
+	case bytes.HasPrefix(head, []byte("version https://git-lfs")):
+		return "a Git LFS pointer, not the package itself"
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return "gzip-compressed"
+	case bytes.HasPrefix(head, []byte("BZh")):
+		return "bzip2-compressed"
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")) || bytes.HasPrefix(head, []byte("PK\x05\x06")):
+		return "a zip archive"
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return "zstd-compressed"
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return "xz-compressed"
+	case len(head) >= 262 && string(head[257:262]) == "ustar":
+		return "an uncompressed tar"
+	}
+	return fmt.Sprintf("not an archive (starts with %q)", printable(head))
+}
+
+func printable(b []byte) string {
+	if len(b) > 16 {
+		b = b[:16]
+	}
+	return string(b)
+}

@@ -1,0 +1,199 @@
+// Package pkgtest builds synthetic conda packages for tests and benchmarks:
+// real archives in both formats, with whatever index.json, extra members
+// or payload a test needs, including deliberately broken ones.
+//
+// Go has no bzip2 encoder, so .tar.bz2 packages are compressed by the
+// bzip2 program (Debian's bzip2 package).
+package pkgtest
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Member is one tar member.
+type Member struct {
+	Name     string
+	Data     []byte
+	Typeflag byte   // tar.TypeReg if zero
+	Linkname string // for links
+}
+
+// Spec describes a package.
+type Spec struct {
+	Name, Version, Build, Subdir string
+	// Index overrides or adds index.json keys; a nil value deletes one.
+	Index map[string]any
+	// RawIndex, if set, replaces index.json entirely.
+	RawIndex []byte
+	// Info are extra info/ members, written after index.json.
+	Info []Member
+	// Payload are members outside info/.
+	Payload []Member
+	// OmitIndex leaves info/index.json out.
+	OmitIndex bool
+}
+
+// Stem returns name-version-build.
+func (s Spec) Stem() string { return s.Name + "-" + s.Version + "-" + s.Build }
+
+// Simple returns a Spec for a small valid package.
+func Simple(name, version, build, subdir string) Spec {
+	return Spec{
+		Name: name, Version: version, Build: build, Subdir: subdir,
+		Info:    []Member{{Name: "info/paths.json", Data: []byte(`{"paths":[{"_path":"lib/x.txt","path_type":"hardlink"}],"paths_version":1}`)}},
+		Payload: []Member{{Name: "lib/x.txt", Data: []byte("hello " + name + "\n")}},
+	}
+}
+
+// IndexJSON returns the package's info/index.json.
+func (s Spec) IndexJSON() []byte {
+	if s.RawIndex != nil {
+		return s.RawIndex
+	}
+	doc := map[string]any{
+		"name": s.Name, "version": s.Version, "build": s.Build, "subdir": s.Subdir,
+		"build_number": 0, "depends": []string{}, "license": "BSD-3-Clause", "timestamp": 1700000000000,
+	}
+	for k, v := range s.Index {
+		if v == nil {
+			delete(doc, k)
+		} else {
+			doc[k] = v
+		}
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (s Spec) infoMembers() []Member {
+	var ms []Member
+	if !s.OmitIndex {
+		ms = append(ms, Member{Name: "info/index.json", Data: s.IndexJSON()})
+	}
+	return append(ms, s.Info...)
+}
+
+// Tar returns an uncompressed tar of the members.
+func Tar(t testing.TB, members ...Member) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range members {
+		h := &tar.Header{Name: m.Name, Mode: 0o644, Size: int64(len(m.Data)), Typeflag: m.Typeflag, Linkname: m.Linkname, Format: tar.FormatPAX}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(m.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Bzip2 compresses data with the bzip2 program.
+func Bzip2(t testing.TB, data []byte) []byte {
+	t.Helper()
+	cmd := exec.Command("bzip2", "-c", "-1")
+	cmd.Stdin = bytes.NewReader(data)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bzip2: %v: %s", err, stderr.Bytes())
+	}
+	return out.Bytes()
+}
+
+// Zstd compresses data.
+func Zstd(t testing.TB, data []byte) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(data, nil)
+}
+
+// TarBz2 builds a .tar.bz2 package: info/ first, then the payload.
+func TarBz2(t testing.TB, s Spec) []byte {
+	t.Helper()
+	return Bzip2(t, Tar(t, append(s.infoMembers(), s.Payload...)...))
+}
+
+// ZipEntry is one member of a .conda zip.
+type ZipEntry struct {
+	Name string
+	Data []byte
+}
+
+// CondaEntries returns the standard zip entries of a .conda package:
+// metadata.json, pkg-<stem>.tar.zst, info-<stem>.tar.zst (conda-package-
+// handling's order).
+func CondaEntries(t testing.TB, s Spec) []ZipEntry {
+	t.Helper()
+	return []ZipEntry{
+		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
+		{"pkg-" + s.Stem() + ".tar.zst", Zstd(t, Tar(t, s.Payload...))},
+		{"info-" + s.Stem() + ".tar.zst", Zstd(t, Tar(t, s.infoMembers()...))},
+	}
+}
+
+// Zip stores the entries uncompressed, as conda does.
+func Zip(t testing.TB, entries ...ZipEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.Name, Method: zip.Store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(e.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// Conda builds a .conda package.
+func Conda(t testing.TB, s Spec) []byte {
+	t.Helper()
+	return Zip(t, CondaEntries(t, s)...)
+}
+
+// Build builds the package in the format its extension names.
+func Build(t testing.TB, s Spec, ext string) []byte {
+	t.Helper()
+	switch ext {
+	case ".conda":
+		return Conda(t, s)
+	case ".tar.bz2":
+		return TarBz2(t, s)
+	}
+	panic(fmt.Sprintf("pkgtest: unknown extension %q", ext))
+}
