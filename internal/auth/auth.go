@@ -1,0 +1,92 @@
+// Package auth checks upload tokens against salted SHA-256 hashes.
+//
+// The scheme is the original server's, so existing hashes keep working: a
+// token's hash is the lowercase hex SHA-256 of salt+token. Only hashes are
+// configured, never tokens. A presented token is hashed once and compared
+// with every configured hash in constant time, without stopping at a
+// match, so the time taken says nothing about which token, if any, was
+// close.
+package auth
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultSalt is the original server's fixed salt.
+const DefaultSalt = "42679ad04d44c96ed27470c02bfb28c3"
+
+// MaxTokenLen bounds a presented token; real tokens are far shorter.
+const MaxTokenLen = 1024
+
+// Token is a named token hash.
+type Token struct {
+	Name string
+	Hash [sha256.Size]byte
+}
+
+// Hash returns the hex hash of token under salt.
+func Hash(salt, token string) string {
+	sum := sha256.Sum256([]byte(salt + token))
+	return hex.EncodeToString(sum[:])
+}
+
+// ParseHash decodes a hex token hash as written by Hash or the original's
+// instructions (upper case is accepted).
+func ParseHash(s string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	s = strings.TrimSpace(s)
+	if len(s) != hex.EncodedLen(sha256.Size) {
+		return h, fmt.Errorf("token hash must be %d hex digits, got %d characters", hex.EncodedLen(sha256.Size), len(s))
+	}
+	if _, err := hex.Decode(h[:], []byte(strings.ToLower(s))); err != nil {
+		return h, fmt.Errorf("token hash is not hex: %w", err)
+	}
+	return h, nil
+}
+
+// Authenticator checks tokens.
+type Authenticator struct {
+	salt   string
+	tokens []Token
+}
+
+// New returns an Authenticator for the given tokens.
+func New(salt string, tokens []Token) (*Authenticator, error) {
+	if len(tokens) == 0 {
+		return nil, errors.New("no token hash configured")
+	}
+	seen := make(map[string]bool)
+	for _, t := range tokens {
+		if t.Name == "" {
+			return nil, errors.New("token without a name")
+		}
+		if seen[t.Name] {
+			return nil, fmt.Errorf("token name %q used twice", t.Name)
+		}
+		seen[t.Name] = true
+	}
+	return &Authenticator{salt: salt, tokens: tokens}, nil
+}
+
+// Check returns the name of the token that matches, or false.
+func (a *Authenticator) Check(token string) (string, bool) {
+	if token == "" || len(token) > MaxTokenLen {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(a.salt + token))
+	match := -1
+	for i, t := range a.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.Hash[:]) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return "", false
+	}
+	return a.tokens[match].Name, true
+}

@@ -1,0 +1,72 @@
+package auth_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+)
+
+func TestHashMatchesOriginal(t *testing.T) {
+	// python3 -c "import hashlib; print(hashlib.sha256(b'42679ad04d44c96ed27470c02bfb28c3'+b'mysecuretoken').hexdigest())"
+	const want = "f4e7b109e7aaef9a56f019d83fba027513ee8f63faf73fbb3c993071089eeb81"
+	if got := auth.Hash(auth.DefaultSalt, "mysecuretoken"); got != want {
+		t.Fatalf("Hash = %q, want %q", got, want)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	mk := func(name, salt, token string) auth.Token {
+		h, err := auth.ParseHash(auth.Hash(salt, token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return auth.Token{Name: name, Hash: h}
+	}
+	a, err := auth.New(auth.DefaultSalt, []auth.Token{
+		mk("ci-linux", auth.DefaultSalt, "linux-secret"),
+		mk("ci-osx", auth.DefaultSalt, "osx-secret"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		token, name string
+		ok          bool
+	}{
+		{"linux-secret", "ci-linux", true},
+		{"osx-secret", "ci-osx", true},
+		{"osx-secre", "", false},
+		{"", "", false},
+		{strings.Repeat("x", auth.MaxTokenLen+1), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.token[:min(len(tt.token), 12)], func(t *testing.T) {
+			name, ok := a.Check(tt.token)
+			if name != tt.name || ok != tt.ok {
+				t.Errorf("Check = %q, %v; want %q, %v", name, ok, tt.name, tt.ok)
+			}
+		})
+	}
+}
+
+func TestParseHash(t *testing.T) {
+	for _, s := range []string{"", "abc", strings.Repeat("g", 64), strings.Repeat("a", 63)} {
+		if _, err := auth.ParseHash(s); err == nil {
+			t.Errorf("ParseHash(%q) succeeded", s)
+		}
+	}
+	if _, err := auth.ParseHash(strings.Repeat("AB", 32) + "\n"); err != nil {
+		t.Errorf("upper case with newline: %v", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	if _, err := auth.New(auth.DefaultSalt, nil); err == nil {
+		t.Error("no tokens accepted")
+	}
+	dup := []auth.Token{{Name: "a"}, {Name: "a"}}
+	if _, err := auth.New(auth.DefaultSalt, dup); err == nil {
+		t.Error("duplicate names accepted")
+	}
+}

@@ -1,0 +1,271 @@
+// Package config reads the server's TOML configuration and checks it up
+// front, so that a mistake is a startup error that names the key, not a
+// failed upload hours later.
+//
+// Keys mirror the original server's long flags (write_dir, port, conda_exe,
+// certfile, keyfile, token_hash); command-line flags override the file.
+// Unknown keys are errors: a misspelt limit must not silently fall back to
+// its default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+)
+
+// Config is the server configuration.
+type Config struct {
+	WriteDir      string        `toml:"write_dir"`
+	Port          int           `toml:"port"`
+	CondaExe      string        `toml:"conda_exe"`
+	CertFile      string        `toml:"certfile"`
+	KeyFile       string        `toml:"keyfile"`
+	TokenHash     string        `toml:"token_hash"`
+	TokenHashFile string        `toml:"token_hash_file"`
+	Salt          string        `toml:"salt"`
+	Tokens        []TokenConfig `toml:"tokens"`
+
+	User      string `toml:"user"`
+	Group     string `toml:"group"`
+	AllowRoot bool   `toml:"allow_root"`
+
+	MaxUploadSize        ByteSize `toml:"max_upload_size"`
+	MaxConcurrentUploads int      `toml:"max_concurrent_uploads"`
+	ReadHeaderTimeout    Duration `toml:"read_header_timeout"`
+	IdleTimeout          Duration `toml:"idle_timeout"`
+	ShutdownGrace        Duration `toml:"shutdown_grace"`
+	AllowedSubdirs       []string `toml:"allowed_subdirs"`
+
+	Index IndexConfig `toml:"index"`
+}
+
+// TokenConfig is one named token hash.
+type TokenConfig struct {
+	Name string `toml:"name"`
+	Hash string `toml:"hash"`
+}
+
+// IndexConfig configures how a subdir is re-indexed after an upload.
+type IndexConfig struct {
+	// Command is the argv run after conda_exe when conda_exe is set.
+	// {channel} and {subdir} are replaced.
+	Command []string `toml:"command"`
+	// Timeout bounds one index run.
+	Timeout Duration `toml:"timeout"`
+	// Wait makes the response wait for an index run that includes the
+	// package.
+	Wait bool `toml:"wait"`
+}
+
+// DefaultIndexCommand suits conda-index ≥ 0.3 (the `conda index` plugin).
+var DefaultIndexCommand = []string{"index", "--subdir", "{subdir}", "{channel}"}
+
+// Default returns the configuration used where the file and flags are
+// silent.
+func Default() *Config {
+	return &Config{
+		Port:                 8443,
+		Salt:                 auth.DefaultSalt,
+		MaxUploadSize:        4 << 30,
+		MaxConcurrentUploads: 16,
+		ReadHeaderTimeout:    Duration(10 * time.Second),
+		IdleTimeout:          Duration(2 * time.Minute),
+		ShutdownGrace:        Duration(30 * time.Second),
+		AllowedSubdirs:       slices.Clone(condapkg.KnownSubdirs),
+		Index: IndexConfig{
+			Command: slices.Clone(DefaultIndexCommand),
+			Timeout: Duration(10 * time.Minute),
+			Wait:    true,
+		},
+	}
+}
+
+// Load reads a TOML file over the defaults.
+func Load(path string) (*Config, error) {
+	c := Default()
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("config %s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	return c, nil
+}
+
+// Validate checks the configuration as a whole. It does not touch the
+// file system beyond what it must read.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.WriteDir == "" {
+		add("write_dir is not set")
+	} else if slices.Contains(condapkg.KnownSubdirs, filepath.Base(filepath.Clean(c.WriteDir))) {
+		add("write_dir %s is named after a platform subdir; it must be the channel root (packages go to write_dir/<subdir>/ by their own index.json)", c.WriteDir)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		add("port %d is out of range", c.Port)
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		add("certfile and keyfile must be set together")
+	}
+	if c.TokenHash != "" && c.TokenHashFile != "" {
+		add("set only one of token_hash and token_hash_file")
+	}
+	if c.CondaExe != "" && !filepath.IsAbs(c.CondaExe) {
+		add("conda_exe %q must be an absolute path", c.CondaExe)
+	}
+	if c.MaxUploadSize <= 0 {
+		add("max_upload_size must be positive")
+	}
+	if c.MaxConcurrentUploads <= 0 {
+		add("max_concurrent_uploads must be positive")
+	}
+	if c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownGrace < 0 || c.Index.Timeout <= 0 {
+		add("timeouts must be positive")
+	}
+	for _, s := range c.AllowedSubdirs {
+		if !slices.Contains(condapkg.KnownSubdirs, s) {
+			add("allowed_subdirs: %q is not a conda platform subdir (known: %s)", s, strings.Join(condapkg.KnownSubdirs, ", "))
+		}
+	}
+	if len(c.AllowedSubdirs) == 0 {
+		add("allowed_subdirs is empty")
+	}
+	if len(c.Index.Command) == 0 {
+		add("index.command is empty")
+	}
+	for i, t := range c.Tokens {
+		if t.Name == "" {
+			add("tokens[%d] has no name", i)
+		}
+		if _, err := auth.ParseHash(t.Hash); err != nil {
+			add("tokens[%d] (%s): %v", i, t.Name, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultTokenName names the token given by token_hash or token_hash_file.
+const DefaultTokenName = "default"
+
+// AuthTokens gathers the token hashes from token_hash, token_hash_file and
+// [[tokens]]. credDir, if not empty, is systemd's $CREDENTIALS_DIRECTORY,
+// whose token-hash credential stands in for token_hash_file.
+func (c *Config) AuthTokens(credDir string) ([]auth.Token, error) {
+	var out []auth.Token
+	single := c.TokenHash
+	source := "token_hash"
+	file := c.TokenHashFile
+	if credDir != "" && single == "" {
+		if p := filepath.Join(credDir, "token-hash"); fileExists(p) {
+			file, source = p, "credential token-hash"
+		}
+	}
+	if single == "" && file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("token_hash_file: %w", err)
+		}
+		single, source = string(b), file
+	}
+	if single != "" {
+		h, err := auth.ParseHash(single)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
+		out = append(out, auth.Token{Name: DefaultTokenName, Hash: h})
+	}
+	for _, t := range c.Tokens {
+		h, err := auth.ParseHash(t.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("token %s: %w", t.Name, err)
+		}
+		out = append(out, auth.Token{Name: t.Name, Hash: h})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no token configured: set token_hash_file, token_hash (-t) or [[tokens]]")
+	}
+	return out, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// ByteSize is a size in bytes, written in TOML as an integer or as a
+// string with a unit: "4GiB", "512MiB", "100MB".
+type ByteSize int64
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (b *ByteSize) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		*b = ByteSize(v)
+		return nil
+	case string:
+		n, err := ParseByteSize(v)
+		*b = n
+		return err
+	}
+	return fmt.Errorf("size must be an integer or a string such as \"4GiB\", got %T", v)
+}
+
+// ParseByteSize parses "4GiB", "100MB", "1024".
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q: want a number with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	if n > (1<<63-1)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return ByteSize(n * mult), nil
+}
+
+// Duration is a time.Duration written in TOML as a string: "10s", "5m".
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

@@ -1,0 +1,159 @@
+package store
+
+import (
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrTooLarge is returned by Receive when the upload exceeds its limit.
+var ErrTooLarge = errors.New("upload exceeds the size limit")
+
+// WriteError is a failure to write the temp file, as opposed to a failure
+// to read the upload.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "write upload: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// Sums are the size and digests of a received upload.
+type Sums struct {
+	Size   int64
+	SHA256 string
+	MD5    string
+}
+
+const (
+	chunkSize = 1 << 20
+	numChunks = 4
+)
+
+type chunk struct {
+	b    []byte
+	n    int
+	refs atomic.Int32
+}
+
+// Receive copies src into the upload's temp file, at most max bytes,
+// computing its sha256 and md5 on the way. Each chunk read is also written
+// to scan, if not nil, which may fail to stop the upload early.
+//
+// The file write and the two hashes run on their own goroutines over a
+// small ring of buffers, so a multi-core host hashes in parallel with the
+// socket read (md5 alone is slower than a fast network), and memory stays
+// at a few MiB whatever the size of the upload.
+func (u *Upload) Receive(src io.Reader, max int64, scan io.Writer) (Sums, error) {
+	var (
+		firstErr error
+		errMu    sync.Mutex
+		failed   atomic.Bool
+	)
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		failed.Store(true)
+	}
+	free := make(chan *chunk, numChunks)
+	for range numChunks {
+		free <- &chunk{b: make([]byte, chunkSize)}
+	}
+	release := func(c *chunk) {
+		if c.refs.Add(-1) == 0 {
+			free <- c
+		}
+	}
+
+	md5h, shah := md5.New(), sha256.New()
+	hashers := []hash.Hash{md5h, shah}
+	var wg sync.WaitGroup
+	var ins []chan *chunk
+	for _, h := range hashers {
+		in := make(chan *chunk, numChunks)
+		ins = append(ins, in)
+		wg.Go(func() {
+			for c := range in {
+				h.Write(c.b[:c.n])
+				release(c)
+			}
+		})
+	}
+	win := make(chan *chunk, numChunks)
+	ins = append(ins, win)
+	wg.Go(func() {
+		for c := range win {
+			if !failed.Load() {
+				if _, err := u.f.Write(c.b[:c.n]); err != nil {
+					fail(&WriteError{err})
+				} else if scan != nil {
+					if _, err := scan.Write(c.b[:c.n]); err != nil {
+						fail(err)
+					}
+				}
+			}
+			release(c)
+		}
+	})
+
+	var size int64
+	for !failed.Load() {
+		c := <-free
+		n, err := fill(src, c.b)
+		if n > 0 {
+			size += int64(n)
+			if size > max {
+				fail(ErrTooLarge)
+				free <- c
+				break
+			}
+			c.n = n
+			c.refs.Store(int32(len(ins)))
+			for _, in := range ins {
+				in <- c
+			}
+		} else {
+			free <- c
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fail(err)
+			break
+		}
+	}
+	for _, in := range ins {
+		close(in)
+	}
+	wg.Wait()
+	if failed.Load() {
+		return Sums{}, firstErr
+	}
+	return Sums{
+		Size:   size,
+		SHA256: hex.EncodeToString(shah.Sum(nil)),
+		MD5:    hex.EncodeToString(md5h.Sum(nil)),
+	}, nil
+}
+
+// fill reads into b until it is full or src fails. Unlike io.ReadFull it
+// returns src's error as is, so that a stream cut short (which a multipart
+// reader reports as io.ErrUnexpectedEOF) is never mistaken for its end.
+func fill(src io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := src.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
