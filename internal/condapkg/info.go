@@ -109,7 +109,7 @@ func readInfo(r io.Reader, what string, lim Limits) ([]byte, error) {
 }
 
 func isRegular(h *tar.Header) bool {
-	return h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA //nolint:staticcheck // old tars use TypeRegA
+	return h.Typeflag == tar.TypeReg // the reader reports old-style '\x00' entries as TypeReg
 }
 
 // streamError turns a decoding failure into a validation error, keeping

@@ -127,6 +127,11 @@ func (c *Config) Validate() error {
 	if c.TokenHash != "" && c.TokenHashFile != "" {
 		add("set only one of token_hash and token_hash_file")
 	}
+	if c.TokenHash != "" {
+		if _, err := auth.ParseHash(c.TokenHash); err != nil {
+			add("token_hash: %v", err)
+		}
+	}
 	if c.CondaExe != "" && !filepath.IsAbs(c.CondaExe) {
 		add("conda_exe %q must be an absolute path", c.CondaExe)
 	}

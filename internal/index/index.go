@@ -43,7 +43,6 @@ type Indexer struct {
 
 	runs     atomic.Int64
 	failures atomic.Int64
-	running  atomic.Int64 // start time (unix nano) of the oldest run going, 0 if none
 }
 
 type subdir struct {

@@ -1,6 +1,7 @@
 package repodata
 
 import (
+	"bufio"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,8 +25,14 @@ import (
 // CacheDir is the hidden folder inside each subdir that holds the cache.
 const CacheDir = ".index-cache"
 
+// The cache is a journal: a header line, then one JSON line per package
+// added, changed or removed. Appending a line costs the same in a subdir
+// of ten packages or ten thousand; the journal is rewritten compactly when
+// it grows to twice the live entries. It is not fsynced: after a crash a
+// torn last line is ignored, and anything lost is read again from the
+// packages.
 const (
-	cacheFile    = "records.json"
+	cacheFile    = "records.jsonl"
 	cacheVersion = 1
 )
 
@@ -38,9 +46,15 @@ type entry struct {
 	Invalid string `json:"invalid,omitempty"`
 }
 
-type cacheDoc struct {
-	Version  int               `json:"version"`
-	Packages map[string]*entry `json:"packages"`
+type cacheHeader struct {
+	Version int `json:"version"`
+}
+
+// cacheLine is one journal line: an entry, or a removal.
+type cacheLine struct {
+	Name    string `json:"name"`
+	Removed bool   `json:"removed,omitempty"`
+	*entry
 }
 
 // Index writes repodata.json for the subdirs of one channel. Updates of
@@ -59,6 +73,15 @@ type subdirState struct {
 	mu      sync.Mutex
 	loaded  bool
 	entries map[string]*entry
+	// statted is set once every file has been checked against its entry
+	// (the first update in this process). Later updates stat only files
+	// they have no entry for: the server never rewrites a package, and a
+	// name that appears or disappears is seen from the listing alone.
+	statted bool
+	// dirty names changed since the journal was last written.
+	dirty map[string]bool
+	// lines is the number of entry lines in the journal file.
+	lines int
 }
 
 // New returns an Index for the channel at root.
@@ -88,6 +111,7 @@ func (x *Index) Prime(subdir, filename string, fi fs.FileInfo, record json.RawMe
 		x.load(subdir, st)
 	}
 	st.entries[filename] = &entry{Size: fi.Size(), Mtime: fi.ModTime().UnixNano(), Record: record}
+	st.dirty[filename] = true
 }
 
 // Has reports whether the last update of subdir listed filename.
@@ -118,11 +142,15 @@ func (x *Index) Update(ctx context.Context, subdir string) error {
 		return fmt.Errorf("list subdir: %w", err)
 	}
 	present := make(map[string]bool, len(des))
-	changed := false
 	for _, de := range des {
 		name := de.Name()
 		if !de.Type().IsRegular() || strings.HasPrefix(name, ".") ||
 			!(strings.HasSuffix(name, ".conda") || strings.HasSuffix(name, ".tar.bz2")) {
+			continue
+		}
+		present[name] = true
+		old := st.entries[name]
+		if old != nil && st.statted {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -135,8 +163,7 @@ func (x *Index) Update(ctx context.Context, subdir string) error {
 		if err != nil {
 			return fmt.Errorf("stat %s: %w", name, err)
 		}
-		present[name] = true
-		if e := st.entries[name]; e != nil && e.Size == fi.Size() && e.Mtime == fi.ModTime().UnixNano() {
+		if old != nil && old.Size == fi.Size() && old.Mtime == fi.ModTime().UnixNano() {
 			continue
 		}
 		e, err := x.readEntry(dir, name, fi)
@@ -147,22 +174,21 @@ func (x *Index) Update(ctx context.Context, subdir string) error {
 			x.log.Warn("package left out of the index", "subdir", subdir, "filename", name, "reason", e.Invalid)
 		}
 		st.entries[name] = e
-		changed = true
+		st.dirty[name] = true
 	}
 	for name := range st.entries {
 		if !present[name] {
 			delete(st.entries, name)
-			changed = true
+			st.dirty[name] = true
 		}
 	}
+	st.statted = true
 	if err := writeFileAtomic(filepath.Join(dir, "repodata.json"), renderRepodata(subdir, st.entries)); err != nil {
 		return fmt.Errorf("write repodata.json: %w", err)
 	}
-	if changed || !fileExists(filepath.Join(dir, CacheDir, cacheFile)) {
-		if err := x.save(dir, st); err != nil {
-			// The cache is only an optimisation: the index is written.
-			x.log.Warn("cannot save index cache", "subdir", subdir, "err", err)
-		}
+	if err := x.save(dir, st); err != nil {
+		// The cache is only an optimisation: the index is written.
+		x.log.Warn("cannot save index cache", "subdir", subdir, "err", err)
 	}
 	return nil
 }
@@ -211,41 +237,115 @@ func (x *Index) readEntry(dir, name string, fi fs.FileInfo) (*entry, error) {
 func (x *Index) load(subdir string, st *subdirState) {
 	st.loaded = true
 	st.entries = make(map[string]*entry)
-	b, err := os.ReadFile(filepath.Join(x.root, subdir, CacheDir, cacheFile))
+	st.dirty = make(map[string]bool)
+	st.lines = -1 // rewrite the journal at the next save
+	f, err := os.Open(filepath.Join(x.root, subdir, CacheDir, cacheFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
-	var doc cacheDoc
 	if err == nil {
-		err = json.Unmarshal(b, &doc)
-	}
-	if err == nil && doc.Version != cacheVersion {
-		err = fmt.Errorf("version %d, want %d", doc.Version, cacheVersion)
-	}
-	if err == nil {
-		for name, e := range doc.Packages {
-			if e == nil || (e.Record == nil) == (e.Invalid == "") || (e.Record != nil && !json.Valid(e.Record)) {
-				err = fmt.Errorf("bad entry for %q", name)
-				break
-			}
-		}
+		defer f.Close()
+		var lines int
+		lines, err = readJournal(f, st.entries)
+		st.lines = lines
 	}
 	if err != nil {
 		x.log.Warn("index cache is unusable; rebuilding it", "subdir", subdir, "err", err)
-		return
+		clear(st.entries)
+		st.lines = -1
 	}
-	st.entries = doc.Packages
 }
 
+func readJournal(r io.Reader, entries map[string]*entry) (int, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	if !sc.Scan() {
+		return 0, fmt.Errorf("no header: %v", sc.Err())
+	}
+	var h cacheHeader
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Version != cacheVersion {
+		return 0, fmt.Errorf("bad header %.40q", sc.Bytes())
+	}
+	lines := 0
+	var pending error // a bad line is only forgiven if it is the last
+	for sc.Scan() {
+		if pending != nil {
+			return 0, pending
+		}
+		var l cacheLine
+		err := json.Unmarshal(sc.Bytes(), &l)
+		switch {
+		case err != nil:
+			pending = fmt.Errorf("line %d: %w", lines+2, err)
+		case l.Name == "":
+			pending = fmt.Errorf("line %d: no name", lines+2)
+		case l.Removed:
+			delete(entries, l.Name)
+		case l.entry == nil || (l.Record == nil) == (l.Invalid == ""):
+			pending = fmt.Errorf("line %d: bad entry for %q", lines+2, l.Name)
+		default:
+			entries[l.Name] = l.entry
+		}
+		lines++
+	}
+	return lines, sc.Err()
+}
+
+// save appends the dirty entries to the journal, or rewrites it when it
+// is missing or has grown to twice the live entries.
 func (x *Index) save(dir string, st *subdirState) error {
-	if err := os.MkdirAll(filepath.Join(dir, CacheDir), 0o755); err != nil {
+	if len(st.dirty) == 0 && st.lines >= 0 {
+		return nil
+	}
+	path := filepath.Join(dir, CacheDir, cacheFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	b, err := json.Marshal(cacheDoc{Version: cacheVersion, Packages: st.entries})
-	if err != nil {
-		return err
+	var b []byte
+	appendLine := func(name string) error {
+		l := cacheLine{Name: name, entry: st.entries[name], Removed: st.entries[name] == nil}
+		line, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		b = append(append(b, line...), '\n')
+		return nil
 	}
-	return writeFileAtomic(filepath.Join(dir, CacheDir, cacheFile), b)
+	if st.lines < 0 || st.lines+len(st.dirty) > 2*len(st.entries)+64 {
+		b = append(b, fmt.Sprintf("{\"version\":%d}\n", cacheVersion)...)
+		names := slices.Sorted(maps.Keys(st.entries))
+		for _, name := range names {
+			if err := appendLine(name); err != nil {
+				return err
+			}
+		}
+		if err := writeFileAtomic(path, b); err != nil {
+			return err
+		}
+		st.lines = len(names)
+	} else {
+		for _, name := range slices.Sorted(maps.Keys(st.dirty)) {
+			if err := appendLine(name); err != nil {
+				return err
+			}
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			st.lines = -1
+			return err
+		}
+		_, err = f.Write(b)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			st.lines = -1
+			return err
+		}
+		st.lines += len(st.dirty)
+	}
+	clear(st.dirty)
+	return nil
 }
 
 // renderRepodata writes the subdir document in conda-index's layout, with
@@ -290,11 +390,6 @@ func appendRecords(b []byte, names []string, entries map[string]*entry) []byte {
 		b = append(b, entries[name].Record...)
 	}
 	return append(b, '}')
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // writeFileAtomic replaces path with data: temp file in the same directory,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,15 +151,22 @@ func TestReconcile(t *testing.T) {
 	}
 	// ...but not a corrupt one, nor a record that lies about its file: a
 	// changed file (new mtime) is read again.
-	cache := filepath.Join(sd, repodata.CacheDir, "records.json")
-	if err := os.WriteFile(cache, []byte(`{"version":1,"packages":{"mock-2.0.0-py37_1000.conda":{"size":1,`), 0o644); err != nil {
+	cache := filepath.Join(sd, repodata.CacheDir, "records.jsonl")
+	if err := os.WriteFile(cache, []byte("{\"version\":1}\n{\"name\":\"mock-2.0.0-py37_1000.conda\",\"size\":1}\n{\"name\":\"x\""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if got := keys(repodata.New(root, condapkg.DefaultLimits(), quiet())); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after corrupt cache: %v, want %v", got, want)
 	}
-	if !json.Valid(mustRead(t, cache)) {
-		t.Fatal("cache not rewritten")
+	if b := mustRead(t, cache); !strings.HasPrefix(string(b), "{\"version\":1}\n") || strings.Contains(string(b), `"size":1}`) {
+		t.Fatalf("cache not rewritten: %s", b)
+	}
+	// A torn last line, as a crash mid-append leaves, costs nothing.
+	f, _ := os.OpenFile(cache, os.O_WRONLY|os.O_APPEND, 0)
+	f.WriteString(`{"name":"torn`)
+	f.Close()
+	if got := keys(repodata.New(root, condapkg.DefaultLimits(), quiet())); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after torn line: %v, want %v", got, want)
 	}
 	future := time.Now().Add(time.Hour)
 	if err := os.Chtimes(filepath.Join(sd, "mock-2.0.0-py37_1000.conda"), future, future); err != nil {

@@ -1,0 +1,134 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/config"
+)
+
+// TestFiles loads every testdata file: *.good.toml must load and validate,
+// *.bad.toml must fail with the message in the table.
+func TestFiles(t *testing.T) {
+	bad := map[string]string{
+		"unknown-key.bad.toml":       `unknown key max_uplod_size`,
+		"unknown-index-key.bad.toml": `unknown key index\.comand`,
+		"subdir-write-dir.bad.toml":  `named after a platform subdir`,
+		"short-hash.bad.toml":        `must be 64 hex digits`,
+		"bad-size.bad.toml":          `bad size "4 gigs"`,
+		"bad-duration.bad.toml":      `bad duration "forever"`,
+		"bad-subdir.bad.toml":        `"linux-fake" is not a conda platform subdir`,
+		"two-hashes.bad.toml":        `only one of token_hash and token_hash_file`,
+		"cert-without-key.bad.toml":  `certfile and keyfile must be set together`,
+		"bad-token.bad.toml":         `tokens\[0\] \(ci\): token hash must be`,
+		"port-string.bad.toml":       `port`,
+		"relative-conda.bad.toml":    `must be an absolute path`,
+	}
+	files, _ := filepath.Glob("testdata/*.toml")
+	if len(files) == 0 {
+		t.Fatal("no testdata")
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			c, err := config.Load(f)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err == nil && strings.HasSuffix(name, ".good.toml") {
+				_, err = c.AuthTokens("")
+			}
+			if strings.HasSuffix(name, ".good.toml") {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, ok := bad[name]
+			if !ok {
+				t.Fatalf("no expected error for %s", name)
+			}
+			if err == nil || !regexp.MustCompile(want).MatchString(err.Error()) {
+				t.Fatalf("err = %v, want match for %q", err, want)
+			}
+		})
+	}
+}
+
+func TestValues(t *testing.T) {
+	c, err := config.Load("testdata/tokens.good.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxUploadSize != 1<<30 || c.ReadHeaderTimeout.D() != 5*time.Second || c.Index.Wait || c.Index.Timeout.D() != time.Minute || c.Port != 8443 {
+		t.Errorf("values: %+v", c)
+	}
+	toks, err := c.AuthTokens("")
+	if err != nil || len(toks) != 2 || toks[0].Name != "ci-linux" || toks[0].Hash != toks[1].Hash {
+		t.Errorf("tokens %v %v", toks, err)
+	}
+}
+
+// TestExample checks that the shipped example documents a valid config,
+// and that it documents every key the program reads.
+func TestExample(t *testing.T) {
+	c, err := config.Load("../../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile("../../config.example.toml")
+	for _, key := range []string{"write_dir", "port", "conda_exe", "certfile", "keyfile", "token_hash", "token_hash_file", "salt", "[[tokens]]", "user", "group", "allow_root", "max_upload_size", "max_concurrent_uploads", "read_header_timeout", "idle_timeout", "shutdown_grace", "allowed_subdirs", "[index]", "command", "timeout", "wait"} {
+		if !strings.Contains(string(b), key) {
+			t.Errorf("config.example.toml does not mention %s", key)
+		}
+	}
+}
+
+func TestTokenSources(t *testing.T) {
+	dir := t.TempDir()
+	hash := strings.Repeat("ab", 32)
+	file := filepath.Join(dir, "token.hash")
+	os.WriteFile(file, []byte(hash+"\n"), 0o600)
+	cred := filepath.Join(dir, "creds")
+	os.Mkdir(cred, 0o700)
+	os.WriteFile(filepath.Join(cred, "token-hash"), []byte(strings.Repeat("cd", 32)), 0o600)
+
+	c := config.Default()
+	c.TokenHashFile = file
+	toks, err := c.AuthTokens("")
+	if err != nil || len(toks) != 1 || toks[0].Name != "default" || toks[0].Hash[0] != 0xab {
+		t.Errorf("from file: %v %v", toks, err)
+	}
+	toks, err = c.AuthTokens(cred)
+	if err != nil || len(toks) != 1 || toks[0].Hash[0] != 0xcd {
+		t.Errorf("credential must win over the file: %v %v", toks, err)
+	}
+	c.TokenHashFile = filepath.Join(dir, "missing")
+	if _, err := c.AuthTokens(""); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing file: %v", err)
+	}
+	if _, err := config.Default().AuthTokens(""); err == nil {
+		t.Error("no tokens accepted")
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "4GiB": 4 << 30, "100MB": 100e6, "512 MiB": 512 << 20, "0": 0} {
+		got, err := config.ParseByteSize(in)
+		if err != nil || int64(got) != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "lots", "99999999999TiB"} {
+		if _, err := config.ParseByteSize(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
