@@ -73,10 +73,50 @@ func certPair(t *testing.T, dir, prefix string) (string, string, *x509.CertPool,
 	certFile, keyFile := filepath.Join(dir, prefix+"cert.pem"), filepath.Join(dir, prefix+"key.pem")
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	if os.Geteuid() == 0 {
+		// As the packaged key: root-owned, readable by the service's group.
+		os.Chown(keyFile, 0, nobody)
+		os.Chmod(keyFile, 0o640)
+	}
 	pool := x509.NewCertPool()
 	c, _ := x509.ParseCertificate(der)
 	pool.AddCert(c)
 	return certFile, keyFile, pool, serial
+}
+
+// nobody is the unprivileged user the tests' servers switch to when the
+// tests run as root, as CI does.
+const nobody = 65534
+
+// shared returns a temp dir that the unprivileged server can traverse.
+func shared(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	os.Chmod(filepath.Dir(d), 0o755)
+	os.Chmod(d, 0o755)
+	return d
+}
+
+// serviceOwned creates dir (and its parents) and gives it to nobody.
+func serviceOwned(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		filepath.WalkDir(dir, func(p string, _ os.DirEntry, _ error) error { return os.Chown(p, nobody, nobody) })
+	}
+	return dir
+}
+
+// userConfig writes a config file that switches to nobody, plus extra.
+func userConfig(t *testing.T, dir, extra string) string {
+	t.Helper()
+	p := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(p, []byte("user = \"nobody\"\n"+extra), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func freePort(t *testing.T) int {
@@ -129,6 +169,10 @@ func command(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
+func tlsClient(pool *x509.CertPool) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 60 * time.Second}
+}
+
 // startServer starts the program with args and waits until it serves.
 func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *proc {
 	t.Helper()
@@ -145,7 +189,7 @@ func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *p
 			t.Logf("server stderr:\n%s", p.stderr.String())
 		}
 	})
-	p.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 60 * time.Second}
+	p.client = tlsClient(pool)
 	p.url = fmt.Sprintf("https://localhost:%d/", port)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -156,6 +200,7 @@ func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *p
 		}
 		select {
 		case err := <-p.done:
+			p.done <- err
 			t.Fatalf("server exited: %v\n%s", err, p.stderr.String())
 		default:
 		}
@@ -196,13 +241,15 @@ func corpusFile(rel string) string {
 }
 
 // original starts the server with the original's command line, minus -e.
+// The config file only says which user to switch to, since the tests run
+// as root.
 func original(t *testing.T, extra ...string) (*proc, string) {
 	t.Helper()
-	dir := t.TempDir()
+	dir := shared(t)
 	cert, key, pool, _ := certPair(t, dir, "")
-	root := filepath.Join(dir, "channel")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
 	port := freePort(t)
-	args := append([]string{"-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}, extra...)
+	args := append([]string{"--config", userConfig(t, dir, ""), "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}, extra...)
 	return startServer(t, pool, port, args...), root
 }
 
@@ -283,6 +330,28 @@ import json, os, sys, time, subprocess
 ctl = %q
 with open(os.path.join(ctl, "calls"), "a") as f:
     f.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "pid": os.getpid()}) + "\n")
+probe = os.path.join(ctl, "probe")
+if os.path.exists(probe) and not os.path.exists(probe + "-result"):
+    secret, outside, port = open(probe).read().split("\n")
+    res = []
+    def attempt(name, fn):
+        try:
+            fn()
+            res.append(name + "=ok")
+        except PermissionError as e:
+            res.append(name + "=denied " + str(e))
+        except Exception as e:
+            res.append(name + "=error " + repr(e))
+    attempt("read_secret", lambda: open(secret).read())
+    attempt("create_outside", lambda: open(outside, "w").write("x"))
+    def write_channel():
+        p = os.path.join(sys.argv[-1], ".probe")
+        open(p, "w").write("x")
+        os.remove(p)
+    attempt("write_channel", write_channel)
+    import socket
+    attempt("tcp_connect", lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=2))
+    open(probe + "-result", "w").write("\n".join(res) + "\n")
 if os.path.exists(os.path.join(ctl, "hang")):
     # A grandchild too: the whole process group must be killed.
     child = subprocess.Popen(["sleep", "300"])
@@ -312,7 +381,7 @@ tmp = os.path.join(d, ".repodata.json.tmp")
 open(tmp, "w").write(json.dumps(doc))
 os.replace(tmp, os.path.join(d, "repodata.json"))
 `, ctl)
-	exe := filepath.Join(t.TempDir(), "bin", "conda")
+	exe := filepath.Join(shared(t), "bin", "conda")
 	os.MkdirAll(filepath.Dir(exe), 0o755)
 	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -353,14 +422,15 @@ func calls(t *testing.T, ctl string) []call {
 // hang past the timeout (whose process group must be killed), garbage
 // output, and recovery.
 func TestCondaIndexer(t *testing.T) {
-	ctl := t.TempDir()
+	ctl := serviceOwned(t, shared(t))
 	exe := standIn(t, ctl)
-	dir := t.TempDir()
+	dir := shared(t)
 	cert, key, pool, _ := certPair(t, dir, "")
-	root := filepath.Join(dir, "channel")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
 	port := freePort(t)
 	cfg := filepath.Join(dir, "config.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+user = "nobody"
 write_dir = %q
 port = %d
 conda_exe = %q
@@ -371,7 +441,10 @@ name = "ci"
 hash = %q
 [index]
 timeout = "2s"
-`, root, port, exe, cert, key, auth.Hash(auth.DefaultSalt, testToken))), 0o644)
+[sandbox]
+landlock = "enforce"
+write_paths = [%q]
+`, root, port, exe, cert, key, auth.Hash(auth.DefaultSalt, testToken), ctl)), 0o644)
 	t.Setenv("NOTIFY_SOCKET", "/nonexistent/notify")
 	p := startServer(t, pool, port, "--config", cfg)
 
@@ -401,7 +474,7 @@ timeout = "2s"
 		os.WriteFile(filepath.Join(ctl, "sleep"), []byte("0.5"), 0o644)
 		defer os.Remove(filepath.Join(ctl, "sleep"))
 		before := len(calls(t, ctl))
-		tmp := t.TempDir()
+		tmp := shared(t)
 		const n = 12
 		var wg sync.WaitGroup
 		for i := range n {
@@ -612,10 +685,10 @@ func TestDevMode(t *testing.T) {
 // SIGHUP: new connections get the new certificate. Then SIGTERM during an
 // upload: the upload completes and the process exits 0.
 func TestCertReloadAndShutdown(t *testing.T) {
-	dir := t.TempDir()
+	dir := shared(t)
 	cert, key, pool, serial1 := certPair(t, dir, "")
 	port := freePort(t)
-	p := startServer(t, pool, port, "-d", filepath.Join(dir, "ch"), "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken))
+	p := startServer(t, pool, port, "--config", userConfig(t, dir, ""), "-d", serviceOwned(t, filepath.Join(dir, "ch")), "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken))
 	serialOf := func() *big.Int {
 		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
@@ -689,7 +762,7 @@ func TestCertReloadAndShutdown(t *testing.T) {
 // TestStaleTemps checks that temp files a crash left behind are removed at
 // start.
 func TestStaleTemps(t *testing.T) {
-	dir := t.TempDir()
+	dir := shared(t)
 	root := filepath.Join(dir, "channel")
 	stale := []string{
 		filepath.Join(root, ".incoming", "upload-123.part"),
@@ -700,9 +773,10 @@ func TestStaleTemps(t *testing.T) {
 		os.MkdirAll(filepath.Dir(f), 0o755)
 		os.WriteFile(f, []byte("partial"), 0o644)
 	}
+	serviceOwned(t, root)
 	cert, key, pool, _ := certPair(t, dir, "")
 	port := freePort(t)
-	startServer(t, pool, port, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken))
+	startServer(t, pool, port, "--config", userConfig(t, dir, ""), "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken))
 	for _, f := range stale {
 		if _, err := os.Stat(f); !os.IsNotExist(err) {
 			t.Errorf("%s survived start-up: %v", f, err)

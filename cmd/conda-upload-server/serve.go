@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
 )
 
 const usage = `usage: conda-upload-server [-h] -d WRITE_DIR -p PORT -e CONDA_EXE -c CERTFILE -k KEYFILE -t TOKEN_HASH
@@ -153,7 +156,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // runServer starts the service and blocks until ctx is done and in-flight
-// uploads have drained.
+// uploads have drained. The start-up order is the one the sandbox needs:
+// everything that needs privileges or paths outside the channel (binding,
+// reading the key and token hashes, dialling the notify socket, looking
+// up the service user) comes before the privilege drop and Landlock.
 func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer) error {
 	cfg := config.Default()
 	if f.configPath != "" {
@@ -181,13 +187,43 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	mode, err := sandbox.ParseMode(cfg.Sandbox.Landlock)
+	if err != nil {
+		return err
+	}
 
+	// 1. Listeners: from systemd, or bound here.
+	listeners, err := systemd.Listeners()
+	if err != nil {
+		return err
+	}
+	activated := len(listeners) > 0
+	if !activated {
+		ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		listeners = []net.Listener{ln}
+	}
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+
+	// 2. TLS certificate and token hashes, from systemd credentials if
+	// the unit passes them.
+	credDir := os.Getenv("CREDENTIALS_DIRECTORY")
+	certFile, keyFile := cfg.CertFile, cfg.KeyFile
+	if credDir != "" && fileExists(filepath.Join(credDir, "tls-cert")) {
+		certFile, keyFile = filepath.Join(credDir, "tls-cert"), filepath.Join(credDir, "tls-key")
+	}
 	var cert *server.Certificate
 	switch {
 	case f.insecureHTTP:
 		log.Warn("serving plain HTTP (--insecure-http): tokens and packages cross the network in clear text")
-	case cfg.CertFile != "":
-		if cert, err = server.LoadCertificate(cfg.CertFile, cfg.KeyFile); err != nil {
+	case certFile != "":
+		if cert, err = server.LoadCertificate(certFile, keyFile); err != nil {
 			return err
 		}
 	case f.dev:
@@ -195,9 +231,9 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 			return err
 		}
 	default:
-		return errors.New("no TLS certificate: set certfile and keyfile (-c, -k), or use --insecure-http for plain HTTP")
+		return errors.New("no TLS certificate: set certfile and keyfile (-c, -k), pass the tls-cert and tls-key credentials, or use --insecure-http for plain HTTP")
 	}
-	tokens, err := cfg.AuthTokens(os.Getenv("CREDENTIALS_DIRECTORY"))
+	tokens, err := cfg.AuthTokens(credDir)
 	if err != nil {
 		return err
 	}
@@ -206,12 +242,75 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		return err
 	}
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	// 3. The notify socket, dialled once.
+	notify, err := systemd.NewNotifier()
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		// systemd will time the start out and say so; serving still helps.
+		log.Error("cannot notify the service manager", "err", err)
+		notify = &systemd.Notifier{}
 	}
-	defer ln.Close()
+	defer notify.Close()
+	wdInterval, err := systemd.WatchdogInterval()
+	if err != nil {
+		return err
+	}
 
+	// 4. Privileges.
+	if err := dropPrivileges(cfg, f.dev, log); err != nil {
+		return err
+	}
+	if err := sandbox.NoNewPrivs(); err != nil {
+		return err
+	}
+
+	// 5. Landlock, once the channel and the indexer's temp dir exist.
+	if err := os.MkdirAll(writeDir, 0o755); err != nil {
+		return fmt.Errorf("create write_dir: %w (the server runs as uid %d)", err, os.Getuid())
+	}
+	policy := sandbox.Policy{
+		WriteDirs: append([]string{writeDir}, cfg.Sandbox.WritePaths...),
+		ExecDirs:  slices.Clone(sandbox.SystemExecDirs),
+		ReadDirs:  slices.Clone(cfg.Sandbox.ReadPaths),
+		ReadFiles: slices.Clone(sandbox.SystemReadFiles),
+	}
+	if certFile != "" {
+		// Directories, not files: a renewed certificate is a new inode
+		// (renamed into place, or a symlink to a new file), and Landlock
+		// rules follow inodes.
+		policy.ReadDirs = append(policy.ReadDirs, certDirs(certFile, keyFile)...)
+	}
+	if credDir != "" {
+		policy.ReadDirs = append(policy.ReadDirs, credDir)
+	}
+	if cfg.TokenHashFile != "" {
+		policy.ReadFiles = append(policy.ReadFiles, cfg.TokenHashFile)
+	}
+	var childTmp string
+	if cfg.CondaExe != "" {
+		prefix, err := sandbox.CondaPrefix(cfg.CondaExe)
+		if err != nil {
+			return err
+		}
+		policy.ExecDirs = append(policy.ExecDirs, prefix)
+		policy.ReadDirs = append(policy.ReadDirs, "/etc/conda", "/proc/self", "/sys/devices/system/cpu")
+		if childTmp, err = os.MkdirTemp("", "conda-upload-server-index-"); err != nil {
+			return fmt.Errorf("indexer temp dir: %w", err)
+		}
+		defer os.RemoveAll(childTmp)
+		// /dev/shm: Python's multiprocessing (conda-index's worker pool).
+		policy.TempDirs = []string{childTmp, "/dev/shm"}
+	}
+	report, err := sandbox.Restrict(mode, policy)
+	if err != nil {
+		return err
+	}
+	if report.Enforced {
+		log.Info("sandbox", "landlock_abi", report.ABI, "enforced", true, "policy", report.Summary)
+	} else {
+		log.Warn("sandbox", "landlock_abi", report.ABI, "enforced", false, "policy", report.Summary)
+	}
+
+	// 6. The channel.
 	st, err := store.Open(writeDir)
 	if err != nil {
 		return err
@@ -227,7 +326,7 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		runner = index.Command{
 			Argv:    append([]string{cfg.CondaExe}, cfg.Index.Command...),
 			Channel: writeDir,
-			TempDir: os.TempDir(),
+			TempDir: childTmp,
 		}
 	} else {
 		rd = repodata.New(writeDir, lim, log)
@@ -256,8 +355,12 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		hs.TLSConfig = cert.TLSConfig()
 		scheme = "https"
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "scheme", scheme, "channel", writeDir,
-		"indexer", runner.Name(), "tokens", len(tokens), "max_upload_size", int64(cfg.MaxUploadSize))
+	addrs := make([]string, len(listeners))
+	for i, l := range listeners {
+		addrs[i] = l.Addr().String()
+	}
+	log.Info("serving", "addrs", addrs, "socket_activated", activated, "scheme", scheme, "channel", writeDir,
+		"indexer", runner.Name(), "tokens", len(tokens), "max_upload_size", int64(cfg.MaxUploadSize), "uid", os.Getuid())
 	if f.dev {
 		printDevBanner(stdout, scheme, cfg.Port, writeDir, devToken)
 	}
@@ -278,20 +381,74 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		}
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() {
+			if cert != nil {
+				errc <- hs.ServeTLS(l, "", "")
+			} else {
+				errc <- hs.Serve(l)
+			}
+		}()
+	}
+	status := func() string {
+		s := srv.Stats()
+		return fmt.Sprintf("serving %s; uploads %d, failures %d, in flight %d, index runs %d (%d failed)",
+			scheme, s.Uploads, s.Failures, s.InFlight, ix.Runs(), ix.Failures())
+	}
+	notify.Ready(status())
+	wdCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	var serveErr atomic.Pointer[error]
+	health := func() error {
+		if e := serveErr.Load(); e != nil {
+			return fmt.Errorf("accept loop ended: %w", *e)
+		}
+		if err := st.CheckWritable(); err != nil {
+			return err
+		}
+		if ix.Stuck() {
+			return errors.New("an index run is stuck past its timeout")
+		}
+		return nil
+	}
 	go func() {
-		if cert != nil {
-			errc <- hs.ServeTLS(ln, "", "")
-		} else {
-			errc <- hs.Serve(ln)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-wdCtx.Done():
+				return
+			case <-t.C:
+				notify.Status(status())
+			}
 		}
 	}()
+	if wdInterval > 0 {
+		go systemd.Watchdog(wdCtx, notify, wdInterval, health, func(err error) {
+			if err != nil {
+				log.Error("unhealthy: withholding watchdog pings", "err", err)
+				notify.Status("unhealthy: " + err.Error())
+			} else {
+				log.Info("healthy: sending watchdog pings", "interval", wdInterval)
+			}
+		})
+	}
+
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+		serveErr.Store(&err)
+		// Stay up without pinging: the service manager restarts us.
+		log.Error("accept loop ended", "err", err)
+		if wdInterval == 0 {
+			return fmt.Errorf("serve: %w", err)
+		}
+		<-ctx.Done()
 	case <-ctx.Done():
 	}
+	stopWatchdog()
 	log.Info("shutting down; draining uploads", "grace", cfg.ShutdownGrace.D())
+	notify.Stopping("draining uploads")
 	srv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace.D())
 	defer cancel()
@@ -302,6 +459,55 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	ix.Close()
 	log.Info("stopped", "uploads", srv.Stats().Uploads)
 	return nil
+}
+
+// dropPrivileges switches to the configured user when started as root.
+func dropPrivileges(cfg *config.Config, dev bool, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		if cfg.User != "" {
+			log.Info("not started as root; user setting not needed", "uid", os.Getuid())
+		}
+		return nil
+	}
+	if cfg.User == "" {
+		switch {
+		case cfg.AllowRoot:
+			log.Warn("running as root (allow_root = true): a compromise of the server is a compromise of the host")
+			return nil
+		case dev:
+			log.Warn("DEV MODE RUNNING AS ROOT: fine on a throwaway machine, never in production (set user in a config file to drop privileges)")
+			return nil
+		}
+		return errors.New("refusing to run as root: set user (and optionally group) in the config file to drop privileges after binding, or allow_root = true to accept the risk")
+	}
+	c, err := sandbox.LookupUser(cfg.User, cfg.Group)
+	if err != nil {
+		return err
+	}
+	if err := sandbox.Drop(c); err != nil {
+		return err
+	}
+	log.Info("dropped privileges", "user", c.Name, "uid", c.UID, "gid", c.GID)
+	return nil
+}
+
+// certDirs returns the directories of the certificate and key files and
+// of the files their symlinks lead to.
+func certDirs(files ...string) []string {
+	var dirs []string
+	for _, f := range files {
+		dirs = append(dirs, filepath.Dir(f))
+		if real, err := filepath.EvalSymlinks(f); err == nil {
+			dirs = append(dirs, filepath.Dir(real))
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // startupIndex removes temp files left by a crash and brings the index of

@@ -47,7 +47,18 @@ type Config struct {
 	ShutdownGrace        Duration `toml:"shutdown_grace"`
 	AllowedSubdirs       []string `toml:"allowed_subdirs"`
 
-	Index IndexConfig `toml:"index"`
+	Index   IndexConfig   `toml:"index"`
+	Sandbox SandboxConfig `toml:"sandbox"`
+}
+
+// SandboxConfig configures Landlock.
+type SandboxConfig struct {
+	// Landlock is "enforce", "best-effort" or "off".
+	Landlock string `toml:"landlock"`
+	// ReadPaths and WritePaths are extra paths for conda installations
+	// that need them.
+	ReadPaths  []string `toml:"read_paths"`
+	WritePaths []string `toml:"write_paths"`
 }
 
 // TokenConfig is one named token hash.
@@ -88,6 +99,8 @@ func Default() *Config {
 			Timeout: Duration(10 * time.Minute),
 			Wait:    true,
 		},
+		// Enforce where the kernel can; the shipped config says enforce.
+		Sandbox: SandboxConfig{Landlock: "best-effort"},
 	}
 }
 
@@ -154,6 +167,19 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Index.Command) == 0 {
 		add("index.command is empty")
+	}
+	switch c.Sandbox.Landlock {
+	case "enforce", "best-effort", "off":
+	default:
+		add("sandbox.landlock %q: want enforce, best-effort or off", c.Sandbox.Landlock)
+	}
+	for _, p := range append(slices.Clone(c.Sandbox.ReadPaths), c.Sandbox.WritePaths...) {
+		if !filepath.IsAbs(p) {
+			add("sandbox paths must be absolute, got %q", p)
+		}
+	}
+	if c.Group != "" && c.User == "" {
+		add("group is set but user is not")
 	}
 	for i, t := range c.Tokens {
 		if t.Name == "" {

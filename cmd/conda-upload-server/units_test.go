@@ -1,0 +1,44 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
+)
+
+// TestServiceExposure scores the shipped service unit with systemd's own
+// analyzer. --threshold is on a ×10 scale: 10 fails anything above 1.0.
+func TestServiceExposure(t *testing.T) {
+	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=10", "../../systemd/conda-upload.service").CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for conda-upload\.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze: %v\n%s", err, out)
+	}
+	score, _ := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("exposure %.1f", score)
+	if err != nil || score > 1.0 {
+		t.Errorf("exposure %.1f (err %v), want ≤ 1.0", score, err)
+	}
+}
+
+// TestUnits checks the settings the daemon relies on.
+func TestUnits(t *testing.T) {
+	sock, _ := os.ReadFile("../../systemd/conda-upload.socket")
+	svc, _ := os.ReadFile("../../systemd/conda-upload.service")
+	for _, want := range []string{"ListenStream=8443", "BindIPv6Only=both", "FileDescriptorName=" + systemd.FDName, "Accept=no"} {
+		if !strings.Contains(string(sock), "\n"+want+"\n") {
+			t.Errorf("socket unit lacks %s", want)
+		}
+	}
+	for _, want := range []string{"Type=notify", "NotifyAccess=main", "WatchdogSec=", "Restart=on-failure", "User=conda-upload", "Group=conda-upload",
+		"landlock_create_ruleset landlock_add_rule landlock_restrict_self", "LoadCredential=tls-key:", "LoadCredential=token-hash:"} {
+		if !strings.Contains(string(svc), want) {
+			t.Errorf("service unit lacks %s", want)
+		}
+	}
+}
