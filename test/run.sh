@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, go vet, staticcheck, every Go test
 # (unit, integration against real TLS servers, curl and Python requests
-# clients, the real binary as a process) and the fuzz targets for a
-# bounded time.
+# clients, the real binary as a process, systemd-socket-activate, Landlock),
+# the fuzz targets for a bounded time, the packages (built and linted), and
+# the end-to-end test in a booted systemd (test/e2e/run.sh).
 #
 # Run it as root on Debian 12 or later: some tests need root (privilege
 # drop, Landlock as another user, tmpfs mounts), and missing tools are
@@ -20,8 +21,18 @@ STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 declare -A need=(
 	[curl]=curl
 	[bzip2]=bzip2
+	[make]=make
 	[systemd-socket-activate]=systemd
 	[systemd-analyze]=systemd
+	[debootstrap]=debootstrap
+	[systemd-nspawn]=systemd-container
+	[zstd]=zstd
+	[ss]=iproute2
+	[openssl]=openssl
+	[lintian]=lintian
+	[rpmlint]=rpmlint
+	[rpm]=rpm
+	[shellcheck]=shellcheck
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -39,11 +50,14 @@ if ((${#missing[@]})); then
 fi
 
 echo "== gofmt"
-unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+unformatted=$(gofmt -l .)
 if [[ -n $unformatted ]]; then
 	echo "gofmt would change: $unformatted" >&2
 	exit 1
 fi
+
+echo "== shellcheck"
+shellcheck .ci/run test/*.sh test/e2e/*.sh
 
 echo "== go vet"
 go vet ./...
@@ -60,4 +74,11 @@ if [[ $FUZZTIME != 0 ]]; then
 		go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x ./internal/condapkg/
 	done
 fi
+echo "== packages"
+make -s packages
+./test/lint-packages.sh
+
+echo "== end-to-end in a booted systemd"
+./test/e2e/run.sh
+
 echo "== all tests passed"

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"io"
 	"math/rand/v2"
-	"testing"
 )
 
 // randomChunk returns n bytes that do not compress.
@@ -21,7 +20,7 @@ func randomChunk(n int, seed uint64) []byte {
 // bytes of random data to w, without compressing size bytes: bzip2 streams
 // may be concatenated, so the payload is one compressed random chunk
 // repeated. info/ comes first, as conda writes it.
-func LargeTarBz2(t testing.TB, s Spec, size int64, w io.Writer) {
+func LargeTarBz2(t T, s Spec, size int64, w io.Writer) {
 	t.Helper()
 	const chunk = 4 << 20
 	n := max(size/chunk, 1)
@@ -52,7 +51,7 @@ func LargeTarBz2(t testing.TB, s Spec, size int64, w io.Writer) {
 // LargeConda writes a valid .conda whose pkg- member holds about size
 // bytes of random (stored, not compressed) data, in conda-package-
 // handling's member order: the info- member comes after the payload.
-func LargeConda(t testing.TB, s Spec, size int64, w io.Writer) {
+func LargeConda(t T, s Spec, size int64, w io.Writer) {
 	t.Helper()
 	zw := zip.NewWriter(w)
 	entries := CondaEntries(t, s)

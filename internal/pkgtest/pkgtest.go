@@ -13,10 +13,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"testing"
 
 	"github.com/klauspost/compress/zstd"
 )
+
+// T is the part of testing.TB the builders use, so that programs outside
+// tests (the end-to-end and benchmark scripts' package generator) can use
+// them too.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // Member is one tar member.
 type Member struct {
@@ -85,7 +93,7 @@ func (s Spec) infoMembers() []Member {
 }
 
 // Tar returns an uncompressed tar of the members.
-func Tar(t testing.TB, members ...Member) []byte {
+func Tar(t T, members ...Member) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -113,7 +121,7 @@ func Tar(t testing.TB, members ...Member) []byte {
 }
 
 // Bzip2 compresses data with the bzip2 program.
-func Bzip2(t testing.TB, data []byte) []byte {
+func Bzip2(t T, data []byte) []byte {
 	t.Helper()
 	cmd := exec.Command("bzip2", "-c", "-1")
 	cmd.Stdin = bytes.NewReader(data)
@@ -126,7 +134,7 @@ func Bzip2(t testing.TB, data []byte) []byte {
 }
 
 // Zstd compresses data.
-func Zstd(t testing.TB, data []byte) []byte {
+func Zstd(t T, data []byte) []byte {
 	t.Helper()
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
@@ -137,7 +145,7 @@ func Zstd(t testing.TB, data []byte) []byte {
 }
 
 // TarBz2 builds a .tar.bz2 package: info/ first, then the payload.
-func TarBz2(t testing.TB, s Spec) []byte {
+func TarBz2(t T, s Spec) []byte {
 	t.Helper()
 	return Bzip2(t, Tar(t, append(s.infoMembers(), s.Payload...)...))
 }
@@ -151,7 +159,7 @@ type ZipEntry struct {
 // CondaEntries returns the standard zip entries of a .conda package:
 // metadata.json, pkg-<stem>.tar.zst, info-<stem>.tar.zst (conda-package-
 // handling's order).
-func CondaEntries(t testing.TB, s Spec) []ZipEntry {
+func CondaEntries(t T, s Spec) []ZipEntry {
 	t.Helper()
 	return []ZipEntry{
 		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
@@ -161,7 +169,7 @@ func CondaEntries(t testing.TB, s Spec) []ZipEntry {
 }
 
 // Zip stores the entries uncompressed, as conda does.
-func Zip(t testing.TB, entries ...ZipEntry) []byte {
+func Zip(t T, entries ...ZipEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
@@ -181,13 +189,13 @@ func Zip(t testing.TB, entries ...ZipEntry) []byte {
 }
 
 // Conda builds a .conda package.
-func Conda(t testing.TB, s Spec) []byte {
+func Conda(t T, s Spec) []byte {
 	t.Helper()
 	return Zip(t, CondaEntries(t, s)...)
 }
 
 // Build builds the package in the format its extension names.
-func Build(t testing.TB, s Spec, ext string) []byte {
+func Build(t T, s Spec, ext string) []byte {
 	t.Helper()
 	switch ext {
 	case ".conda":

@@ -52,9 +52,12 @@ type cacheHeader struct {
 
 // cacheLine is one journal line: an entry, or a removal.
 type cacheLine struct {
-	Name    string `json:"name"`
-	Removed bool   `json:"removed,omitempty"`
-	*entry
+	Name    string          `json:"name"`
+	Removed bool            `json:"removed,omitempty"`
+	Size    int64           `json:"size,omitempty"`
+	Mtime   int64           `json:"mtime_ns,omitempty"`
+	Record  json.RawMessage `json:"record,omitempty"`
+	Invalid string          `json:"invalid,omitempty"`
 }
 
 // Index writes repodata.json for the subdirs of one channel. Updates of
@@ -281,10 +284,10 @@ func readJournal(r io.Reader, entries map[string]*entry) (int, error) {
 			pending = fmt.Errorf("line %d: no name", lines+2)
 		case l.Removed:
 			delete(entries, l.Name)
-		case l.entry == nil || (l.Record == nil) == (l.Invalid == ""):
+		case (l.Record == nil) == (l.Invalid == ""):
 			pending = fmt.Errorf("line %d: bad entry for %q", lines+2, l.Name)
 		default:
-			entries[l.Name] = l.entry
+			entries[l.Name] = &entry{Size: l.Size, Mtime: l.Mtime, Record: l.Record, Invalid: l.Invalid}
 		}
 		lines++
 	}
@@ -303,7 +306,10 @@ func (x *Index) save(dir string, st *subdirState) error {
 	}
 	var b []byte
 	appendLine := func(name string) error {
-		l := cacheLine{Name: name, entry: st.entries[name], Removed: st.entries[name] == nil}
+		l := cacheLine{Name: name, Removed: true}
+		if e := st.entries[name]; e != nil {
+			l = cacheLine{Name: name, Size: e.Size, Mtime: e.Mtime, Record: e.Record, Invalid: e.Invalid}
+		}
 		line, err := json.Marshal(l)
 		if err != nil {
 			return err

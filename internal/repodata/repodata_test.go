@@ -145,10 +145,24 @@ func TestReconcile(t *testing.T) {
 	if got := keys(x); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after changes by hand: %v, want %v", got, want)
 	}
-	// A fresh process trusts a valid cache...
-	if got := keys(repodata.New(root, condapkg.DefaultLimits(), quiet())); !reflect.DeepEqual(got, want) {
-		t.Fatalf("from cache: %v, want %v", got, want)
+	// A fresh process trusts a valid cache: a package whose bytes were
+	// replaced behind its back, with size and mtime kept, is listed from
+	// its cached record instead of being read again (and refused).
+	mock := filepath.Join(sd, "mock-2.0.0-py37_1000.conda")
+	orig := mustRead(t, mock)
+	fi, _ := os.Stat(mock)
+	os.WriteFile(mock, make([]byte, len(orig)), 0o644)
+	os.Chtimes(mock, fi.ModTime(), fi.ModTime())
+	var logs strings.Builder
+	fresh := repodata.New(root, condapkg.DefaultLimits(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if got := keys(fresh); !reflect.DeepEqual(got, want) {
+		t.Fatalf("from cache: %v, want %v\n%s", got, want, logs.String())
 	}
+	if strings.Contains(logs.String(), "unusable") || strings.Contains(logs.String(), "left out") {
+		t.Errorf("valid cache not used:\n%s", logs.String())
+	}
+	os.WriteFile(mock, orig, 0o644)
+	os.Chtimes(mock, fi.ModTime(), fi.ModTime())
 	// ...but not a corrupt one, nor a record that lies about its file: a
 	// changed file (new mtime) is read again.
 	cache := filepath.Join(sd, repodata.CacheDir, "records.jsonl")

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Lints the packages in dist/: lintian on the .deb (no error, no warning;
+# overrides in packaging/deb/lintian-overrides), rpmlint on the .rpm (no
+# error; filters in packaging/rpmlint.toml), shellcheck on the maintainer
+# scripts, and the rpm's file list and scripts as rpm reads them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for t in lintian rpmlint rpm shellcheck; do command -v "$t" >/dev/null || missing+=("$t"); done
+if ((${#missing[@]})); then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+deb=$(ls dist/*.deb) rpm=$(ls dist/*.rpm)
+echo "== lintian $deb"
+# initial-upload-closes-no-bugs: only meaningful for uploads to Debian.
+# Shown with overrides and info tags; gated without --show-overrides,
+# which makes lintian count overridden tags as failures.
+lintian -I --show-overrides --fail-on none --suppress-tags initial-upload-closes-no-bugs "$deb"
+lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs "$deb"
+echo "== rpmlint $rpm"
+rpmlint -c packaging/rpmlint.toml "$rpm"
+echo "== shellcheck maintainer scripts"
+shellcheck -s sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm packaging/rpm/*.sh
+echo "== rpm -qpl / --scripts"
+rpmfiles=$(rpm -qpl "$rpm") debfiles=$(dpkg-deb -c "$deb")
+echo "$rpmfiles"
+for f in /usr/bin/conda-upload-server /usr/lib/systemd/system/conda-upload.service /usr/lib/systemd/system/conda-upload.socket \
+	/usr/lib/sysusers.d/conda-upload-server.conf /usr/lib/tmpfiles.d/conda-upload-server.conf /etc/conda-upload-server/config.toml \
+	/usr/share/man/man8/conda-upload-server.8.gz; do
+	grep -qx "$f" <<<"$rpmfiles" || { echo "rpm lacks $f" >&2; exit 1; }
+	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
+done
+rpm -qp --configfiles "$rpm" | grep -qx /etc/conda-upload-server/config.toml
+dpkg-deb -f "$deb" Version | grep -qv '^0\.0\.0'
+scripts=$(rpm -qp --scripts "$rpm")
+echo "$scripts"
+# The rpm scripts as rpm will run them, checked like the sources.
+for s in postinstall preuninstall postuninstall; do
+	body=$(awk -v s="$s" '$0 ~ "^"s" scriptlet" {on=1; next} /scriptlet \(using/ {on=0} on' <<<"$scripts")
+	[[ -n $body ]] || { echo "rpm has no $s scriptlet" >&2; exit 1; }
+	shellcheck -s sh - <<<"$body"
+done
+echo "== packages lint-clean"
