@@ -338,13 +338,18 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		return err
 	}
 
+	conns := &server.ConnLimiter{Max: cfg.MaxConnections}
 	srv := server.New(server.Options{
 		Store: st, Auth: authn, Indexer: ix, Repodata: rd, Limits: lim,
 		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads,
 		WaitIndex: cfg.Index.Wait, Log: log,
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
+		Conns: conns,
 	})
 	hs := &http.Server{
 		Handler:           srv,
+		ConnState:         conns.ConnState,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
 		IdleTimeout:       cfg.IdleTimeout.D(),
 		MaxHeaderBytes:    64 << 10,
@@ -383,6 +388,7 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
+		l := conns.Listener(l)
 		go func() {
 			if cert != nil {
 				errc <- hs.ServeTLS(l, "", "")

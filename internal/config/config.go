@@ -45,6 +45,11 @@ type Config struct {
 	ReadHeaderTimeout    Duration `toml:"read_header_timeout"`
 	IdleTimeout          Duration `toml:"idle_timeout"`
 	ShutdownGrace        Duration `toml:"shutdown_grace"`
+	MaxConnections       int      `toml:"max_connections"`
+	MinUploadRate        ByteSize `toml:"min_upload_rate"`
+	UploadRateWindow     Duration `toml:"upload_rate_window"`
+	AuthFailureLimit     int      `toml:"auth_failure_limit"`
+	AuthFailureWindow    Duration `toml:"auth_failure_window"`
 	AllowedSubdirs       []string `toml:"allowed_subdirs"`
 
 	Index   IndexConfig   `toml:"index"`
@@ -93,6 +98,11 @@ func Default() *Config {
 		ReadHeaderTimeout:    Duration(10 * time.Second),
 		IdleTimeout:          Duration(2 * time.Minute),
 		ShutdownGrace:        Duration(30 * time.Second),
+		MaxConnections:       512,
+		MinUploadRate:        10 << 10,
+		UploadRateWindow:     Duration(30 * time.Second),
+		AuthFailureLimit:     10,
+		AuthFailureWindow:    Duration(time.Minute),
 		AllowedSubdirs:       slices.Clone(condapkg.KnownSubdirs),
 		Index: IndexConfig{
 			Command: slices.Clone(DefaultIndexCommand),
@@ -156,6 +166,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownGrace < 0 || c.Index.Timeout <= 0 {
 		add("timeouts must be positive")
+	}
+	if c.MaxConnections < c.MaxConcurrentUploads {
+		add("max_connections (%d) must be at least max_concurrent_uploads (%d)", c.MaxConnections, c.MaxConcurrentUploads)
+	}
+	if c.MinUploadRate < 0 || c.UploadRateWindow <= 0 {
+		add("min_upload_rate must not be negative and upload_rate_window must be positive")
+	}
+	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
+		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
 	}
 	for _, s := range c.AllowedSubdirs {
 		if !slices.Contains(condapkg.KnownSubdirs, s) {

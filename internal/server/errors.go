@@ -25,6 +25,7 @@ var (
 	errUnauthorized = errStatus(http.StatusUnauthorized, "missing or invalid token")
 	errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "server is shutting down", retryAfter: "5"}
 	errBusy         = &httpError{status: http.StatusServiceUnavailable, msg: "too many uploads in progress; retry later", retryAfter: "5"}
+	errTooManyConns = &httpError{status: http.StatusServiceUnavailable, msg: "too many connections; retry later", retryAfter: "5"}
 )
 
 // statusOf maps an error to the status and message sent to the client.
@@ -41,6 +42,8 @@ func statusOf(err error) (int, string, string) {
 		return http.StatusConflict, err.Error(), ""
 	case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "upload exceeds max_upload_size", ""
+	case errors.Is(err, errTooSlow):
+		return http.StatusRequestTimeout, "upload slower than the server's minimum rate; closed", ""
 	case store.IsNoSpace(err):
 		return http.StatusInsufficientStorage, "no space left in the channel's file system", ""
 	}

@@ -56,6 +56,14 @@ type Options struct {
 	// the package.
 	WaitIndex bool
 	Log       *slog.Logger
+	// AuthLimiter, if set, rate-limits failed authentication per address.
+	AuthLimiter *AuthLimiter
+	// MinUploadRate, in bytes per second over each RateWindow, cuts
+	// bodies that trickle in. Zero disables it.
+	MinUploadRate int64
+	RateWindow    time.Duration
+	// Conns, if set, is the connection limiter of the http.Server.
+	Conns *ConnLimiter
 }
 
 // Server handles uploads.
@@ -65,8 +73,9 @@ type Server struct {
 	draining atomic.Bool
 	mux      *http.ServeMux
 
-	uploads  atomic.Int64 // packages stored (created or identical)
-	failures atomic.Int64 // refused or failed upload requests
+	uploads      atomic.Int64 // packages stored (created or identical)
+	failures     atomic.Int64 // refused or failed upload requests
+	authFailures atomic.Int64
 }
 
 // New returns a Server.
@@ -88,12 +97,12 @@ func (s *Server) Drain() { s.draining.Store(true) }
 
 // Stats are counters for status lines and health checks.
 type Stats struct {
-	Uploads, Failures, InFlight int64
+	Uploads, Failures, InFlight, AuthFailures int64
 }
 
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
-	return Stats{Uploads: s.uploads.Load(), Failures: s.failures.Load(), InFlight: int64(len(s.sem))}
+	return Stats{Uploads: s.uploads.Load(), Failures: s.failures.Load(), InFlight: int64(len(s.sem)), AuthFailures: s.authFailures.Load()}
 }
 
 // logFields collects what the request log line says.
@@ -116,7 +125,15 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) (any, int, er
 		start := time.Now()
 		lf := &logFields{}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, lf))
-		body, status, err := h(w, r)
+		var body any
+		var status int
+		var err error
+		if s.o.Conns.over() {
+			w.Header().Set("Connection", "close")
+			err = errTooManyConns
+		} else {
+			body, status, err = h(w, r)
+		}
 		level := slog.LevelInfo
 		var errText string
 		if err != nil {
@@ -189,13 +206,24 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	if s.draining.Load() {
 		return nil, 0, errShuttingDown
 	}
+	ip := remoteIP(r)
+	if wait, blocked := s.o.AuthLimiter.Blocked(ip, time.Now()); blocked {
+		return nil, 0, &httpError{status: http.StatusTooManyRequests, msg: "too many failed authentications from this address; retry later", retryAfter: retryAfter(wait)}
+	}
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
 	default:
 		return nil, 0, errBusy
 	}
-	return s.upload(w, r)
+	body, status, err := s.upload(w, r)
+	if err != nil {
+		if st, _, _ := statusOf(err); st == http.StatusUnauthorized {
+			s.o.AuthLimiter.Fail(ip, time.Now())
+			s.authFailures.Add(1)
+		}
+	}
+	return body, status, err
 }
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error) {
@@ -204,7 +232,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 	if r.ContentLength > limit {
 		return nil, 0, store.ErrTooLarge
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	body := http.MaxBytesReader(w, r.Body, limit)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
 
 	authed := false
 	if h := r.Header.Get("Authorization"); h != "" {
@@ -381,7 +413,7 @@ func bodyError(err error) error {
 	switch {
 	case errors.As(err, &mbe) || errors.Is(err, store.ErrTooLarge):
 		return store.ErrTooLarge
-	case condapkg.IsInvalid(err) || errors.As(err, new(*store.WriteError)):
+	case condapkg.IsInvalid(err) || errors.As(err, new(*store.WriteError)) || errors.Is(err, errTooSlow):
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errStatus(http.StatusBadRequest, "request body ended before the multipart form was complete")

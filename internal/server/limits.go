@@ -1,0 +1,193 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// AuthLimiter refuses, with 429, every request from an address that has
+// failed authentication too often: at most Limit failures per Window.
+// Only failures count, so clients that authenticate are never slowed; and
+// a limited address is refused before its token is checked, so that
+// answers cannot be used to keep guessing at full speed.
+type AuthLimiter struct {
+	Limit  int
+	Window time.Duration
+
+	mu    sync.Mutex
+	addrs map[string][]time.Time
+}
+
+// maxTrackedAddrs bounds the limiter's memory under a spray of addresses.
+const maxTrackedAddrs = 100_000
+
+// Blocked reports whether addr is over the limit and, if so, when it may
+// try again.
+func (l *AuthLimiter) Blocked(addr string, now time.Time) (time.Duration, bool) {
+	if l == nil || l.Limit <= 0 {
+		return 0, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fails := l.prune(addr, now)
+	if len(fails) < l.Limit {
+		return 0, false
+	}
+	return fails[len(fails)-l.Limit].Add(l.Window).Sub(now), true
+}
+
+// Fail records a failed authentication from addr.
+func (l *AuthLimiter) Fail(addr string, now time.Time) {
+	if l == nil || l.Limit <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.addrs == nil {
+		l.addrs = make(map[string][]time.Time)
+	}
+	if _, ok := l.addrs[addr]; !ok && len(l.addrs) >= maxTrackedAddrs {
+		for a := range l.addrs {
+			l.prune(a, now)
+		}
+		for a := range l.addrs { // still full: forget an arbitrary one
+			if len(l.addrs) < maxTrackedAddrs {
+				break
+			}
+			delete(l.addrs, a)
+		}
+	}
+	l.addrs[addr] = append(l.prune(addr, now), now)
+}
+
+// prune drops failures older than the window; l.mu is held.
+func (l *AuthLimiter) prune(addr string, now time.Time) []time.Time {
+	fails := l.addrs[addr]
+	i := 0
+	for i < len(fails) && now.Sub(fails[i]) >= l.Window {
+		i++
+	}
+	fails = fails[i:]
+	if len(fails) == 0 {
+		delete(l.addrs, addr)
+		return nil
+	}
+	l.addrs[addr] = fails
+	return fails
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(d.Seconds()) + 1)
+}
+
+// errTooSlow is returned by a rateReader whose client sends too slowly.
+var errTooSlow = errors.New("upload slower than min_upload_rate")
+
+// rateReader cuts a request body that arrives slower than min bytes per
+// second, measured over each window: a client trickling a body would
+// otherwise hold an upload slot (and a file) open for ever. It also sets
+// the connection's read deadline to the end of each window, so a client
+// that sends nothing at all is cut too.
+type rateReader struct {
+	r      io.Reader
+	rc     *http.ResponseController
+	min    int64
+	window time.Duration
+	start  time.Time
+	n      int64
+}
+
+func newRateReader(r io.Reader, w http.ResponseWriter, min int64, window time.Duration) io.Reader {
+	if min <= 0 || window <= 0 {
+		return r
+	}
+	rr := &rateReader{r: r, rc: http.NewResponseController(w), min: min, window: window, start: time.Now()}
+	rr.rc.SetReadDeadline(rr.start.Add(window))
+	return rr
+}
+
+func (rr *rateReader) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	rr.n += int64(n)
+	if now := time.Now(); now.Sub(rr.start) >= rr.window {
+		if float64(rr.n) < float64(rr.min)*now.Sub(rr.start).Seconds() {
+			return n, errTooSlow
+		}
+		rr.start, rr.n = now, 0
+		rr.rc.SetReadDeadline(now.Add(rr.window))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return n, errTooSlow
+	}
+	return n, err
+}
+
+// ConnLimiter bounds open connections. Up to Max, connections are served
+// as usual; beyond Max each gets one 503 answer and is closed; beyond
+// 2×Max new connections are closed at once, so that a flood cannot use up
+// file descriptors.
+type ConnLimiter struct {
+	Max    int
+	active atomic.Int64
+}
+
+// Active returns the number of open connections.
+func (c *ConnLimiter) Active() int64 { return c.active.Load() }
+
+// Listener wraps l so that connections over the hard limit are dropped.
+func (c *ConnLimiter) Listener(l net.Listener) net.Listener {
+	if c == nil || c.Max <= 0 {
+		return l
+	}
+	return &limitListener{Listener: l, c: c}
+}
+
+// ConnState is an http.Server ConnState hook that counts connections.
+func (c *ConnLimiter) ConnState(_ net.Conn, s http.ConnState) {
+	if c == nil {
+		return
+	}
+	switch s {
+	case http.StateNew:
+		c.active.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		c.active.Add(-1)
+	}
+}
+
+// over reports whether the server is past its soft limit.
+func (c *ConnLimiter) over() bool { return c != nil && c.Max > 0 && c.active.Load() > int64(c.Max) }
+
+type limitListener struct {
+	net.Listener
+	c *ConnLimiter
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.c.active.Load() >= int64(2*l.c.Max) {
+			conn.Close()
+			continue
+		}
+		return conn, nil
+	}
+}
