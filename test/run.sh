@@ -33,6 +33,7 @@ declare -A need=(
 	[rpmlint]=rpmlint
 	[rpm]=rpm
 	[shellcheck]=shellcheck
+	[testssl]=testssl.sh
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -69,9 +70,9 @@ echo "== go test"
 go test -count=1 ./...
 
 if [[ $FUZZTIME != 0 ]]; then
-	for target in FuzzTarBz2 FuzzConda FuzzParseFilename; do
-		echo "== fuzz $target ($FUZZTIME)"
-		go test -run '^$' -fuzz "^$target\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x ./internal/condapkg/
+	for target in condapkg:FuzzTarBz2 condapkg:FuzzConda condapkg:FuzzParseFilename server:FuzzUpload; do
+		echo "== fuzz ${target#*:} ($FUZZTIME)"
+		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x "./internal/${target%%:*}/"
 	done
 fi
 echo "== packages"

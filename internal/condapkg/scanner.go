@@ -173,6 +173,11 @@ func inspectConda(fn Filename, r io.ReaderAt, size int64, head []byte, lim Limit
 		if _, ok := want[f.Name]; !ok {
 			return nil, errorf("%s: unexpected zip entry %q; a .conda holds metadata.json, info-%s.tar.zst and pkg-%s.tar.zst", fn, f.Name, stem, stem)
 		}
+		// Nothing here reads metadata.json, but clients do: refuse one
+		// that would decompress to more than a JSON document can need.
+		if f.Name == "metadata.json" && f.UncompressedSize64 > uint64(lim.MaxIndexJSON) {
+			return nil, errorf("%s: metadata.json is %d bytes uncompressed, over the limit of %d", fn, f.UncompressedSize64, lim.MaxIndexJSON)
+		}
 		if f.Name == "info-"+stem+".tar.zst" {
 			info = f
 		}

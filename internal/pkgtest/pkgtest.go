@@ -154,6 +154,8 @@ func TarBz2(t T, s Spec) []byte {
 type ZipEntry struct {
 	Name string
 	Data []byte
+	// Deflate compresses the member; conda stores them.
+	Deflate bool
 }
 
 // CondaEntries returns the standard zip entries of a .conda package:
@@ -162,19 +164,23 @@ type ZipEntry struct {
 func CondaEntries(t T, s Spec) []ZipEntry {
 	t.Helper()
 	return []ZipEntry{
-		{"metadata.json", []byte(`{"conda_pkg_format_version": 2}`)},
-		{"pkg-" + s.Stem() + ".tar.zst", Zstd(t, Tar(t, s.Payload...))},
-		{"info-" + s.Stem() + ".tar.zst", Zstd(t, Tar(t, s.infoMembers()...))},
+		{Name: "metadata.json", Data: []byte(`{"conda_pkg_format_version": 2}`)},
+		{Name: "pkg-" + s.Stem() + ".tar.zst", Data: Zstd(t, Tar(t, s.Payload...))},
+		{Name: "info-" + s.Stem() + ".tar.zst", Data: Zstd(t, Tar(t, s.infoMembers()...))},
 	}
 }
 
-// Zip stores the entries uncompressed, as conda does.
+// Zip writes the entries, stored uncompressed unless marked Deflate.
 func Zip(t T, entries ...ZipEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.Name, Method: zip.Store})
+		method := zip.Store
+		if e.Deflate {
+			method = zip.Deflate
+		}
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.Name, Method: method})
 		if err != nil {
 			t.Fatal(err)
 		}

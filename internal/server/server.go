@@ -154,6 +154,9 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) (any, int, er
 				s.failures.Add(1)
 			}
 		}
+		if r.TLS != nil {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		}
 		writeJSON(w, status, body)
 		s.o.Log.Log(r.Context(), level, "request",
 			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status,
@@ -331,6 +334,14 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 	}
 	if up == nil {
 		return nil, 0, errStatus(http.StatusBadRequest, "no artifact field in the form")
+	}
+	// The form ended; so must the body, as its length said. A body cut
+	// short of its Content-Length (or chunked encoding) is refused even if
+	// the form inside it looked complete.
+	if n, err := io.Copy(io.Discard, io.LimitReader(r.Body, maxFieldLen+1)); err != nil {
+		return nil, 0, bodyError(err)
+	} else if n > maxFieldLen {
+		return nil, 0, errStatus(http.StatusBadRequest, "data after the end of the multipart form")
 	}
 	info, err := scanner.Finish(up.File(), sums.Size)
 	if err != nil {

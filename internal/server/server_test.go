@@ -89,6 +89,9 @@ func startSlow(t *testing.T, indexDelay time.Duration, opts ...option) *env {
 	}
 	ix := index.New(runner, time.Minute, log)
 	t.Cleanup(ix.Close)
+	if err := ix.Index(context.Background(), "noarch"); err != nil {
+		t.Fatal(err)
+	}
 	o.Indexer = ix
 	for _, opt := range opts {
 		opt(&o)
@@ -425,7 +428,7 @@ func TestSameNameRace(t *testing.T) {
 		s.Payload[0].Data = []byte(fmt.Sprintf("variant %d", i))
 		pkgs[i] = pkgtest.Conda(t, s)
 	}
-	for round := range 5 {
+	for round := range 100 {
 		name := fmt.Sprintf("race-1.0-%d.conda", round)
 		var wg sync.WaitGroup
 		results := make([]response, n)
@@ -458,7 +461,7 @@ func TestSameNameRace(t *testing.T) {
 			t.Fatalf("round %d: stored bytes are not the winner's", round)
 		}
 	}
-	if got := e.files(t); len(got) != 5 {
+	if got := e.files(t); len(got) != 100 {
 		t.Errorf("files %v", got)
 	}
 }
