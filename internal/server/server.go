@@ -154,14 +154,16 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) (any, int, er
 				s.failures.Add(1)
 			}
 		}
-		if r.TLS != nil {
-			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-		}
-		writeJSON(w, status, body)
+		// Log before answering, so that the log has the line by the time
+		// the client has its response.
 		s.o.Log.Log(r.Context(), level, "request",
 			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status,
 			"token", lf.token, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
 			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
+		if r.TLS != nil {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		writeJSON(w, status, body)
 	})
 }
 
