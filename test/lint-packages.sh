@@ -29,7 +29,7 @@ rpmfiles=$(rpm -qpl "$rpm") debfiles=$(dpkg-deb -c "$deb")
 echo "$rpmfiles"
 for f in /usr/bin/conda-upload-server /usr/lib/systemd/system/conda-upload.service /usr/lib/systemd/system/conda-upload.socket \
 	/usr/lib/sysusers.d/conda-upload-server.conf /usr/lib/tmpfiles.d/conda-upload-server.conf /etc/conda-upload-server/config.toml \
-	/usr/share/man/man8/conda-upload-server.8.gz; do
+	/usr/share/man/man8/conda-upload-server.8.gz /etc/logrotate.d/conda-upload-server; do
 	grep -qx "$f" <<<"$rpmfiles" || { echo "rpm lacks $f" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
 done

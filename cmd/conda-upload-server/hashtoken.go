@@ -16,8 +16,9 @@ func hashToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hash-token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	salt := fs.String("salt", auth.DefaultSalt, "salt, as in the server's `salt` setting")
+	tomlName := fs.String("toml", "", "print a [[tokens]] block for a token of this `name` instead of the bare hash")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: conda-upload-server hash-token [--salt SALT] < token-file\n\nReads one token from standard input and prints its hash for token_hash.\n\n")
+		fmt.Fprintf(stderr, "usage: conda-upload-server hash-token [--salt SALT] [--toml NAME] < token-file\n\nReads one token from standard input and prints its hash for token_hash,\nor with --toml a [[tokens]] block for the config or tokens file.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -40,6 +41,10 @@ func hashToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case len(token) > auth.MaxTokenLen:
 		fmt.Fprintf(stderr, "conda-upload-server: error: token is longer than %d bytes\n", auth.MaxTokenLen)
 		return 1
+	}
+	if *tomlName != "" {
+		fmt.Fprintf(stdout, "[[tokens]]\nname = %q\nhash = %q\n", *tomlName, auth.Hash(*salt, token))
+		return 0
 	}
 	fmt.Fprintln(stdout, auth.Hash(*salt, token))
 	return 0

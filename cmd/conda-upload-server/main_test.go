@@ -211,6 +211,19 @@ func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *p
 	}
 }
 
+// logged waits a little for s to show up in the server's log: the log
+// reaches the test through a pipe, a moment after the response.
+func (p *proc) logged(s string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
 // upload posts a package the way the original README's client does.
 func (p *proc) upload(t *testing.T, token, path string) (int, map[string]any) {
 	t.Helper()
@@ -257,7 +270,7 @@ func original(t *testing.T, extra ...string) (*proc, string) {
 // have: Python requests (the README's snippet, verify=False), curl, and Go.
 func TestOriginalClients(t *testing.T) {
 	p, root := original(t)
-	if !strings.Contains(p.stderr.String(), "token_hash was given on the command line") {
+	if !p.logged("token_hash was given on the command line") {
 		t.Error("no warning about token_hash on the command line")
 	}
 

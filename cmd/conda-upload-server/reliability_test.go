@@ -417,7 +417,7 @@ func TestSecretsStayOut(t *testing.T) {
 	if strings.Contains(p.stderr.String(), testToken) {
 		t.Error("token in the log")
 	}
-	if !strings.Contains(p.stderr.String(), "status=401") {
+	if !p.logged("status=401") {
 		t.Error("failed attempt not logged")
 	}
 }

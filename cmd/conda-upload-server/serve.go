@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,10 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -147,12 +150,27 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "conda-upload-server: hint: see conda-upload-server --help\n")
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := newLogger(stderr)
 	if err := runServer(ctx, f, log, stdout); err != nil {
 		fmt.Fprintf(stderr, "conda-upload-server: error: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// newLogger logs logfmt lines to stderr. Under systemd (JOURNAL_STREAM
+// set) the time is left out, since the journal stamps every line itself.
+func newLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // runServer starts the service and blocks until ctx is done and in-flight
@@ -193,10 +211,22 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	}
 
 	// 1. Listeners: from systemd, or bound here.
-	listeners, err := systemd.Listeners()
+	listeners, metricsListeners, err := systemd.Listeners()
 	if err != nil {
 		return err
 	}
+	if cfg.Metrics.Enabled && cfg.Metrics.Listen != "" {
+		ml, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		metricsListeners = append(metricsListeners, ml)
+	}
+	defer func() {
+		for _, l := range metricsListeners {
+			l.Close()
+		}
+	}()
 	activated := len(listeners) > 0
 	if !activated {
 		ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
@@ -285,6 +315,20 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	if cfg.TokenHashFile != "" {
 		policy.ReadFiles = append(policy.ReadFiles, cfg.TokenHashFile)
 	}
+	tokensFile := cfg.TokensFilePath(credDir)
+	if tokensFile != "" {
+		// The directory, so that a tokens file replaced by rename (the
+		// usual way to edit it) can still be re-read on SIGHUP.
+		policy.ReadDirs = append(policy.ReadDirs, filepath.Dir(tokensFile))
+	}
+	auditLog, err := audit.Open(cfg.Audit.File, log)
+	if err != nil {
+		return err
+	}
+	defer auditLog.Close()
+	if cfg.Audit.File != "" {
+		policy.WriteFiles = append(policy.WriteFiles, cfg.Audit.File)
+	}
 	var childTmp string
 	if cfg.CondaExe != "" {
 		prefix, err := sandbox.CondaPrefix(cfg.CondaExe)
@@ -334,6 +378,19 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	}
 	ix := index.New(runner, cfg.Index.Timeout.D(), log)
 	defer ix.Close()
+	var m *metrics.Metrics
+	var metricsAllow []netip.Prefix
+	if cfg.Metrics.Enabled {
+		v, commit := versionInfo()
+		m = metrics.New(v, commit, cfg.Metrics.TokenNames)
+		ix.OnRun(m.IndexRun)
+		if cert != nil {
+			m.CertExpiry(cert.Leaf().NotAfter)
+		}
+		for _, a := range cfg.Metrics.Allow {
+			metricsAllow = append(metricsAllow, netip.MustParsePrefix(a))
+		}
+	}
 	if err := startupIndex(ctx, writeDir, cfg, ix, log); err != nil {
 		return err
 	}
@@ -345,7 +402,19 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		WaitIndex: cfg.Index.Wait, Log: log,
 		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
-		Conns: conns,
+		Conns: conns, Metrics: m, MetricsAllow: metricsAllow, Audit: auditLog,
+		Ready: func() error {
+			if err := st.CheckWritable(); err != nil {
+				return err
+			}
+			if ix.Stuck() {
+				return errors.New("an index run is stuck past its timeout")
+			}
+			if cert != nil && time.Now().After(cert.Leaf().NotAfter) {
+				return fmt.Errorf("TLS certificate expired on %s", cert.Leaf().NotAfter.UTC().Format(time.RFC3339))
+			}
+			return nil
+		},
 	})
 	hs := &http.Server{
 		Handler:           srv,
@@ -375,14 +444,7 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if cert == nil {
-				continue
-			}
-			if err := cert.Reload(); err != nil {
-				log.Error("certificate reload failed; keeping the old one", "err", err)
-			} else {
-				log.Info("certificate reloaded", "not_after", cert.Leaf().NotAfter)
-			}
+			reload(cert, cfg, credDir, srv, auditLog, m, log)
 		}
 	}()
 
@@ -396,6 +458,14 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 				errc <- hs.Serve(l)
 			}
 		}()
+	}
+	for _, l := range metricsListeners {
+		ms := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: hs.ErrorLog}
+		if m != nil {
+			ms.Handler = m.Handler()
+		}
+		go ms.Serve(l)
+		log.Info("serving metrics", "addr", l.Addr().String())
 	}
 	status := func() string {
 		s := srv.Stats()
@@ -465,6 +535,34 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 	ix.Close()
 	log.Info("stopped", "uploads", srv.Stats().Uploads)
 	return nil
+}
+
+// reload re-reads, on SIGHUP, what can change without a restart: the
+// certificate and key, the tokens (tokens_file), and the audit log file.
+// Whatever fails to load is kept as it was, and the error is logged.
+func reload(cert *server.Certificate, cfg *config.Config, credDir string, srv *server.Server, auditLog *audit.Log, m *metrics.Metrics, log *slog.Logger) {
+	if cert != nil {
+		if err := cert.Reload(); err != nil {
+			log.Error("certificate reload failed; keeping the old one", "err", err)
+		} else {
+			log.Info("certificate reloaded", "not_after", cert.Leaf().NotAfter)
+			m.CertExpiry(cert.Leaf().NotAfter)
+		}
+	}
+	tokens, err := cfg.AuthTokens(credDir)
+	if err == nil {
+		var a *auth.Authenticator
+		if a, err = auth.New(cfg.Salt, tokens); err == nil {
+			srv.SetAuth(a)
+			log.Info("tokens reloaded", "tokens", a.Len())
+		}
+	}
+	if err != nil {
+		log.Error("token reload failed; keeping the old tokens", "err", err)
+	}
+	if err := auditLog.Reopen(); err != nil {
+		log.Error("audit log reopen failed", "err", err)
+	}
 }
 
 // dropPrivileges switches to the configured user when started as root.

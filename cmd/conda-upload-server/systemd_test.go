@@ -173,7 +173,7 @@ landlock = "enforce"
 		t.Fatalf("upload over the activated socket: %d %v", st, body)
 	}
 	notify.waitFor(t, "READY=1", 5*time.Second)
-	if !strings.Contains(stderr.String(), "socket_activated=true") {
+	if !p.logged("socket_activated=true") {
 		t.Error("server did not use the passed socket")
 	}
 	if n := notify.count("STATUS=serving https", time.Time{}); n == 0 {
@@ -188,7 +188,7 @@ landlock = "enforce"
 	if status["NoNewPrivs"] != "1" {
 		t.Errorf("NoNewPrivs = %q", status["NoNewPrivs"])
 	}
-	if !strings.Contains(stderr.String(), "landlock ABI") || !strings.Contains(stderr.String(), "enforced=true") {
+	if !p.logged("landlock ABI") || !p.logged("enforced=true") {
 		t.Error("log does not state the Landlock ABI and enforcement")
 	}
 
@@ -252,7 +252,7 @@ func TestRefuseRoot(t *testing.T) {
 	if s := procStatus(t, p.cmd.Process.Pid); !strings.HasPrefix(s["Uid"], "0 ") || s["NoNewPrivs"] != "1" {
 		t.Errorf("allow_root: Uid %q NoNewPrivs %q", s["Uid"], s["NoNewPrivs"])
 	}
-	if !strings.Contains(p.stderr.String(), "running as root (allow_root = true)") {
+	if !p.logged("running as root (allow_root = true)") {
 		t.Error("no warning for allow_root")
 	}
 }

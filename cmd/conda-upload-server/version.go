@@ -10,6 +10,12 @@ import (
 var version = ""
 
 func versionString() string {
+	v, commit := versionInfo()
+	return fmt.Sprintf("conda-upload-server %s (commit %s, %s)", v, commit, runtime.Version())
+}
+
+// versionInfo returns the version and the commit it was built from.
+func versionInfo() (string, string) {
 	v, commit := version, "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v == "" {
@@ -24,5 +30,5 @@ func versionString() string {
 	if v == "" {
 		v = "(devel)"
 	}
-	return fmt.Sprintf("conda-upload-server %s (commit %s, %s)", v, commit, runtime.Version())
+	return v, commit
 }

@@ -14,7 +14,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 )
 
 // DefaultSalt is the original server's fixed salt.
@@ -23,10 +25,23 @@ const DefaultSalt = "42679ad04d44c96ed27470c02bfb28c3"
 // MaxTokenLen bounds a presented token; real tokens are far shorter.
 const MaxTokenLen = 1024
 
-// Token is a named token hash.
+// Token is a named token hash, optionally limited to some subdirs and to
+// a time before Expires.
 type Token struct {
 	Name string
 	Hash [sha256.Size]byte
+	// Subdirs, if not empty, are the only subdirs the token may upload to.
+	Subdirs []string
+	// Expires, if not zero, is when the token stops being accepted.
+	Expires time.Time
+}
+
+// Expired reports whether the token has expired at now.
+func (t Token) Expired(now time.Time) bool { return !t.Expires.IsZero() && !now.Before(t.Expires) }
+
+// Allows reports whether the token may upload to subdir.
+func (t Token) Allows(subdir string) bool {
+	return len(t.Subdirs) == 0 || slices.Contains(t.Subdirs, subdir)
 }
 
 // Hash returns the hex hash of token under salt.
@@ -73,10 +88,11 @@ func New(salt string, tokens []Token) (*Authenticator, error) {
 	return &Authenticator{salt: salt, tokens: tokens}, nil
 }
 
-// Check returns the name of the token that matches, or false.
-func (a *Authenticator) Check(token string) (string, bool) {
+// Check returns the token that matches, or false. It does not look at
+// expiry or scope: the caller says why a known token is refused.
+func (a *Authenticator) Check(token string) (Token, bool) {
 	if token == "" || len(token) > MaxTokenLen {
-		return "", false
+		return Token{}, false
 	}
 	sum := sha256.Sum256([]byte(a.salt + token))
 	match := -1
@@ -86,7 +102,10 @@ func (a *Authenticator) Check(token string) (string, bool) {
 		}
 	}
 	if match < 0 {
-		return "", false
+		return Token{}, false
 	}
-	return a.tokens[match].Name, true
+	return a.tokens[match], true
 }
+
+// Len returns the number of tokens.
+func (a *Authenticator) Len() int { return len(a.tokens) }

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 )
@@ -42,9 +43,9 @@ func TestCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.token[:min(len(tt.token), 12)], func(t *testing.T) {
-			name, ok := a.Check(tt.token)
-			if name != tt.name || ok != tt.ok {
-				t.Errorf("Check = %q, %v; want %q, %v", name, ok, tt.name, tt.ok)
+			tok, ok := a.Check(tt.token)
+			if tok.Name != tt.name || ok != tt.ok {
+				t.Errorf("Check = %q, %v; want %q, %v", tok.Name, ok, tt.name, tt.ok)
 			}
 		})
 	}
@@ -68,5 +69,19 @@ func TestNewRejects(t *testing.T) {
 	dup := []auth.Token{{Name: "a"}, {Name: "a"}}
 	if _, err := auth.New(auth.DefaultSalt, dup); err == nil {
 		t.Error("duplicate names accepted")
+	}
+}
+
+func TestExpiryAndScope(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tok := auth.Token{Name: "ci", Subdirs: []string{"linux-64", "noarch"}, Expires: now.Add(time.Hour)}
+	if tok.Expired(now) || !tok.Expired(now.Add(time.Hour)) {
+		t.Error("expiry")
+	}
+	if !tok.Allows("noarch") || tok.Allows("osx-64") {
+		t.Error("scope")
+	}
+	if (auth.Token{}).Expired(now) || !(auth.Token{}).Allows("win-64") {
+		t.Error("no limits means none")
 	}
 }

@@ -11,6 +11,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,6 +34,7 @@ type Config struct {
 	KeyFile       string        `toml:"keyfile"`
 	TokenHash     string        `toml:"token_hash"`
 	TokenHashFile string        `toml:"token_hash_file"`
+	TokensFile    string        `toml:"tokens_file"`
 	Salt          string        `toml:"salt"`
 	Tokens        []TokenConfig `toml:"tokens"`
 
@@ -54,6 +56,29 @@ type Config struct {
 
 	Index   IndexConfig   `toml:"index"`
 	Sandbox SandboxConfig `toml:"sandbox"`
+	Metrics MetricsConfig `toml:"metrics"`
+	Audit   AuditConfig   `toml:"audit"`
+}
+
+// MetricsConfig configures GET /metrics.
+type MetricsConfig struct {
+	// Enabled serves /metrics at all.
+	Enabled bool `toml:"enabled"`
+	// Allow lists the client networks that may read /metrics on the
+	// upload listener.
+	Allow []string `toml:"allow"`
+	// Listen, if set, also serves /metrics over plain HTTP on this
+	// address (bound before the sandbox), to every client.
+	Listen string `toml:"listen"`
+	// TokenNames labels upload counters with the token name.
+	TokenNames bool `toml:"token_names"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	// File is the append-only JSON-lines audit log; empty sends audit
+	// records to the service log (the journal under systemd).
+	File string `toml:"file"`
 }
 
 // SandboxConfig configures Landlock.
@@ -66,10 +91,59 @@ type SandboxConfig struct {
 	WritePaths []string `toml:"write_paths"`
 }
 
-// TokenConfig is one named token hash.
+// TokenConfig is one named token hash, with an optional scope and expiry.
 type TokenConfig struct {
-	Name string `toml:"name"`
-	Hash string `toml:"hash"`
+	Name    string    `toml:"name"`
+	Hash    string    `toml:"hash"`
+	Subdirs []string  `toml:"subdirs"`
+	Expires time.Time `toml:"expires"`
+}
+
+// TokensFile is the document of a tokens_file: [[tokens]] only.
+type TokensFile struct {
+	Tokens []TokenConfig `toml:"tokens"`
+}
+
+// LoadTokensFile reads and checks a tokens_file.
+func LoadTokensFile(path string) ([]TokenConfig, error) {
+	var doc TokensFile
+	md, err := toml.DecodeFile(path, &doc)
+	if err != nil {
+		return nil, fmt.Errorf("tokens_file %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		return nil, fmt.Errorf("tokens_file %s: unknown key %s", path, un[0].String())
+	}
+	var errs []error
+	for i, t := range doc.Tokens {
+		if err := t.check(); err != nil {
+			errs = append(errs, fmt.Errorf("tokens_file %s: tokens[%d] (%s): %w", path, i, t.Name, err))
+		}
+	}
+	return doc.Tokens, errors.Join(errs...)
+}
+
+func (t TokenConfig) check() error {
+	if t.Name == "" {
+		return errors.New("no name")
+	}
+	if _, err := auth.ParseHash(t.Hash); err != nil {
+		return err
+	}
+	for _, s := range t.Subdirs {
+		if !slices.Contains(condapkg.KnownSubdirs, s) {
+			return fmt.Errorf("subdirs: %q is not a conda platform subdir", s)
+		}
+	}
+	return nil
+}
+
+func (t TokenConfig) token() (auth.Token, error) {
+	h, err := auth.ParseHash(t.Hash)
+	if err != nil {
+		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
+	}
+	return auth.Token{Name: t.Name, Hash: h, Subdirs: t.Subdirs, Expires: t.Expires}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -111,6 +185,7 @@ func Default() *Config {
 		},
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox: SandboxConfig{Landlock: "best-effort"},
+		Metrics: MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
 	}
 }
 
@@ -201,11 +276,19 @@ func (c *Config) Validate() error {
 		add("group is set but user is not")
 	}
 	for i, t := range c.Tokens {
-		if t.Name == "" {
-			add("tokens[%d] has no name", i)
-		}
-		if _, err := auth.ParseHash(t.Hash); err != nil {
+		if err := t.check(); err != nil {
 			add("tokens[%d] (%s): %v", i, t.Name, err)
+		}
+	}
+	if c.TokensFile != "" && !filepath.IsAbs(c.TokensFile) {
+		add("tokens_file %q must be an absolute path", c.TokensFile)
+	}
+	if c.Audit.File != "" && !filepath.IsAbs(c.Audit.File) {
+		add("audit.file %q must be an absolute path", c.Audit.File)
+	}
+	for _, a := range c.Metrics.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			add("metrics.allow: %v", err)
 		}
 	}
 	return errors.Join(errs...)
@@ -214,9 +297,21 @@ func (c *Config) Validate() error {
 // DefaultTokenName names the token given by token_hash or token_hash_file.
 const DefaultTokenName = "default"
 
-// AuthTokens gathers the token hashes from token_hash, token_hash_file and
-// [[tokens]]. credDir, if not empty, is systemd's $CREDENTIALS_DIRECTORY,
-// whose token-hash credential stands in for token_hash_file.
+// TokensFilePath returns the tokens file in use: the "tokens" credential
+// if systemd passes one, else tokens_file.
+func (c *Config) TokensFilePath(credDir string) string {
+	if credDir != "" {
+		if p := filepath.Join(credDir, "tokens"); fileExists(p) {
+			return p
+		}
+	}
+	return c.TokensFile
+}
+
+// AuthTokens gathers the token hashes from token_hash, token_hash_file,
+// [[tokens]] and the tokens file. credDir, if not empty, is systemd's
+// $CREDENTIALS_DIRECTORY, whose token-hash and tokens credentials stand in
+// for token_hash_file and tokens_file.
 func (c *Config) AuthTokens(credDir string) ([]auth.Token, error) {
 	var out []auth.Token
 	single := c.TokenHash
@@ -241,15 +336,23 @@ func (c *Config) AuthTokens(credDir string) ([]auth.Token, error) {
 		}
 		out = append(out, auth.Token{Name: DefaultTokenName, Hash: h})
 	}
-	for _, t := range c.Tokens {
-		h, err := auth.ParseHash(t.Hash)
+	all := c.Tokens
+	if p := c.TokensFilePath(credDir); p != "" {
+		more, err := LoadTokensFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("token %s: %w", t.Name, err)
+			return nil, err
 		}
-		out = append(out, auth.Token{Name: t.Name, Hash: h})
+		all = append(slices.Clone(all), more...)
+	}
+	for _, t := range all {
+		tok, err := t.token()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, tok)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no token configured: set token_hash_file, token_hash (-t) or [[tokens]]")
+		return nil, errors.New("no token configured: set token_hash_file, token_hash (-t), tokens_file or [[tokens]]")
 	}
 	return out, nil
 }

@@ -85,7 +85,7 @@ func TestExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile("../../config.example.toml")
-	for _, key := range []string{"write_dir", "port", "conda_exe", "certfile", "keyfile", "token_hash", "token_hash_file", "salt", "[[tokens]]", "user", "group", "allow_root", "max_upload_size", "max_concurrent_uploads", "max_connections", "min_upload_rate", "upload_rate_window", "auth_failure_limit", "auth_failure_window", "read_header_timeout", "idle_timeout", "shutdown_grace", "allowed_subdirs", "[index]", "command", "timeout", "wait", "[sandbox]", "landlock", "read_paths", "write_paths"} {
+	for _, key := range []string{"write_dir", "port", "conda_exe", "certfile", "keyfile", "token_hash", "token_hash_file", "salt", "[[tokens]]", "user", "group", "allow_root", "max_upload_size", "max_concurrent_uploads", "max_connections", "min_upload_rate", "upload_rate_window", "auth_failure_limit", "auth_failure_window", "read_header_timeout", "idle_timeout", "shutdown_grace", "allowed_subdirs", "[index]", "command", "timeout", "wait", "[sandbox]", "landlock", "read_paths", "write_paths", "tokens_file", "subdirs", "expires", "[metrics]", "allow", "listen", "token_names", "[audit]", "file"} {
 		if !strings.Contains(string(b), key) {
 			t.Errorf("config.example.toml does not mention %s", key)
 		}

@@ -43,7 +43,12 @@ type Indexer struct {
 
 	runs     atomic.Int64
 	failures atomic.Int64
+	observe  func(indexer string, d time.Duration, err error)
 }
+
+// OnRun sets a function called after every index run, for metrics. Call
+// it before the first Request.
+func (ix *Indexer) OnRun(f func(indexer string, d time.Duration, err error)) { ix.observe = f }
 
 type subdir struct {
 	requested uint64 // generation asked for by the latest request
@@ -164,6 +169,9 @@ func (ix *Indexer) run(name string) error {
 	start := time.Now()
 	err := ix.r.Run(ctx, name)
 	d := time.Since(start)
+	if ix.observe != nil {
+		ix.observe(ix.r.Name(), d, err)
+	}
 	if err != nil {
 		ix.failures.Add(1)
 		if ctx.Err() == context.DeadlineExceeded {

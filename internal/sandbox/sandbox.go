@@ -122,6 +122,8 @@ type Policy struct {
 	WriteDirs []string
 	// TempDirs may be read and written (the indexer's TMPDIR, /dev/shm).
 	TempDirs []string
+	// WriteFiles may be read and written (the audit log).
+	WriteFiles []string
 	// ExecDirs may be read and executed (the conda prefix, /usr, /lib…).
 	ExecDirs []string
 	// ReadDirs and ReadFiles may be read (certificates, credentials).
@@ -173,6 +175,9 @@ func Restrict(mode Mode, p Policy) (Report, error) {
 	if len(p.TempDirs) > 0 {
 		rules = append(rules, landlock.RWDirs(p.TempDirs...).IgnoreIfMissing())
 	}
+	if len(p.WriteFiles) > 0 {
+		rules = append(rules, landlock.RWFiles(p.WriteFiles...))
+	}
 	if len(p.ExecDirs) > 0 {
 		rules = append(rules, landlock.RODirs(p.ExecDirs...).IgnoreIfMissing())
 	}
@@ -194,6 +199,9 @@ func Restrict(mode Mode, p Policy) (Report, error) {
 	parts = append(parts, "files: rw "+strings.Join(p.WriteDirs, ",")+" (with link), rw /dev/null")
 	if len(p.TempDirs) > 0 {
 		parts = append(parts, "rw "+strings.Join(p.TempDirs, ","))
+	}
+	if len(p.WriteFiles) > 0 {
+		parts = append(parts, "rw "+strings.Join(p.WriteFiles, ","))
 	}
 	parts = append(parts, "rx "+strings.Join(existing(p.ExecDirs), ","))
 	if ro := existing(append(append([]string{}, p.ReadDirs...), p.ReadFiles...)); len(ro) > 0 {

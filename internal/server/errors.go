@@ -25,6 +25,8 @@ var (
 	errUnauthorized = errStatus(http.StatusUnauthorized, "missing or invalid token")
 	errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "server is shutting down", retryAfter: "5"}
 	errBusy         = &httpError{status: http.StatusServiceUnavailable, msg: "too many uploads in progress; retry later", retryAfter: "5"}
+	// errHandled says the handler has written its own response.
+	errHandled      = &httpError{status: 0, msg: "handled"}
 	errTooManyConns = &httpError{status: http.StatusServiceUnavailable, msg: "too many connections; retry later", retryAfter: "5"}
 )
 

@@ -19,14 +19,17 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
@@ -64,11 +67,20 @@ type Options struct {
 	RateWindow    time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
+	// Metrics, if set, records requests; MetricsAllow lists who may read
+	// GET /metrics on this handler (nobody if empty).
+	Metrics      *metrics.Metrics
+	MetricsAllow []netip.Prefix
+	// Audit, if set, gets one record per upload attempt.
+	Audit *audit.Log
+	// Ready, if set, says why the server is not ready (GET /readyz).
+	Ready func() error
 }
 
 // Server handles uploads.
 type Server struct {
 	o        Options
+	auth     atomic.Pointer[auth.Authenticator]
 	sem      chan struct{}
 	draining atomic.Bool
 	mux      *http.ServeMux
@@ -81,8 +93,11 @@ type Server struct {
 // New returns a Server.
 func New(o Options) *Server {
 	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent), mux: http.NewServeMux()}
+	s.auth.Store(o.Auth)
 	s.mux.Handle("/{$}", s.handle(s.root))
 	s.mux.Handle("/healthz", s.handle(s.healthz))
+	s.mux.Handle("/readyz", s.handle(s.readyz))
+	s.mux.Handle("/metrics", s.handle(s.metrics))
 	s.mux.Handle("/", s.handle(func(http.ResponseWriter, *http.Request) (any, int, error) {
 		return nil, 0, errStatus(http.StatusNotFound, "not found; upload with POST /")
 	}))
@@ -91,6 +106,10 @@ func New(o Options) *Server {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// SetAuth replaces the tokens, for a reload; requests in flight keep the
+// tokens they started with.
+func (s *Server) SetAuth(a *auth.Authenticator) { s.auth.Store(a) }
 
 // Drain makes new requests get 503 while in-flight ones finish.
 func (s *Server) Drain() { s.draining.Store(true) }
@@ -105,7 +124,7 @@ func (s *Server) Stats() Stats {
 	return Stats{Uploads: s.uploads.Load(), Failures: s.failures.Load(), InFlight: int64(len(s.sem)), AuthFailures: s.authFailures.Load()}
 }
 
-// logFields collects what the request log line says.
+// logFields collects what the request log line and audit record say.
 type logFields struct {
 	token, filename, subdir, sha256 string
 	size                            int64
@@ -134,6 +153,9 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) (any, int, er
 		} else {
 			body, status, err = h(w, r)
 		}
+		if err == errHandled {
+			return // the handler wrote its own response
+		}
 		level := slog.LevelInfo
 		var errText string
 		if err != nil {
@@ -152,6 +174,21 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) (any, int, er
 			}
 			if r.URL.Path == "/" {
 				s.failures.Add(1)
+			}
+		}
+		if r.URL.Path == "/" && r.Method == http.MethodPost {
+			reason := resultOf(status, err)
+			s.o.Metrics.Upload(strconv.Itoa(status), reason, lf.token, time.Since(start))
+			if status == http.StatusUnauthorized || status == http.StatusTooManyRequests || status == http.StatusForbidden {
+				s.o.Metrics.AuthFailure()
+			}
+			if aerr := s.o.Audit.Record(audit.Record{
+				Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Subdir: lf.subdir,
+				Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
+			}); aerr != nil {
+				// The upload happened; say so loudly rather than lie
+				// to the client about it.
+				s.o.Log.Error("audit record not written", "err", aerr)
 			}
 		}
 		// Log before answering, so that the log has the line by the time
@@ -177,6 +214,41 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return nil, 0, errStatus(http.StatusMethodNotAllowed, "method not allowed; use GET")
+	}
+	if s.draining.Load() {
+		return nil, 0, errShuttingDown
+	}
+	if s.o.Ready != nil {
+		if err := s.o.Ready(); err != nil {
+			return nil, 0, &httpError{status: http.StatusServiceUnavailable, msg: "not ready: " + oneLine(err.Error())}
+		}
+	}
+	return map[string]any{"status": "ready"}, http.StatusOK, nil
+}
+
+// metrics serves the Prometheus metrics to allowed addresses only.
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) (any, int, error) {
+	if s.o.Metrics == nil {
+		return nil, 0, errStatus(http.StatusNotFound, "metrics are disabled")
+	}
+	ip, err := netip.ParseAddr(remoteIP(r))
+	allowed := false
+	for _, p := range s.o.MetricsAllow {
+		if err == nil && p.Contains(ip.Unmap()) {
+			allowed = true
+		}
+	}
+	if !allowed {
+		return nil, 0, errStatus(http.StatusForbidden, "metrics are not served to this address")
+	}
+	s.o.Metrics.Handler().ServeHTTP(w, r)
+	return nil, 0, errHandled
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) (any, int, error) {
@@ -221,6 +293,8 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	default:
 		return nil, 0, errBusy
 	}
+	s.o.Metrics.InFlight(1)
+	defer s.o.Metrics.InFlight(-1)
 	body, status, err := s.upload(w, r)
 	if err != nil {
 		if st, _, _ := statusOf(err); st == http.StatusUnauthorized {
@@ -244,16 +318,17 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
 
 	authed := false
+	var token auth.Token
 	if h := r.Header.Get("Authorization"); h != "" {
 		tok, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok {
 			return nil, 0, errStatus(http.StatusUnauthorized, "Authorization header must be \"Bearer <token>\"")
 		}
-		name, ok := s.o.Auth.Check(strings.TrimSpace(tok))
-		if !ok {
-			return nil, 0, errUnauthorized
+		t, err := s.checkToken(strings.TrimSpace(tok), lf)
+		if err != nil {
+			return nil, 0, err
 		}
-		lf.token, authed = name, true
+		token, authed = t, true
 	}
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -292,11 +367,11 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 			if err != nil {
 				return nil, 0, err
 			}
-			tokName, ok := s.o.Auth.Check(strings.TrimSpace(v))
-			if !ok {
-				return nil, 0, errUnauthorized
+			t, err := s.checkToken(strings.TrimSpace(v), lf)
+			if err != nil {
+				return nil, 0, err
 			}
-			lf.token, authed = tokName, true
+			token, authed = t, true
 		case name == "artifact":
 			if up != nil {
 				return nil, 0, errStatus(http.StatusBadRequest, "one artifact per request")
@@ -315,7 +390,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 				return nil, 0, err
 			}
 			scanner = condapkg.NewScanner(fn, s.o.Limits)
-			sums, err = up.Receive(p, s.o.MaxUploadSize, scanner)
+			sums, err = up.Receive(countingReader{p, s.o.Metrics}, s.o.MaxUploadSize, scanner)
 			if err != nil {
 				return nil, 0, bodyError(err)
 			}
@@ -350,6 +425,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 		return nil, 0, err
 	}
 	lf.subdir = info.Subdir
+	if !token.Allows(info.Subdir) {
+		return nil, 0, errStatus(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", token.Name, info.Subdir))
+	}
 	record, err := repodata.Record(info.IndexJSON, sums.Size, sums.MD5, sums.SHA256)
 	if err != nil {
 		return nil, 0, fmt.Errorf("build record: %w", err)
@@ -395,6 +473,59 @@ func (s *Server) waitIndexed(ctx context.Context, wait func(context.Context) err
 		return errors.New("the indexer did not list the package")
 	}
 	return nil
+}
+
+// checkToken authenticates a presented token.
+func (s *Server) checkToken(presented string, lf *logFields) (auth.Token, error) {
+	t, ok := s.auth.Load().Check(presented)
+	if !ok {
+		return auth.Token{}, errUnauthorized
+	}
+	lf.token = t.Name
+	if t.Expired(time.Now()) {
+		return auth.Token{}, errStatus(http.StatusForbidden, fmt.Sprintf("token %q expired on %s", t.Name, t.Expires.UTC().Format(time.RFC3339)))
+	}
+	return t, nil
+}
+
+// resultOf names the outcome of an upload request for metrics and the
+// audit log, from a fixed set of words.
+func resultOf(status int, err error) string {
+	switch status {
+	case http.StatusCreated:
+		return "created"
+	case http.StatusOK:
+		return "identical"
+	case http.StatusBadRequest:
+		if condapkg.IsInvalid(err) {
+			return "invalid_package"
+		}
+		return "bad_request"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusRequestTimeout:
+		return "too_slow"
+	case http.StatusConflict:
+		return "conflict"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusInternalServerError:
+		if err == nil {
+			return "index_failed"
+		}
+		return "internal_error"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusInsufficientStorage:
+		return "no_space"
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	}
+	return "other"
 }
 
 // formNames returns a part's form name and its raw filename. The stdlib's
@@ -444,4 +575,16 @@ func oneLine(s string) string {
 		s = s[:200] + "…"
 	}
 	return strconv.Quote(s)[1 : len(strconv.Quote(s))-1]
+}
+
+// countingReader counts package bytes into the metrics as they arrive.
+type countingReader struct {
+	r io.Reader
+	m *metrics.Metrics
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.m.Received(int64(n))
+	return n, err
 }

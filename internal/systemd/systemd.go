@@ -27,23 +27,29 @@ import (
 // listening socket.
 const FDName = "https"
 
-// Listeners returns the sockets passed by systemd socket activation, or
-// nil if there are none. It prefers the sockets named FDName; without
-// that name it takes every socket passed. It unsets LISTEN_* so that
-// child processes do not see them.
-func Listeners() ([]net.Listener, error) {
+// MetricsFDName is the FileDescriptorName= of an optional second socket
+// that serves only GET /metrics, over plain HTTP.
+const MetricsFDName = "metrics"
+
+// Listeners returns the sockets passed by systemd socket activation: those
+// to serve uploads on (named FDName, or, without that name, every socket
+// not named MetricsFDName), and those named MetricsFDName. Both are nil
+// without activation. It unsets LISTEN_* so that children do not see them.
+func Listeners() (main, metrics []net.Listener, err error) {
 	named, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
+		return nil, nil, fmt.Errorf("socket activation: %w", err)
 	}
+	metrics = clean(named[MetricsFDName])
 	if ls := clean(named[FDName]); len(ls) > 0 {
-		return ls, nil
+		return ls, metrics, nil
 	}
-	var all []net.Listener
-	for _, ls := range named {
-		all = append(all, clean(ls)...)
+	for name, ls := range named {
+		if name != MetricsFDName {
+			main = append(main, clean(ls)...)
+		}
 	}
-	return all, nil
+	return main, metrics, nil
 }
 
 // clean drops entries for passed fds that are not listening sockets.

@@ -216,6 +216,20 @@ check "linux-64/repodata.json lists the packages" bash -c "nsenter -t $LEADER -a
 check "service active/running (Type=notify reached READY)" test "$(show ActiveState)/$(show SubState)" = active/running
 check "status line from sd_notify" bash -c "nsenter -t $LEADER -a systemctl show -P StatusText conda-upload.service | grep -q 'serving https'"
 
+# ------------------------------------------------------------ operations
+log "operations: metrics, readiness, audit log, reload"
+metrics=$(curl -sS --cacert "$WORK/cert.pem" --max-time 10 "${URL}metrics")
+check "/metrics counts the uploads" grep -q 'conda_upload_requests_total{code="201",reason="created"} 3' <<<"$metrics"
+check "/readyz ready" curl -sS --fail --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null "${URL}readyz"
+check "audit log has one line per upload" test "$(cx wc -l </dev/null /var/lib/conda-upload-server/audit.jsonl 2>/dev/null | awk '{print $1}')" = 3
+check "audit log lines are JSON without the token" bash -c "nsenter -t $LEADER -a cat /var/lib/conda-upload-server/audit.jsonl | grep -c '\"result\":\"created\"' | grep -qx 3 && ! nsenter -t $LEADER -a grep -q '$TOKEN' /var/lib/conda-upload-server/audit.jsonl"
+check "logrotate snippet installed" cx test -f /etc/logrotate.d/conda-upload-server
+pid0=$(show MainPID)
+cx systemctl reload conda-upload.service
+check "systemctl reload keeps the process" test "$(show MainPID)" = "$pid0"
+check "reload re-read certificate and tokens" bash -c "nsenter -t $LEADER -a journalctl -b -u conda-upload.service --no-pager | grep -q 'tokens reloaded'"
+check "journal lines carry no second timestamp" bash -c "! nsenter -t $LEADER -a journalctl -b -u conda-upload.service --no-pager -o cat | grep -q '^time='"
+
 # ------------------------------------------------------------ confinement
 log "confinement inside the container"
 PID=$(show MainPID)
