@@ -11,7 +11,7 @@ VERSION    ?= $(if $(TAG),$(TAG:v%=%),$(BASE)~git$(shell git rev-list --count HE
 COMMIT     := $(shell git rev-parse HEAD)
 EPOCH      := $(shell git log -1 --format=%ct)
 
-.PHONY: all build packages lint-packages e2e test clean
+.PHONY: all build packages lint-packages e2e test bench clean
 
 all: build
 
@@ -49,6 +49,9 @@ e2e: packages
 
 test:
 	./test/run.sh
+
+bench:
+	./test/bench/run.sh
 
 clean:
 	rm -rf dist

@@ -34,6 +34,7 @@ declare -A need=(
 	[rpm]=rpm
 	[shellcheck]=shellcheck
 	[testssl]=testssl.sh
+	[nginx]=nginx-light
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -78,6 +79,9 @@ fi
 echo "== packages"
 make -s packages
 ./test/lint-packages.sh
+
+echo "== benchmark smoke run (figures are not asserted)"
+QUICK=1 ./test/bench/run.sh
 
 echo "== end-to-end in a booted systemd"
 ./test/e2e/run.sh

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Upload benchmark: conda-upload-server against nginx (writing request
+# bodies to disk) and a plain Go standard-library HTTPS sink, driven by the
+# same client (test/bench/loadgen) in alternating runs, on this machine.
+# Prints a Markdown table of medians with ratios computed run by run.
+#
+# Usage: test/bench/run.sh            full suite (about 15 minutes on 2 cores)
+#        QUICK=1 test/bench/run.sh    smoke run: small sizes, one run (CI)
+# Run as root (the server drops to nobody; nginx is installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 1; }
+command -v nginx >/dev/null || {
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+}
+command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+
+W=$(mktemp -d /var/tmp/conda-upload-bench.XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "building" >&2
+CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
+go build -o "$W/loadgen" ./test/bench/loadgen
+go build -o "$W/sink" ./test/bench/sink
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+	-keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+chmod 644 "$W/key.pem"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# conda-upload-server, as it would run: dropped to nobody, Landlock on.
+TOKEN=bench-$RANDOM$RANDOM
+mkdir -p "$W/channel"
+chown 65534:65534 "$W/channel"
+P_OURS=$(free_port)
+cat >"$W/config.toml" <<EOF
+user = "nobody"
+write_dir = "$W/channel"
+port = $P_OURS
+certfile = "$W/cert.pem"
+keyfile = "$W/key.pem"
+token_hash = "$(printf '%s' "$TOKEN" | "$W/server" hash-token)"
+[sandbox]
+landlock = "enforce"
+EOF
+"$W/server" --config "$W/config.toml" 2>"$W/server.log" &
+PIDS+=($!)
+OURS_PID=$!
+
+P_SINK=$(free_port)
+mkdir -p "$W/sink-tmp"
+"$W/sink" -addr "127.0.0.1:$P_SINK" -cert "$W/cert.pem" -key "$W/key.pem" -dir "$W/sink-tmp" 2>"$W/sink.log" &
+PIDS+=($!)
+SINK_PID=$!
+
+# nginx writes every request body to a file (client_body_in_file_only),
+# then answers 201; proxying to a second server block is what makes it
+# read the whole body before answering.
+P_NGINX=$(free_port) P_NGINX2=$(free_port)
+mkdir -p "$W/nginx/body"
+cat >"$W/nginx/nginx.conf" <<EOF
+worker_processes auto;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $W/nginx/body;
+	proxy_temp_path $W/nginx/body;
+	server {
+		listen 127.0.0.1:$P_NGINX ssl;
+		ssl_certificate $W/cert.pem;
+		ssl_certificate_key $W/key.pem;
+		client_max_body_size 0;
+		client_body_in_file_only clean;
+		client_body_buffer_size 1m;
+		location / { proxy_pass http://127.0.0.1:$P_NGINX2; proxy_set_body "done"; }
+	}
+	server {
+		listen 127.0.0.1:$P_NGINX2;
+		location / { return 201; }
+	}
+}
+EOF
+nginx -c "$W/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+NGINX_PID=$!
+
+for p in $P_OURS $P_SINK $P_NGINX; do
+	for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$p/" && break; sleep 0.1; done
+done
+
+pids_of() { # the target's processes: nginx's master and workers
+	case $1 in
+	ours) echo "$OURS_PID" ;;
+	sink) echo "$SINK_PID" ;;
+	nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" ;;
+	esac
+}
+cpu_ticks() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+reset_hwm() { for p in $(pids_of "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
+peak_kib() { local m=0; for p in $(pids_of "$1"); do v=$(awk '/^VmHWM/{print $2}' "/proc/$p/status"); ((v > m)) && m=$v; done; echo "$m"; }
+url_of() { case $1 in ours) echo "https://127.0.0.1:$P_OURS/" ;; sink) echo "https://127.0.0.1:$P_SINK/" ;; nginx) echo "https://127.0.0.1:$P_NGINX/" ;; esac; }
+HZ=$(getconf CLK_TCK)
+RESULTS=$W/results.jsonl
+
+run() { # run TARGET SIZE C N RUN
+	local target=$1 size=$2 c=$3 n=$4 r=$5 t0 out hwm cpu
+	reset_hwm "$target"
+	t0=$(cpu_ticks "$target")
+	out=$("$W/loadgen" -url "$(url_of "$target")" -target "$target" -token "$TOKEN" -c "$c" -n "$n" -size "$size" \
+		-prefix "b${size//[^0-9a-zA-Z]/}c${c}r${r}$target")
+	cpu=$(($(cpu_ticks "$target") - t0))
+	hwm=$(peak_kib "$target")
+	echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(run=$r, cpu_s=$cpu/$HZ, peak_rss_kib=$hwm, workload='$size c=$c'); print(json.dumps(d))" >>"$RESULTS"
+	# Keep the disk bounded: drop what the server stored.
+	find "$W/channel" -name '*.conda' -delete
+}
+
+if [[ -n ${QUICK:-} ]]; then
+	WORKLOADS=("1MiB 1 8" "1MiB 8 16" "20MiB 1 2")
+	RUNS=1
+else
+	WORKLOADS=("1MiB 1 40" "1MiB 8 80" "100MiB 1 6" "100MiB 8 16" "1GiB 1 2" "1GiB 8 8")
+	RUNS=3
+fi
+for wl in "${WORKLOADS[@]}"; do
+	read -r size c n <<<"$wl"
+	for r in $(seq "$RUNS"); do
+		# Alternate the order, so no target always runs on a warm cache.
+		case $((r % 3)) in
+		1) order="nginx sink ours" ;; 2) order="ours nginx sink" ;; 0) order="sink ours nginx" ;;
+		esac
+		for target in $order; do
+			echo "$size c=$c run $r: $target" >&2
+			run "$target" "$size" "$c" "$n" "$r"
+		done
+	done
+done
+
+# Burst: 100 small uploads into one subdir at once; index runs from /metrics.
+runs_before=$(curl -sk "https://127.0.0.1:$P_OURS/metrics" | awk '/^conda_upload_index_runs_total/{print $2}')
+burst=$("$W/loadgen" -url "$(url_of ours)" -target ours -token "$TOKEN" -c 16 -n 100 -size 64KiB -prefix burst -subdir noarch |
+	python3 -c 'import json,sys; d=json.load(sys.stdin); print("%d ok, %d errors, p50 %.1f ms, p99 %.1f ms" % (d["ok"], d["errors"], d["p50_ms"], d["p99_ms"]))')
+runs_after=$(curl -sk "https://127.0.0.1:$P_OURS/metrics" | awk '/^conda_upload_index_runs_total/{print $2}')
+listed=$(python3 -c "import json; d=json.load(open('$W/channel/noarch/repodata.json')); print(sum(1 for k in d['packages.conda'] if k.startswith('burst-')))")
+
+python3 - "$RESULTS" <<EOF
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault((r["workload"], r["target"]), {})[r["run"]] = r
+workloads = list(dict.fromkeys(r["workload"] for r in rows))
+print("| workload | target | goodput MB/s | p50 ms | p99 ms | peak RSS MiB | CPU s/GiB | ok/errors |")
+print("|---|---|---|---|---|---|---|---|")
+ratios = []
+for w in workloads:
+    for t in ("ours", "nginx", "sink"):
+        runs = list(by[(w, t)].values())
+        med = lambda k: statistics.median(x[k] for x in runs)
+        gib = sum(x["ok"] * x["size"] for x in runs) / 2**30
+        cpu = sum(x["cpu_s"] for x in runs) / gib if gib else 0
+        print(f"| {w} | {t} | {med('goodput_mb_s'):.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | {max(x['peak_rss_kib'] for x in runs)/1024:.1f} | {cpu:.2f} | {sum(x['ok'] for x in runs)}/{sum(x['errors'] for x in runs)} |")
+    pair = lambda k, o: statistics.median(by[(w, "ours")][r][k] / by[(w, o)][r][k] for r in by[(w, "ours")] if by[(w, o)][r][k])
+    ratios.append((w, pair("goodput_mb_s", "nginx"), pair("goodput_mb_s", "sink"), pair("p50_ms", "nginx")))
+print()
+print("| workload | goodput ours/nginx | goodput ours/sink | p50 ours/nginx |")
+print("|---|---|---|---|")
+for w, a, b, c in ratios:
+    print(f"| {w} | {a:.2f} | {b:.2f} | {c:.2f} |")
+print()
+print("burst of 100 uploads (64 KiB, 16 clients) into noarch: $((${runs_after%.*} - ${runs_before%.*})) index runs; $listed of 100 listed in repodata.json after the last response; $burst")
+EOF
+if [[ -z ${QUICK:-} ]]; then
+	echo
+	echo "built-in indexer, adding one package to a subdir of N (go test -bench BenchmarkAddOne):"
+	go test -run '^$' -bench 'BenchmarkAddOne' -benchtime 20x ./internal/repodata/ | grep Benchmark
+fi
+grep -c ' err=""' "$W/server.log" >/dev/null || true
+echo "bench: all workloads ran" >&2
