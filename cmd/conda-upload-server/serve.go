@@ -416,6 +416,7 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 			return nil
 		},
 	})
+	ix.WaitFor(srv.Receiving)
 	hs := &http.Server{
 		Handler:           srv,
 		ConnState:         conns.ConnState,

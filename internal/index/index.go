@@ -44,7 +44,18 @@ type Indexer struct {
 	runs     atomic.Int64
 	failures atomic.Int64
 	observe  func(indexer string, d time.Duration, err error)
+	pending  func() int64
 }
+
+// maxSettle bounds how long a run waits for uploads still in progress.
+const maxSettle = 50 * time.Millisecond
+
+// WaitFor sets a function that counts uploads still being received or
+// checked, which may soon ask for a run. Before starting a run, the
+// Indexer waits (up to 50 ms) until that count is zero, so that a burst of
+// uploads is indexed in a few runs rather than one run each; a lone upload
+// never waits. Call it before the first Request.
+func (ix *Indexer) WaitFor(pending func() int64) { ix.pending = pending }
 
 // OnRun sets a function called after every index run, for metrics. Call
 // it before the first Request.
@@ -147,6 +158,14 @@ func (ix *Indexer) loop(name string, sd *subdir) {
 			ix.mu.Unlock()
 			return
 		}
+		ix.mu.Unlock()
+		if ix.pending != nil {
+			deadline := time.Now().Add(maxSettle)
+			for ix.pending() > 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		ix.mu.Lock()
 		gen := sd.requested
 		sd.started = gen
 		sd.runStart = time.Now()

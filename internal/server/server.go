@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -85,6 +86,7 @@ type Server struct {
 	draining atomic.Bool
 	mux      *http.ServeMux
 
+	receiving    atomic.Int64 // uploads not yet stored (or refused)
 	uploads      atomic.Int64 // packages stored (created or identical)
 	failures     atomic.Int64 // refused or failed upload requests
 	authFailures atomic.Int64
@@ -106,6 +108,10 @@ func New(o Options) *Server {
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Receiving returns the number of uploads still being received or checked,
+// for the indexer to wait for before a run.
+func (s *Server) Receiving() int64 { return s.receiving.Load() }
 
 // SetAuth replaces the tokens, for a reload; requests in flight keep the
 // tokens they started with.
@@ -295,7 +301,11 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	}
 	s.o.Metrics.InFlight(1)
 	defer s.o.Metrics.InFlight(-1)
-	body, status, err := s.upload(w, r)
+	s.receiving.Add(1)
+	var once sync.Once
+	stored := func() { once.Do(func() { s.receiving.Add(-1) }) }
+	defer stored()
+	body, status, err := s.upload(w, r, stored)
 	if err != nil {
 		if st, _, _ := statusOf(err); st == http.StatusUnauthorized {
 			s.o.AuthLimiter.Fail(ip, time.Now())
@@ -305,7 +315,9 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) (any, int, error) 
 	return body, status, err
 }
 
-func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error) {
+// upload handles one upload; it calls stored once the package is stored
+// (or never, if it is refused).
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (any, int, error) {
 	lf := fieldsOf(r)
 	limit := s.o.MaxUploadSize + envelopeSlack
 	if r.ContentLength > limit {
@@ -448,6 +460,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) (any, int, error
 		s.o.Repodata.Prime(info.Subdir, fn.String(), fi, record)
 	}
 	wait := s.o.Indexer.Request(info.Subdir)
+	stored()
 	if !s.o.WaitIndex {
 		return res, res.Status, nil
 	}

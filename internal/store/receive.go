@@ -9,6 +9,8 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrTooLarge is returned by Receive when the upload exceeds its limit.
@@ -31,6 +33,8 @@ type Sums struct {
 const (
 	chunkSize = 1 << 20
 	numChunks = 4
+	// writebackStep is how much is written before writeback is started.
+	writebackStep = 8 << 20
 )
 
 type chunk struct {
@@ -88,11 +92,19 @@ func (u *Upload) Receive(src io.Reader, max int64, scan io.Writer) (Sums, error)
 	win := make(chan *chunk, numChunks)
 	ins = append(ins, win)
 	wg.Go(func() {
+		var written, flushed int64
 		for c := range win {
 			if !failed.Load() {
 				if _, err := u.f.Write(c.b[:c.n]); err != nil {
 					fail(&WriteError{err})
-				} else if scan != nil {
+				} else if written += int64(c.n); written-flushed >= writebackStep {
+					// Start writing back what has arrived, so that the
+					// fsync before publishing finds little left to do
+					// and the disk works while the network does.
+					unix.SyncFileRange(int(u.f.Fd()), flushed, written-flushed, unix.SYNC_FILE_RANGE_WRITE)
+					flushed = written
+				}
+				if scan != nil && !failed.Load() {
 					if _, err := scan.Write(c.b[:c.n]); err != nil {
 						fail(err)
 					}
