@@ -36,6 +36,7 @@ dist/changelog.yml: packaging/changelog.yml FORCE
 
 packages: dist/conda-upload-server dist/conda-upload-server.8.gz dist/changelog.yml
 	@case "$(VERSION)" in ""|0.0.0*) echo "no version" >&2; exit 1;; esac
+	rm -f dist/*.deb dist/*.rpm
 	for p in deb rpm; do \
 		SOURCE_DATE_EPOCH=$(EPOCH) VERSION=$(VERSION) ARCH=$(ARCH) go run $(NFPM) package -f nfpm.yaml -p $$p -t dist/ || exit 1; \
 	done

@@ -21,7 +21,15 @@ echo "== lintian $deb"
 lintian -I --show-overrides --fail-on none --suppress-tags initial-upload-closes-no-bugs "$deb"
 lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs "$deb"
 echo "== rpmlint $rpm"
-rpmlint -c packaging/rpmlint.toml "$rpm"
+# nfpm's rpm writer stores absolute paths in the cpio payload, and
+# rpmlint unpacks with "cpio -id", which would then write the package's
+# files into this machine's /. A cpio that refuses absolute names keeps
+# them in rpmlint's own temp dir (where its checks look for them).
+shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
+printf '#!/bin/sh\nexec /usr/bin/cpio --no-absolute-filenames "$@"\n' >"$shim/cpio"
+chmod +x "$shim/cpio"
+PATH=$shim:$PATH rpmlint -c packaging/rpmlint.toml "$rpm"
 echo "== shellcheck maintainer scripts"
 shellcheck -s sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm packaging/rpm/*.sh
 echo "== rpm -qpl / --scripts"
