@@ -98,16 +98,18 @@ func retryAfter(d time.Duration) string {
 var errTooSlow = errors.New("upload slower than min_upload_rate")
 
 // rateReader cuts a request body that arrives slower than min bytes per
-// second, measured over each window: a client trickling a body would
-// otherwise hold an upload slot (and a file) open for ever. It also sets
-// the connection's read deadline to the end of each window, so a client
-// that sends nothing at all is cut too.
+// second: a client trickling a body would otherwise hold an upload slot
+// (and a file) open for ever. Only time spent waiting for the client
+// counts: when the server itself falls behind (a busy disk throttling its
+// writes), the bytes pile up in the socket and are not the client's fault.
+// Each read gets a deadline of one window, so a client that sends nothing
+// at all is cut too.
 type rateReader struct {
 	r      io.Reader
 	rc     *http.ResponseController
 	min    int64
 	window time.Duration
-	start  time.Time
+	waited time.Duration
 	n      int64
 }
 
@@ -115,20 +117,20 @@ func newRateReader(r io.Reader, w http.ResponseWriter, min int64, window time.Du
 	if min <= 0 || window <= 0 {
 		return r
 	}
-	rr := &rateReader{r: r, rc: http.NewResponseController(w), min: min, window: window, start: time.Now()}
-	rr.rc.SetReadDeadline(rr.start.Add(window))
-	return rr
+	return &rateReader{r: r, rc: http.NewResponseController(w), min: min, window: window}
 }
 
 func (rr *rateReader) Read(p []byte) (int, error) {
+	start := time.Now()
+	rr.rc.SetReadDeadline(start.Add(rr.window))
 	n, err := rr.r.Read(p)
+	rr.waited += time.Since(start)
 	rr.n += int64(n)
-	if now := time.Now(); now.Sub(rr.start) >= rr.window {
-		if float64(rr.n) < float64(rr.min)*now.Sub(rr.start).Seconds() {
+	if rr.waited >= rr.window {
+		if float64(rr.n) < float64(rr.min)*rr.waited.Seconds() {
 			return n, errTooSlow
 		}
-		rr.start, rr.n = now, 0
-		rr.rc.SetReadDeadline(now.Add(rr.window))
+		rr.waited, rr.n = 0, 0
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

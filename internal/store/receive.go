@@ -31,7 +31,7 @@ type Sums struct {
 }
 
 const (
-	chunkSize = 1 << 20
+	chunkSize = 256 << 10
 	numChunks = 4
 	// writebackStep is how much is written before writeback is started.
 	writebackStep = 8 << 20
