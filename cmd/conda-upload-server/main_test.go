@@ -227,17 +227,8 @@ func (p *proc) logged(s string) bool {
 // upload posts a package the way the original README's client does.
 func (p *proc) upload(t *testing.T, token, path string) (int, map[string]any) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	mw.WriteField("token", token)
-	w, _ := mw.CreateFormFile("artifact", filepath.Base(path))
-	w.Write(data)
-	mw.Close()
-	resp, err := p.client.Post(p.url, mw.FormDataContentType(), &buf)
+	ct, data := multipartBody(t, token, path)
+	resp, err := p.client.Post(p.url, ct, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
 	}
