@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log"
 	"os/exec"
 
 	"github.com/klauspost/compress/zstd"
@@ -25,6 +26,19 @@ type T interface {
 	Fatal(args ...any)
 	Fatalf(format string, args ...any)
 }
+
+// Exit is a T for programs (the package generator, the load generator):
+// a failure is logged and ends the program.
+type Exit struct{}
+
+// Helper implements T.
+func (Exit) Helper() {}
+
+// Fatal implements T.
+func (Exit) Fatal(args ...any) { log.Fatal(args...) }
+
+// Fatalf implements T.
+func (Exit) Fatalf(format string, args ...any) { log.Fatalf(format, args...) }
 
 // Member is one tar member.
 type Member struct {

@@ -19,12 +19,6 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 )
 
-type fatal struct{}
-
-func (fatal) Helper()                           {}
-func (fatal) Fatal(args ...any)                 { log.Fatal(args...) }
-func (fatal) Fatalf(format string, args ...any) { log.Fatalf(format, args...) }
-
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("mkpkg: ")
@@ -48,11 +42,11 @@ func main() {
 	spec := pkgtest.Simple(fn.Name, fn.Version, fn.Build, *subdir)
 	switch {
 	case n == 0:
-		_, err = w.Write(pkgtest.Build(fatal{}, spec, fn.Format.Extension()))
+		_, err = w.Write(pkgtest.Build(pkgtest.Exit{}, spec, fn.Format.Extension()))
 	case strings.HasSuffix(*out, ".conda"):
-		pkgtest.LargeConda(fatal{}, spec, int64(n), w)
+		pkgtest.LargeConda(pkgtest.Exit{}, spec, int64(n), w)
 	default:
-		pkgtest.LargeTarBz2(fatal{}, spec, int64(n), w)
+		pkgtest.LargeTarBz2(pkgtest.Exit{}, spec, int64(n), w)
 	}
 	if err == nil {
 		err = w.Flush()

@@ -32,12 +32,6 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 )
 
-type fatal struct{}
-
-func (fatal) Helper()                           {}
-func (fatal) Fatal(args ...any)                 { log.Fatal(args...) }
-func (fatal) Fatalf(format string, args ...any) { log.Fatalf(format, args...) }
-
 const chunkSize = 4 << 20
 
 type gen struct {
@@ -60,7 +54,7 @@ func (g *gen) payloadCRC() uint32 {
 // writePackage writes package number i.
 func (g *gen) writePackage(w io.Writer, i int) error {
 	spec := pkgtest.Simple(g.prefix, "1.0", fmt.Sprintf("%08d", i), g.subdir)
-	entries := pkgtest.CondaEntries(fatal{}, spec)
+	entries := pkgtest.CondaEntries(pkgtest.Exit{}, spec)
 	zw := zip.NewWriter(w)
 	if err := writeEntry(zw, entries[0].Name, entries[0].Data); err != nil {
 		return err
