@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -37,12 +38,16 @@ var ErrExists = errors.New("a different package with this filename already exist
 type Store struct {
 	root     string
 	incoming string
+	// chunks recycles the buffers of Receive between uploads, so that a
+	// steady stream of uploads allocates (and clears) no new memory.
+	chunks sync.Pool
 }
 
 // Open prepares the channel at root and removes the temp files of uploads
 // that a crash interrupted.
 func Open(root string) (*Store, error) {
 	s := &Store{root: root, incoming: filepath.Join(root, IncomingDir)}
+	s.chunks.New = func() any { return &chunk{b: make([]byte, chunkSize)} }
 	// The channel is served read-only by a web server: world-readable.
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("create channel %s: %w", root, err)
