@@ -459,8 +459,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (
 	if s.o.Repodata != nil {
 		s.o.Repodata.Prime(info.Subdir, fn.String(), fi, record)
 	}
-	wait := s.o.Indexer.Request(info.Subdir)
+	// Stored first, so that the run this upload asks for does not wait
+	// for the upload itself to settle.
 	stored()
+	wait := s.o.Indexer.Request(info.Subdir)
 	if !s.o.WaitIndex {
 		return res, res.Status, nil
 	}
