@@ -17,9 +17,9 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"mime/multipart"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +29,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
@@ -342,9 +343,13 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (
 		}
 		token, authed = t, true
 	}
-	mr, err := r.MultipartReader()
-	if err != nil {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return nil, 0, errStatus(http.StatusBadRequest, "request must be multipart/form-data with fields token and artifact")
+	}
+	mr, err := form.NewReader(r.Body, params["boundary"])
+	if err != nil {
+		return nil, 0, bodyError(err)
 	}
 
 	var (
@@ -372,10 +377,10 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (
 		if parts >= maxParts {
 			return nil, 0, errStatus(http.StatusBadRequest, fmt.Sprintf("too many form fields (more than %d)", maxParts))
 		}
-		name, filename, hasFilename := formNames(p)
+		name, filename, hasFilename := formNames(p.Header)
 		switch {
 		case name == "token":
-			v, err := readField(p, auth.MaxTokenLen)
+			v, err := readField(p, name, auth.MaxTokenLen)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -413,7 +418,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (
 			// Other small fields, such as the original client's optional
 			// arch, are read and ignored: the subdir comes from the
 			// package itself.
-			if _, err := readField(p, maxFieldLen); err != nil {
+			if _, err := readField(p, name, maxFieldLen); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -427,7 +432,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, stored func()) (
 	// The form ended; so must the body, as its length said. A body cut
 	// short of its Content-Length (or chunked encoding) is refused even if
 	// the form inside it looked complete.
-	if n, err := io.Copy(io.Discard, io.LimitReader(r.Body, maxFieldLen+1)); err != nil {
+	if n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1)); err != nil {
 		return nil, 0, bodyError(err)
 	} else if n > maxFieldLen {
 		return nil, 0, errStatus(http.StatusBadRequest, "data after the end of the multipart form")
@@ -543,25 +548,25 @@ func resultOf(status int, err error) string {
 	return "other"
 }
 
-// formNames returns a part's form name and its raw filename. The stdlib's
-// Part.FileName strips directories, which would hide a traversal attempt
-// instead of refusing it.
-func formNames(p *multipart.Part) (name, filename string, hasFilename bool) {
-	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+// formNames returns a part's form name and its raw filename. (The
+// stdlib's Part.FileName strips directories, which would hide a traversal
+// attempt instead of refusing it.)
+func formNames(h textproto.MIMEHeader) (name, filename string, hasFilename bool) {
+	_, params, err := mime.ParseMediaType(h.Get("Content-Disposition"))
 	if err != nil {
-		return p.FormName(), "", false
+		return "", "", false
 	}
 	filename, hasFilename = params["filename"]
 	return params["name"], filename, hasFilename
 }
 
-func readField(p *multipart.Part, max int) (string, error) {
+func readField(p *form.Part, name string, max int) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(p, int64(max)+1))
 	if err != nil {
 		return "", bodyError(err)
 	}
 	if len(b) > max {
-		return "", errStatus(http.StatusBadRequest, fmt.Sprintf("form field %q is longer than %d bytes", p.FormName(), max))
+		return "", errStatus(http.StatusBadRequest, fmt.Sprintf("form field %q is longer than %d bytes", name, max))
 	}
 	return string(b), nil
 }
@@ -576,6 +581,8 @@ func bodyError(err error) error {
 		return err
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errStatus(http.StatusBadRequest, "request body ended before the multipart form was complete")
+	case form.IsMalformed(err):
+		return errStatus(http.StatusBadRequest, oneLine(err.Error()))
 	}
 	var he *httpError
 	if errors.As(err, &he) {
