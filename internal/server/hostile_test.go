@@ -81,7 +81,8 @@ func TestHostileCatalogue(t *testing.T) {
 	type tc struct {
 		name   string
 		parts  []part           // a multipart request, or
-		raw    func(e *env) int // a raw one returning its status
+		raw    func(e *env) int // a raw one returning its status, or
+		body   string           // a hand-made form with the boundary XyZzY
 		status int
 		reason string
 	}
@@ -178,6 +179,13 @@ func TestHostileCatalogue(t *testing.T) {
 		{name: "missing boundary", raw: func(e *env) int {
 			return e.rawPost(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data\r\nContent-Length: 4\r\n\r\n", []byte("abcd"))
 		}, status: 400},
+		// Forms that mime/multipart would take, refused on purpose
+		// (internal/form says why).
+		{name: "form with a preamble", body: "preamble\r\n" + rawForm + string(conda) + "\r\n--" + boundary + "--\r\n", status: 400, reason: "must start with the boundary"},
+		{name: "form with bare LF line ends", body: strings.ReplaceAll(rawForm, "\r\n", "\n") + string(conda) + "\n--" + boundary + "--\n", status: 400, reason: "must end in CRLF"},
+		{name: "quoted-printable artifact", body: strings.Replace(rawForm, `filename="demo-1.0-0.conda"`+"\r\n", `filename="demo-1.0-0.conda"`+"\r\nContent-Transfer-Encoding: quoted-printable\r\n", 1) + "=50=4B\r\n--" + boundary + "--\r\n", status: 400, reason: "Content-Transfer-Encoding"},
+		{name: "32 KiB part header", body: strings.Replace(rawForm, `filename="demo-1.0-0.conda"`+"\r\n", `filename="demo-1.0-0.conda"`+"\r\nX-Pad: "+strings.Repeat("p", 32<<10)+"\r\n", 1) + string(conda) + "\r\n--" + boundary + "--\r\n", status: 400, reason: "header is longer"},
+		{name: "junk after the last boundary", body: rawForm + string(conda) + "\r\n--" + boundary + "--junk", status: 400, reason: "must end in CRLF"},
 		{name: "huge header", raw: func(e *env) int {
 			return e.rawPost(t, "POST / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("h", 2<<20)+"\r\n\r\n", nil)
 		}, status: 431},
@@ -191,9 +199,14 @@ func TestHostileCatalogue(t *testing.T) {
 			before := e.listed(t, "noarch")
 			var status int
 			var msg string
-			if c.raw != nil {
+			switch {
+			case c.raw != nil:
 				status = c.raw(e)
-			} else {
+			case c.body != "":
+				r := e.post(t, nil, "multipart/form-data; boundary="+boundary, []byte(c.body))
+				status = r.status
+				msg, _ = r.body["error"].(string)
+			default:
 				ctype, body := form(c.parts...)
 				r := e.post(t, nil, ctype, body)
 				status = r.status
