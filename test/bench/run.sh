@@ -4,8 +4,9 @@
 # same client (test/bench/loadgen) in alternating runs, on this machine.
 # Prints a Markdown table of medians with ratios computed run by run.
 #
-# Usage: test/bench/run.sh            full suite (about 15 minutes on 2 cores)
+# Usage: test/bench/run.sh            full suite (about 8 minutes on 2 cores)
 #        QUICK=1 test/bench/run.sh    smoke run: small sizes, one run (CI)
+#        PROFILE=1 test/bench/run.sh  also profile the server with perf
 # Run as root (the server drops to nobody; nginx is installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -181,6 +182,21 @@ if [[ -z ${QUICK:-} ]]; then
 	kill -INT "$STRACE_PID"
 	wait "$STRACE_PID" || true
 	awk -F'[<>]' '/sync\(|sync resumed/ && / = 0 / { t += $(NF-1); n++ } END { printf "fsync %d %.2f\n", n / 40, t * 1000 / 40 }' "$W/strace.txt" >>"$W/ceilings.txt"
+fi
+
+# PROFILE=1: where the CPU goes, machine-wide, while ours takes 100 MiB
+# uploads from one client (perf, sampling every process; the server has
+# no profiling endpoint).
+if [[ -n ${PROFILE:-} ]]; then
+	command -v perf >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+	perf record -q -F 999 -g -a -o "$W/perf.data" -- \
+		"$W/loadgen" -url "$(url_of ours)" -target ours -token "$TOKEN" -c 1 -n 6 -size 100MiB -prefix profile >"$W/profile.txt" 2>/dev/null
+	{
+		echo "CPU by process, 100 MiB uploads at c=1 (perf, % of all samples on all CPUs):"
+		perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -4
+		echo "top functions in the server (% of all samples):"
+		perf report -i "$W/perf.data" --comm server --no-children --sort sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -12
+	} >&2
 fi
 
 python3 - "$RESULTS" "$W/ceilings.txt" <<EOF
