@@ -193,9 +193,9 @@ if [[ -n ${PROFILE:-} ]]; then
 		"$W/loadgen" -url "$(url_of ours)" -target ours -token "$TOKEN" -c 1 -n 6 -size 100MiB -prefix profile >"$W/profile.txt" 2>/dev/null
 	{
 		echo "CPU by process, 100 MiB uploads at c=1 (perf, % of all samples on all CPUs):"
-		perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -4
+		perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n 1,4p
 		echo "top functions in the server (% of all samples):"
-		perf report -i "$W/perf.data" --comm server --no-children --sort sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -12
+		perf report -i "$W/perf.data" --comm server --no-children --sort sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | sed -n 1,12p
 	} >&2
 fi
 
