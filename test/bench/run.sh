@@ -114,14 +114,20 @@ HZ=$(getconf CLK_TCK)
 RESULTS=$W/results.jsonl
 
 run() { # run TARGET SIZE C N RUN
-	local target=$1 size=$2 c=$3 n=$4 r=$5 t0 out hwm cpu
+	local target=$1 size=$2 c=$3 n=$4 r=$5 t0 out hwm cpu intact=-1 expect=()
+	# Our stored files are checked against the sha256 the client
+	# computes, after the run, from the packages it sent.
+	[[ $target != ours ]] || expect=(-expect "$W/expect.txt")
 	reset_hwm "$target"
 	t0=$(cpu_ticks "$target")
 	out=$("$W/loadgen" -url "$(url_of "$target")" -target "$target" -token "$TOKEN" -c "$c" -n "$n" -size "$size" \
-		-prefix "b${size//[^0-9a-zA-Z]/}c${c}r${r}$target")
+		-prefix "b${size//[^0-9a-zA-Z]/}c${c}r${r}$target" "${expect[@]}")
 	cpu=$(($(cpu_ticks "$target") - t0))
 	hwm=$(peak_kib "$target")
-	echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(run=$r, cpu_s=$cpu/$HZ, peak_rss_kib=$hwm, workload='$size c=$c'); print(json.dumps(d))" >>"$RESULTS"
+	if [[ $target == ours ]]; then
+		intact=$( (cd "$W/channel/linux-64" && sha256sum -c "$W/expect.txt") 2>/dev/null | grep -c ': OK$' || true)
+	fi
+	echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); d.update(run=$r, cpu_s=$cpu/$HZ, peak_rss_kib=$hwm, intact=$intact, workload='$size c=$c'); print(json.dumps(d))" >>"$RESULTS"
 	# Keep the disk bounded: drop what the server stored.
 	find "$W/channel" -name '*.conda' -delete
 }
@@ -206,7 +212,7 @@ by = {}
 for r in rows:
     by.setdefault((r["workload"], r["target"]), {})[r["run"]] = r
 workloads = list(dict.fromkeys(r["workload"] for r in rows))
-print("| workload | target | goodput MB/s | p50 ms | p99 ms | peak RSS MiB | CPU s/GiB | ok/errors |")
+print("| workload | target | goodput MB/s | p50 ms | p99 ms | peak RSS MiB | CPU s/GiB | ok/errors (stored intact) |")
 print("|---|---|---|---|---|---|---|---|")
 ratios = []
 for w in workloads:
@@ -215,7 +221,8 @@ for w in workloads:
         med = lambda k: statistics.median(x[k] for x in runs)
         gib = sum(x["ok"] * x["size"] for x in runs) / 2**30
         cpu = sum(x["cpu_s"] for x in runs) / gib if gib else 0
-        print(f"| {w} | {t} | {med('goodput_mb_s'):.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | {max(x['peak_rss_kib'] for x in runs)/1024:.1f} | {cpu:.2f} | {sum(x['ok'] for x in runs)}/{sum(x['errors'] for x in runs)} |")
+        intact = f" ({sum(x['intact'] for x in runs)} intact)" if t == "ours" else ""
+        print(f"| {w} | {t} | {med('goodput_mb_s'):.0f} | {med('p50_ms'):.1f} | {med('p99_ms'):.1f} | {max(x['peak_rss_kib'] for x in runs)/1024:.1f} | {cpu:.2f} | {sum(x['ok'] for x in runs)}/{sum(x['errors'] for x in runs)}{intact} |")
     pair = lambda k, o: statistics.median(by[(w, "ours")][r][k] / by[(w, o)][r][k] for r in by[(w, "ours")] if by[(w, o)][r][k])
     ratios.append((w, pair("goodput_mb_s", "nginx"), pair("goodput_mb_s", "sink"), pair("p50_ms", "nginx")))
 print()
@@ -223,6 +230,9 @@ print("| workload | goodput ours/nginx | goodput ours/sink | p50 ours/nginx |")
 print("|---|---|---|---|")
 for w, a, b, c in ratios:
     print(f"| {w} | {a:.2f} | {b:.2f} | {c:.2f} |")
+bad = [(r["workload"], r["run"]) for r in rows if r["target"] == "ours" and r["intact"] != r["ok"]]
+if bad:
+    sys.exit("bench: stored files differ from what the client sent in %s" % bad)
 print()
 ceil = {}
 for line in open(sys.argv[2]):

@@ -12,6 +12,7 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
@@ -131,6 +132,7 @@ func main() {
 	subdir := flag.String("subdir", "linux-64", "subdir of the packages")
 	prefix := flag.String("prefix", "bench", "package name (distinct per run)")
 	first := flag.Int("first", 0, "number of the first package (distinct per run)")
+	expect := flag.String("expect", "", "after the run, write the sha256 of each package stored to this file, in sha256sum's format, to check the stored files against")
 	flag.Parse()
 	sz, err := config.ParseByteSize(*size)
 	if err != nil {
@@ -161,6 +163,7 @@ func main() {
 	last := int64(*first + *n)
 	var mu sync.Mutex
 	var lat []time.Duration
+	var stored []int
 	res := Result{Target: *target, Size: int64(sz), Concurrency: *conc, Requests: *n}
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -200,6 +203,7 @@ func main() {
 				lat = append(lat, d)
 				if ok {
 					res.OK++
+					stored = append(stored, int(i))
 				} else {
 					res.Errors++
 					if res.FirstError == "" {
@@ -218,5 +222,28 @@ func main() {
 		res.P50ms = float64(lat[len(lat)/2].Microseconds()) / 1000
 		res.P99ms = float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()) / 1000
 	}
+	if *expect != "" {
+		// After the timed part: the packages are regenerated, so the
+		// client's CPU does not count against the run.
+		if err := writeSums(*expect, g, stored); err != nil {
+			log.Fatal(err)
+		}
+	}
 	json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// writeSums writes "sha256  filename" for each package in stored.
+func writeSums(path string, g *gen, stored []int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	for _, i := range stored {
+		h := sha256.New()
+		if err := g.writePackage(h, i); err != nil {
+			return err
+		}
+		fmt.Fprintf(f, "%x  %s-1.0-%08d.conda\n", h.Sum(nil), g.prefix, i)
+	}
+	return f.Close()
 }
