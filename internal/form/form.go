@@ -218,7 +218,7 @@ func (r *Reader) more() error {
 	if r.w == cap(r.buf) {
 		r.buf = append(r.buf, 0)[:r.w]
 	}
-	for {
+	for range maxEmptyReads {
 		n, err := r.src.Read(r.buf[r.w:cap(r.buf)])
 		r.w += n
 		r.buf = r.buf[:r.w]
@@ -230,7 +230,13 @@ func (r *Reader) more() error {
 			return r.failure()
 		}
 	}
+	r.srcErr = io.ErrNoProgress
+	return r.srcErr
 }
+
+// maxEmptyReads bounds the reads that return neither data nor an error,
+// as bufio does.
+const maxEmptyReads = 100
 
 // failure is what src's error means for the form, which is not over.
 func (r *Reader) failure() error {
@@ -275,6 +281,13 @@ func (p *Part) Read(b []byte) (int, error) {
 		n, err := r.src.Read(b)
 		r.srcErr = err
 		if n == 0 {
+			if err == nil {
+				// Wait for data through the buffer, which gives
+				// up on a source that never sends any.
+				if err := r.more(); err != nil {
+					return 0, err
+				}
+			}
 			continue
 		}
 		data, found := r.scan(b[:n])

@@ -183,6 +183,22 @@ func TestSourceErrors(t *testing.T) {
 	}
 }
 
+// TestNoProgress: a source that returns nothing, for ever, is given up on.
+func TestNoProgress(t *testing.T) {
+	r, _ := NewReader(io.MultiReader(strings.NewReader("--b0undary\r\n\r\nx"), emptyReader{}), boundary)
+	p, err := r.NextPart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(p); err != io.ErrNoProgress {
+		t.Errorf("err = %v, want %v", err, io.ErrNoProgress)
+	}
+}
+
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, nil }
+
 // TestLikeStdlib reads forms made by mime/multipart's Writer, with parts
 // of every size around the buffer sizes, in random pieces.
 func TestLikeStdlib(t *testing.T) {
