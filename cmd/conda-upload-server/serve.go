@@ -424,6 +424,7 @@ func runServer(ctx context.Context, f *flags, log *slog.Logger, stdout io.Writer
 		IdleTimeout:       cfg.IdleTimeout.D(),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		HTTP2:             server.HTTP2Config(),
 	}
 	scheme := "http"
 	if cert != nil {

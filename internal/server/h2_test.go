@@ -21,18 +21,7 @@ import (
 // are all released after it, and nothing is left on disk.
 func TestHTTP2RapidReset(t *testing.T) {
 	e := start(t)
-	addr := strings.TrimSuffix(strings.TrimPrefix(e.url, "https://"), "/")
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("negotiated %q", p)
-	}
-	c.Write([]byte(http2.ClientPreface))
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings()
+	addr, fr := dialH2(t, e)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", addr}, {":path", "/"}, {"content-type", "multipart/form-data; boundary=x"}} {
@@ -74,7 +63,6 @@ func TestHTTP2RapidReset(t *testing.T) {
 			}
 		}
 	}()
-	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	sent := 0
 	for id := uint32(1); id < 2*20000; id += 2 {
 		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
@@ -116,4 +104,53 @@ func TestHTTP2RapidReset(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("other client: %d", resp.StatusCode)
 	}
+}
+
+// TestHTTP2Window: the server lets a client have a 4 MiB upload window in
+// flight, per stream and per connection, instead of Go's 1 MiB, which
+// holds an HTTP/2 upload over a 20 ms link to about 44 MB/s.
+func TestHTTP2Window(t *testing.T) {
+	_, fr := dialH2(t, start(t))
+	const want = 4<<20 - 1
+	var stream, conn uint32 = 0, 65535 // the protocol's initial windows
+	for stream == 0 || conn == 65535 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("stream window %d, connection window %d, then %v", stream, conn, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+				stream = v
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				conn += f.Increment
+			}
+		}
+	}
+	if stream != want || conn != want {
+		t.Errorf("stream window %d, connection window %d, want %d each", stream, conn, want)
+	}
+}
+
+// dialH2 opens an HTTP/2 connection to e's server, sends the client
+// preface and settings, and returns the server's address and a framer on
+// the connection, which is closed when the test ends.
+func dialH2(t *testing.T, e *env) (string, *http2.Framer) {
+	t.Helper()
+	addr := strings.TrimSuffix(strings.TrimPrefix(e.url, "https://"), "/")
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q", p)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // bounds the flood too
+	c.Write([]byte(http2.ClientPreface))
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	return addr, fr
 }

@@ -99,6 +99,7 @@ func startSlow(t *testing.T, indexDelay time.Duration, opts ...option) *env {
 	srv := server.New(o)
 	hs := httptest.NewUnstartedServer(srv)
 	hs.EnableHTTP2 = true
+	hs.Config.HTTP2 = server.HTTP2Config()
 	hs.StartTLS()
 	t.Cleanup(hs.Close)
 	return &env{url: hs.URL + "/", client: hs.Client(), root: root, ix: ix, srv: srv, httpSrv: hs}

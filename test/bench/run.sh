@@ -31,6 +31,7 @@ echo "building" >&2
 CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
 go build -o "$W/loadgen" ./test/bench/loadgen
 go build -o "$W/sink" ./test/bench/sink
+go build -o "$W/delay" ./test/bench/delay
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
 	-keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 chmod 644 "$W/key.pem"
@@ -177,6 +178,21 @@ t1=$(date +%s%N)
 rm -f "$W/dd"
 echo "disk $(python3 -c "print(round(256 * 2**20 / 1e6 / (($t1 - $t0) / 1e9), 1))")" >>"$W/ceilings.txt"
 
+# Over a link with a round-trip time (a delaying proxy: this kernel has no
+# netem), HTTP/2 is held to one flow-control window per round trip.
+echo "20 ms RTT" >&2
+P_DELAY=$(free_port)
+"$W/delay" -listen "127.0.0.1:$P_DELAY" -target "127.0.0.1:$P_OURS" -rtt 20ms &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sk -o /dev/null "https://127.0.0.1:$P_DELAY/healthz" && break; sleep 0.1; done
+rtt_size=100MiB
+[[ -z ${QUICK:-} ]] || rtt_size=20MiB
+for h2 in false true; do
+	"$W/loadgen" -url "https://127.0.0.1:$P_DELAY/" -target ours -token "$TOKEN" -c 1 -n 3 -size "$rtt_size" \
+		-prefix "rtt$h2" -http2="$h2" |
+		python3 -c "import json,sys; d=json.load(sys.stdin); assert d['errors'] == 0, d; print('rtt20-h2=$h2', d['goodput_mb_s'])" >>"$W/ceilings.txt"
+done
+
 # Where a 1 MiB upload's time goes: the fsyncs it waits for, traced on the
 # running server (strace slows the rest, not the fsyncs themselves).
 if [[ -z ${QUICK:-} ]]; then
@@ -239,6 +255,7 @@ for line in open(sys.argv[2]):
     k, *v = line.split()
     ceil[k] = [float(x) for x in v]
 print("ceilings in this run (MB/s): md5 on one core %.0f, sha256 on one core %.0f, durable disk write %.0f (dd conv=fsync), our receive pipeline from memory %.0f (BenchmarkReceive: both digests, durable file, no network)" % (ceil["Digest/md5"][0], ceil["Digest/sha256"][0], ceil["disk"][0], ceil["Receive"][0]))
+print("over a 20 ms round trip (test/bench/delay), $rtt_size uploads to ours at c=1: HTTP/1.1 %.0f MB/s, HTTP/2 %.0f MB/s" % (ceil["rtt20-h2=false"][0], ceil["rtt20-h2=true"][0]))
 if "fsync" in ceil:
     print("a 1 MiB upload at c=1 waits for %d fsyncs, %.2f ms in all (strace -T on the server)" % (ceil["fsync"][0], ceil["fsync"][1]))
 print()

@@ -132,6 +132,7 @@ func main() {
 	subdir := flag.String("subdir", "linux-64", "subdir of the packages")
 	prefix := flag.String("prefix", "bench", "package name (distinct per run)")
 	first := flag.Int("first", 0, "number of the first package (distinct per run)")
+	h2 := flag.Bool("http2", false, "upload over HTTP/2 instead of HTTP/1.1")
 	expect := flag.String("expect", "", "after the run, write the sha256 of each package stored to this file, in sha256sum's format, to check the stored files against")
 	flag.Parse()
 	sz, err := config.ParseByteSize(*size)
@@ -156,7 +157,7 @@ func main() {
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
 		MaxIdleConnsPerHost: *conc,
 		WriteBufferSize:     256 << 10,
-		ForceAttemptHTTP2:   false,
+		ForceAttemptHTTP2:   *h2,
 	}}
 	var next atomic.Int64
 	next.Store(int64(*first))
