@@ -4,7 +4,7 @@
 # same client (test/bench/loadgen) in alternating runs, on this machine.
 # Prints a Markdown table of medians with ratios computed run by run.
 #
-# Usage: test/bench/run.sh            full suite (about 8 minutes on 2 cores)
+# Usage: test/bench/run.sh            full suite (about 12 minutes on 2 cores)
 #        QUICK=1 test/bench/run.sh    smoke run: small sizes, one run (CI)
 #        PROFILE=1 test/bench/run.sh  also profile the server with perf
 # Run as root (the server drops to nobody; nginx is installed if missing).
