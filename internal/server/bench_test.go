@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
@@ -19,14 +21,18 @@ func BenchmarkUpload(b *testing.B) {
 		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
 			t := &testing.T{}
 			e := start(t, func(o *server.Options) { o.MaxUploadSize = 1 << 30 })
-			i := 0
+			// One body for every round, built before the clock (and
+			// the profile) start; the stored copy is removed between
+			// rounds, so that each upload is a new package.
+			var pkg bytes.Buffer
+			pkgtest.LargeConda(b, pkgtest.Simple("bench", "1.0", "0", "linux-64"), size, &pkg)
+			ct, body := form(part{name: "token", data: []byte(token)}, part{name: "artifact", filename: "bench-1.0-0.conda", data: pkg.Bytes()})
+			stored := filepath.Join(e.root, "linux-64", "bench-1.0-0.conda")
 			b.SetBytes(size)
+			b.ResetTimer()
 			for b.Loop() {
 				b.StopTimer()
-				var pkg bytes.Buffer
-				pkgtest.LargeConda(b, pkgtest.Simple("bench", "1.0", fmt.Sprint(i), "linux-64"), size, &pkg)
-				ct, body := form(part{name: "token", data: []byte(token)}, part{name: "artifact", filename: fmt.Sprintf("bench-1.0-%d.conda", i), data: pkg.Bytes()})
-				i++
+				os.Remove(stored)
 				req, _ := http.NewRequest(http.MethodPost, e.url, bytes.NewReader(body))
 				req.Header.Set("Content-Type", ct)
 				b.StartTimer()
