@@ -32,33 +32,11 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	if err := cfg.Validate(); err != nil {
 		fail(err)
 	}
-	if toks, err := cfg.AuthTokens(""); err != nil {
+	if err := checkTokens(cfg, stdout); err != nil {
 		fail(err)
-	} else {
-		now := time.Now()
-		for _, t := range toks {
-			if t.Expired(now) {
-				fmt.Fprintf(stdout, "warning: token %q expired on %s\n", t.Name, t.Expires.Format(time.DateOnly))
-			}
-		}
-		fmt.Fprintf(stdout, "tokens: %d\n", len(toks))
 	}
-	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		switch {
-		case err != nil:
-			fail(fmt.Errorf("certificate: %w", err))
-		case time.Now().After(cert.Leaf.NotAfter):
-			fail(fmt.Errorf("certificate %s expired on %s", cfg.CertFile, cert.Leaf.NotAfter.Format(time.RFC3339)))
-		case time.Now().Before(cert.Leaf.NotBefore):
-			fail(fmt.Errorf("certificate %s is not valid before %s", cfg.CertFile, cert.Leaf.NotBefore.Format(time.RFC3339)))
-		default:
-			left := time.Until(cert.Leaf.NotAfter)
-			fmt.Fprintf(stdout, "certificate: %s, valid until %s (%d days)\n", cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.Format(time.DateOnly), int(left.Hours()/24))
-			if left < 30*24*time.Hour {
-				fmt.Fprintf(stdout, "warning: certificate expires in less than 30 days\n")
-			}
-		}
+	if err := checkCertificate(cfg, stdout); err != nil {
+		fail(err)
 	}
 	if cfg.CondaExe != "" {
 		if fi, err := os.Stat(cfg.CondaExe); err != nil {
@@ -84,6 +62,45 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0
+}
+
+// checkTokens loads the tokens and warns of expired ones.
+func checkTokens(cfg *config.Config, stdout io.Writer) error {
+	toks, err := cfg.AuthTokens("")
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, t := range toks {
+		if t.Expired(now) {
+			fmt.Fprintf(stdout, "warning: token %q expired on %s\n", t.Name, t.Expires.Format(time.DateOnly))
+		}
+	}
+	fmt.Fprintf(stdout, "tokens: %d\n", len(toks))
+	return nil
+}
+
+// checkCertificate loads the certificate and key, if set, and says how
+// long they are valid.
+func checkCertificate(cfg *config.Config, stdout io.Writer) error {
+	if cfg.CertFile == "" {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	switch {
+	case err != nil:
+		return fmt.Errorf("certificate: %w", err)
+	case time.Now().After(cert.Leaf.NotAfter):
+		return fmt.Errorf("certificate %s expired on %s", cfg.CertFile, cert.Leaf.NotAfter.Format(time.RFC3339))
+	case time.Now().Before(cert.Leaf.NotBefore):
+		return fmt.Errorf("certificate %s is not valid before %s", cfg.CertFile, cert.Leaf.NotBefore.Format(time.RFC3339))
+	}
+	left := time.Until(cert.Leaf.NotAfter)
+	fmt.Fprintf(stdout, "certificate: %s, valid until %s (%d days)\n", cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.Format(time.DateOnly), int(left.Hours()/24))
+	if left < 30*24*time.Hour {
+		fmt.Fprintf(stdout, "warning: certificate expires in less than 30 days\n")
+	}
+	return nil
 }
 
 // splitJoined lists the errors inside an errors.Join.

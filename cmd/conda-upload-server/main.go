@@ -21,7 +21,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 )
 
@@ -48,23 +47,4 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 	return serve(ctx, args, stdout, stderr)
-}
-
-// reloadPID sends SIGHUP to a running server. The unit's ExecReload uses
-// it, so that systemctl reload needs no kill(1) on minimal systems.
-func reloadPID(args []string, stderr io.Writer) int {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: conda-upload-server reload PID")
-		return 2
-	}
-	pid, err := strconv.Atoi(args[0])
-	if err != nil || pid <= 1 {
-		fmt.Fprintf(stderr, "conda-upload-server: error: bad pid %q\n", args[0])
-		return 2
-	}
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		fmt.Fprintf(stderr, "conda-upload-server: error: reload %d: %v\n", pid, err)
-		return 1
-	}
-	return 0
 }

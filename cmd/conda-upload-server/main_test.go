@@ -1,23 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/big"
 	"mime/multipart"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,233 +22,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
-	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 )
-
-// TestMain lets the test binary stand in for the real one: tests start it
-// again with CUS_BE_SERVER=1, and it runs main. So every test here drives
-// the real program, its flags, signals and exit codes, as a process.
-func TestMain(m *testing.M) {
-	if os.Getenv("CUS_BE_SERVER") == "1" {
-		os.Unsetenv("CUS_BE_SERVER")
-		main()
-		return
-	}
-	os.Exit(m.Run())
-}
-
-const testToken = "mysecuretoken"
-
-// certPair writes a self-signed certificate for localhost and returns the
-// file paths and a pool that trusts it.
-func certPair(t *testing.T, dir, prefix string) (string, string, *x509.CertPool, *big.Int) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile := filepath.Join(dir, prefix+"cert.pem"), filepath.Join(dir, prefix+"key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	if os.Geteuid() == 0 {
-		// As the packaged key: root-owned, readable by the service's group.
-		os.Chown(keyFile, 0, nobody)
-		os.Chmod(keyFile, 0o640)
-	}
-	pool := x509.NewCertPool()
-	c, _ := x509.ParseCertificate(der)
-	pool.AddCert(c)
-	return certFile, keyFile, pool, serial
-}
-
-// nobody is the unprivileged user the tests' servers switch to when the
-// tests run as root, as CI does.
-const nobody = 65534
-
-// shared returns a temp dir that the unprivileged server can traverse.
-func shared(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	os.Chmod(filepath.Dir(d), 0o755)
-	os.Chmod(d, 0o755)
-	return d
-}
-
-// serviceOwned creates dir (and its parents) and gives it to nobody.
-func serviceOwned(t *testing.T, dir string) string {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		filepath.WalkDir(dir, func(p string, _ os.DirEntry, _ error) error { return os.Chown(p, nobody, nobody) })
-	}
-	return dir
-}
-
-// userConfig writes a config file that switches to nobody, plus extra.
-func userConfig(t *testing.T, dir, extra string) string {
-	t.Helper()
-	p := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(p, []byte("user = \"nobody\"\n"+extra), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// proc is a running server process.
-type proc struct {
-	cmd    *exec.Cmd
-	port   int
-	stdout *syncBuffer
-	stderr *syncBuffer
-	done   chan error
-	client *http.Client
-	url    string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// command returns a Cmd that runs this program.
-func command(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "CUS_BE_SERVER=1")
-	return cmd
-}
-
-func tlsClient(pool *x509.CertPool) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 60 * time.Second}
-}
-
-// startServer starts the program with args and waits until it serves.
-func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: command(t, args...), port: port, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("server stderr:\n%s", p.stderr.String())
-		}
-	})
-	p.client = tlsClient(pool)
-	p.url = fmt.Sprintf("https://localhost:%d/", port)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := p.client.Get(p.url + "healthz")
-		if err == nil {
-			resp.Body.Close()
-			return p
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("server exited: %v\n%s", err, p.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start: %v\n%s", err, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logged waits a little for s to show up in the server's log: the log
-// reaches the test through a pipe, a moment after the response.
-func (p *proc) logged(s string) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(p.stderr.String(), s) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
-
-// upload posts a package the way the original README's client does.
-func (p *proc) upload(t *testing.T, token, path string) (int, map[string]any) {
-	t.Helper()
-	ct, data := multipartBody(t, token, path)
-	resp, err := p.client.Post(p.url, ct, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, body
-}
-
-func corpusFile(rel string) string {
-	return filepath.Join("..", "..", "testdata", "conda-pkgs", rel)
-}
-
-// original starts the server with the original's command line, minus -e.
-// The config file only says which user to switch to, since the tests run
-// as root.
-func original(t *testing.T, extra ...string) (*proc, string) {
-	t.Helper()
-	dir := shared(t)
-	cert, key, pool, _ := certPair(t, dir, "")
-	root := serviceOwned(t, filepath.Join(dir, "channel"))
-	port := freePort(t)
-	args := append([]string{"--config", userConfig(t, dir, ""), "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}, extra...)
-	return startServer(t, pool, port, args...), root
-}
 
 // TestOriginalClients uploads with the three clients the original's users
 // have: Python requests (the README's snippet, verify=False), curl, and Go.
@@ -322,103 +89,6 @@ for artifact in artifacts:
 	if strings.Contains(p.stderr.String(), testToken) {
 		t.Error("the token appears in the log")
 	}
-}
-
-// standIn writes a conda stand-in: a Python script that records its argv
-// and environment, obeys control files in ctl, and writes repodata.json
-// listing the subdir's packages, as conda index would.
-func standIn(t *testing.T, ctl string) string {
-	t.Helper()
-	script := fmt.Sprintf(`#!/usr/bin/python3
-import json, os, sys, time, subprocess
-ctl = %q
-with open(os.path.join(ctl, "calls"), "a") as f:
-    f.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "pid": os.getpid()}) + "\n")
-probe = os.path.join(ctl, "probe")
-if os.path.exists(probe) and not os.path.exists(probe + "-result"):
-    secret, outside, port = open(probe).read().split("\n")
-    res = []
-    def attempt(name, fn):
-        try:
-            fn()
-            res.append(name + "=ok")
-        except PermissionError as e:
-            res.append(name + "=denied " + str(e))
-        except Exception as e:
-            res.append(name + "=error " + repr(e))
-    attempt("read_secret", lambda: open(secret).read())
-    attempt("create_outside", lambda: open(outside, "w").write("x"))
-    def write_channel():
-        p = os.path.join(sys.argv[-1], ".probe")
-        open(p, "w").write("x")
-        os.remove(p)
-    attempt("write_channel", write_channel)
-    import socket
-    attempt("tcp_connect", lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=2))
-    open(probe + "-result", "w").write("\n".join(res) + "\n")
-if os.path.exists(os.path.join(ctl, "hang")):
-    # A grandchild too: the whole process group must be killed.
-    child = subprocess.Popen(["sleep", "300"])
-    with open(os.path.join(ctl, "pids"), "a") as f:
-        f.write("%%d %%d\n" %% (os.getpid(), child.pid))
-    time.sleep(300)
-if os.path.exists(os.path.join(ctl, "fail")):
-    print("conda-index: simulated crash", file=sys.stderr)
-    sys.exit(3)
-time.sleep(float(open(os.path.join(ctl, "sleep")).read()) if os.path.exists(os.path.join(ctl, "sleep")) else 0)
-args = sys.argv[1:]
-assert args[0] == "index", args
-sub = args[args.index("--subdir") + 1]
-channel = args[-1]
-d = os.path.join(channel, sub)
-os.makedirs(d, exist_ok=True)
-if os.path.exists(os.path.join(ctl, "garbage")):
-    open(os.path.join(d, "repodata.json"), "w").write("{not json")
-    sys.exit(0)
-doc = {"info": {"subdir": sub}, "packages": {}, "packages.conda": {}, "removed": [], "repodata_version": 1}
-for fn in sorted(os.listdir(d)):
-    if fn.endswith(".tar.bz2"):
-        doc["packages"][fn] = {"size": os.path.getsize(os.path.join(d, fn))}
-    elif fn.endswith(".conda"):
-        doc["packages.conda"][fn] = {"size": os.path.getsize(os.path.join(d, fn))}
-tmp = os.path.join(d, ".repodata.json.tmp")
-open(tmp, "w").write(json.dumps(doc))
-os.replace(tmp, os.path.join(d, "repodata.json"))
-`, ctl)
-	exe := filepath.Join(shared(t), "bin", "conda")
-	os.MkdirAll(filepath.Dir(exe), 0o755)
-	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return exe
-}
-
-type call struct {
-	Argv []string          `json:"argv"`
-	Env  map[string]string `json:"env"`
-}
-
-func calls(t *testing.T, ctl string) []call {
-	t.Helper()
-	f, err := os.Open(filepath.Join(ctl, "calls"))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []call
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var c call
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
-	}
-	return out
 }
 
 // TestCondaIndexer drives the conda indexer path with a stand-in: the argv
@@ -566,38 +236,24 @@ write_paths = [%q]
 	})
 }
 
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
-}
-
+// TestHashToken runs the hash-token subcommand in process.
 func TestHashToken(t *testing.T) {
 	for _, tt := range []struct {
+		name  string
 		args  []string
 		stdin string
 		want  string
 		code  int
 	}{
-		{nil, "mysecuretoken\n", "f4e7b109e7aaef9a56f019d83fba027513ee8f63faf73fbb3c993071089eeb81\n", 0},
-		{nil, "mysecuretoken", "f4e7b109e7aaef9a56f019d83fba027513ee8f63faf73fbb3c993071089eeb81\n", 0},
-		{[]string{"--salt", "pepper"}, "tok\n", auth.Hash("pepper", "tok") + "\n", 0},
-		{nil, "", "", 1},
-		{[]string{"mysecuretoken"}, "", "", 2},
+		{"newline", nil, "mysecuretoken\n", "f4e7b109e7aaef9a56f019d83fba027513ee8f63faf73fbb3c993071089eeb81\n", 0},
+		{"no newline", nil, "mysecuretoken", "f4e7b109e7aaef9a56f019d83fba027513ee8f63faf73fbb3c993071089eeb81\n", 0},
+		{"salt", []string{"--salt", "pepper"}, "tok\n", auth.Hash("pepper", "tok") + "\n", 0},
+		{"empty", nil, "", "", 1},
+		{"token in argv", []string{"mysecuretoken"}, "", "", 2},
 	} {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			cmd := command(t, append([]string{"hash-token"}, tt.args...)...)
-			cmd.Stdin = strings.NewReader(tt.stdin)
+		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
-			code := 0
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			}
+			code := run(context.Background(), append([]string{"hash-token"}, tt.args...), strings.NewReader(tt.stdin), &out, &errb)
 			if code != tt.code || out.String() != tt.want {
 				t.Errorf("exit %d stdout %q stderr %q; want %d %q", code, out.String(), errb.String(), tt.code, tt.want)
 			}
@@ -605,8 +261,9 @@ func TestHashToken(t *testing.T) {
 	}
 }
 
-// TestStartupErrors checks that bad configuration stops the server at once
-// with a message that says what to fix.
+// TestStartupErrors checks, in process, that bad configuration stops the
+// server at once with a message that says what to fix. Every case fails
+// before the server binds, drops privileges or confines itself.
 func TestStartupErrors(t *testing.T) {
 	dir := t.TempDir()
 	cert, key, _, _ := certPair(t, dir, "")
@@ -619,30 +276,29 @@ func TestStartupErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		args []string
+		code int
 		want string
 	}{
-		{"unknown key", []string{"--config", writeCfg("write_dir = \"/tmp/x\"\nmax_uplod_size = 5\n")}, "unknown key max_uplod_size"},
-		{"unknown index key", []string{"--config", writeCfg("[index]\ntimeuot = \"1s\"\n")}, "unknown key index.timeuot"},
-		{"bad size", []string{"--config", writeCfg("max_upload_size = \"lots\"\n")}, "bad size"},
-		{"subdir as write_dir", []string{"-d", filepath.Join(dir, "linux-64"), "-c", cert, "-k", key, "-t", hash}, "named after a platform subdir"},
-		{"no write_dir", []string{"-c", cert, "-k", key, "-t", hash}, "write_dir is not set"},
-		{"no cert", []string{"-d", dir, "-t", hash}, "no TLS certificate"},
-		{"bad hash", []string{"-d", dir, "-c", cert, "-k", key, "-t", "eccd989b"}, "token hash must be 64 hex digits"},
-		{"no token", []string{"-d", dir, "-c", cert, "-k", key}, "no token configured"},
-		{"relative conda", []string{"-d", dir, "-c", cert, "-k", key, "-t", hash, "-e", "conda"}, "must be an absolute path"},
-		{"bad flag", []string{"--nope"}, "flag provided but not defined"},
-		{"missing cert file", []string{"-d", dir, "-c", dir + "/none.pem", "-k", key, "-t", hash}, "no such file"},
+		{"unknown key", []string{"--config", writeCfg("write_dir = \"/tmp/x\"\nmax_uplod_size = 5\n")}, 1, "unknown key max_uplod_size"},
+		{"unknown index key", []string{"--config", writeCfg("[index]\ntimeuot = \"1s\"\n")}, 1, "unknown key index.timeuot"},
+		{"bad size", []string{"--config", writeCfg("max_upload_size = \"lots\"\n")}, 1, "bad size"},
+		{"subdir as write_dir", []string{"-d", filepath.Join(dir, "linux-64"), "-c", cert, "-k", key, "-t", hash}, 1, "named after a platform subdir"},
+		{"no write_dir", []string{"-c", cert, "-k", key, "-t", hash}, 1, "write_dir is not set"},
+		{"no cert", []string{"-d", dir, "-t", hash}, 1, "no TLS certificate"},
+		{"bad hash", []string{"-d", dir, "-c", cert, "-k", key, "-t", "eccd989b"}, 1, "token hash must be 64 hex digits"},
+		{"no token", []string{"-d", dir, "-c", cert, "-k", key}, 1, "no token configured"},
+		{"relative conda", []string{"-d", dir, "-c", cert, "-k", key, "-t", hash, "-e", "conda"}, 1, "must be an absolute path"},
+		{"bad listen", []string{"-d", dir, "-c", cert, "-k", key, "-t", hash, "--listen", "example.org:1"}, 1, "want an IP address"},
+		{"bad listen port", []string{"-d", dir, "-c", cert, "-k", key, "-t", hash, "--listen", "127.0.0.1:99999"}, 1, "bad port"},
+		{"bad flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"extra argument", []string{"-d", dir, "stray"}, 2, "unexpected argument"},
+		{"missing cert file", []string{"-d", dir, "-c", dir + "/none.pem", "-k", key, "-t", hash}, 1, "no such file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := command(t, tt.args...)
-			var errb bytes.Buffer
-			cmd.Stderr = &errb
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			go func() { <-ctx.Done(); cmd.Process.Kill() }()
-			err := cmd.Run()
-			if err == nil || !strings.Contains(errb.String(), tt.want) {
-				t.Errorf("err %v, stderr %q; want a failure saying %q", err, errb.String(), tt.want)
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tt.args, strings.NewReader(""), &out, &errb)
+			if code != tt.code || !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit %d saying %q", code, errb.String(), tt.code, tt.want)
 			}
 		})
 	}
@@ -683,6 +339,74 @@ func TestDevMode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(wd, "channel", "noarch", "sample_noarch_python-1.0-py_0.conda")); err != nil {
 		t.Error(err)
 	}
+	// Dev mode serves loopback only.
+	if got := listening(t, port); strings.Join(got, " ") != "127.0.0.1" {
+		t.Errorf("dev mode listens on %v, want 127.0.0.1 only", got)
+	}
+}
+
+// TestListen binds the address given by --listen, or by listen in the
+// config file, and nothing else.
+func TestListen(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		listen func(port int) (flag, config string)
+		want   string
+	}{
+		{"flag host", func(port int) (string, string) { return "127.0.0.1", "" }, "127.0.0.1"},
+		{"flag host and port", func(port int) (string, string) { return fmt.Sprintf("127.0.0.1:%d", port), "" }, "127.0.0.1"},
+		{"config", func(port int) (string, string) { return "", fmt.Sprintf("listen = \"127.0.0.1:%d\"\n", port) }, "127.0.0.1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := shared(t)
+			cert, key, pool, _ := certPair(t, dir, "")
+			port := freePort(t)
+			flagv, extra := tt.listen(port)
+			args := []string{"--config", userConfig(t, dir, extra), "-d", serviceOwned(t, filepath.Join(dir, "ch")),
+				"-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}
+			switch {
+			case strings.Contains(flagv, ":"):
+				args = append(args, "--listen", flagv)
+			case flagv != "":
+				args = append(args, "--listen", flagv, "-p", strconv.Itoa(port))
+			}
+			startServer(t, pool, port, args...)
+			if got := listening(t, port); strings.Join(got, " ") != tt.want {
+				t.Errorf("listening on %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// listening returns the local addresses with a TCP socket listening on
+// port, as the kernel lists them in /proc/net/tcp and tcp6.
+func listening(t *testing.T, port int) []string {
+	t.Helper()
+	var out []string
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			if len(fs) < 4 || fs[3] != "0A" { // 0A is LISTEN
+				continue
+			}
+			host, p, _ := strings.Cut(fs[1], ":")
+			if n, _ := strconv.ParseUint(p, 16, 16); int(n) != port {
+				continue
+			}
+			raw, _ := hex.DecodeString(host)
+			// Each 32-bit word is in host (little-endian) order.
+			for i := 0; i+4 <= len(raw); i += 4 {
+				raw[i], raw[i+1], raw[i+2], raw[i+3] = raw[i+3], raw[i+2], raw[i+1], raw[i]
+			}
+			ip, _ := netip.AddrFromSlice(raw)
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	return out
 }
 
 // TestCertReloadAndShutdown replaces the certificate files and sends
@@ -788,17 +512,5 @@ func TestStaleTemps(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "linux-64", "repodata.json")); err != nil {
 		t.Errorf("existing subdir not indexed at start: %v", err)
-	}
-}
-
-func writeSynthetic(t *testing.T, path, name, version, build, subdir string) {
-	t.Helper()
-	s := pkgtest.Simple(name, version, build, subdir)
-	ext := ".conda"
-	if strings.HasSuffix(path, ".tar.bz2") {
-		ext = ".tar.bz2"
-	}
-	if err := os.WriteFile(path, pkgtest.Build(t, s, ext), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -242,8 +242,18 @@ func TestRefuseRoot(t *testing.T) {
 	hash := auth.Hash(auth.DefaultSalt, testToken)
 	cmd := command(t, "-d", filepath.Join(dir, "ch"), "-p", strconv.Itoa(freePort(t)), "-c", cert, "-k", key, "-t", hash)
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "refusing to run as root: set user") {
+	if err == nil || !strings.Contains(string(out), "refusing to run as root: pass --user NAME") {
 		t.Errorf("as root without user: %v %s", err, out)
+	}
+	// The original command line plus --user is enough.
+	port0 := freePort(t)
+	ch := serviceOwned(t, filepath.Join(dir, "ch-user"))
+	pu := startServer(t, pool, port0, "-d", ch, "-p", strconv.Itoa(port0), "-c", cert, "-k", key, "-t", hash, "--user", "nobody")
+	if s := procStatus(t, pu.cmd.Process.Pid); !strings.HasPrefix(s["Uid"], strconv.Itoa(nobody)+" ") {
+		t.Errorf("--user nobody: Uid %q", s["Uid"])
+	}
+	if st, body := pu.upload(t, testToken, corpusFile("quetz/other-package-0.2-0.conda")); st != 201 {
+		t.Errorf("upload as --user nobody: %d %v", st, body)
 	}
 	cfgPath := filepath.Join(dir, "root.toml")
 	os.WriteFile(cfgPath, []byte("allow_root = true\n"), 0o644)
@@ -288,7 +298,8 @@ token_hash = %q
 landlock = "enforce"
 write_paths = [%q]
 `, root, port, exe, cert, key, auth.Hash(auth.DefaultSalt, testToken), ctl))
-	startServer(t, pool, port, "--config", cfg)
+	tmpBefore, _ := filepath.Glob("/tmp/conda-upload-server-index-*")
+	p := startServer(t, pool, port, "--config", cfg)
 	b, err := os.ReadFile(filepath.Join(ctl, "probe-result"))
 	if err != nil {
 		t.Fatalf("the stand-in wrote no probe result: %v", err)
@@ -298,7 +309,8 @@ write_paths = [%q]
 		k, v, _ := strings.Cut(line, "=")
 		got[k] = v
 	}
-	want := map[string]string{"read_secret": "denied", "create_outside": "denied", "write_channel": "ok", "tcp_connect": "denied"}
+	want := map[string]string{"read_secret": "denied", "create_outside": "denied", "write_channel": "ok", "tcp_connect": "denied",
+		"proc_self_status": "ok", "proc_self_mounts": "ok", "write_tmpdir": "ok"}
 	for k, v := range want {
 		if !strings.HasPrefix(got[k], v) {
 			t.Errorf("%s: %q, want %s", k, got[k], v)
@@ -306,5 +318,33 @@ write_paths = [%q]
 	}
 	if _, err := os.Stat(filepath.Join(secretDir, "escape.txt")); err == nil {
 		t.Error("the indexer created a file outside the channel")
+	}
+
+	// The indexer's temp dir is gone after a clean stop, and none is
+	// left in /tmp.
+	tmpdir, _ := os.ReadFile(filepath.Join(ctl, "tmpdir"))
+	if !strings.HasPrefix(string(tmpdir), root+"/") {
+		t.Errorf("indexer TMPDIR %q is not inside the channel", tmpdir)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.done; err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+	p.done <- nil
+	if _, err := os.Stat(string(tmpdir)); !os.IsNotExist(err) {
+		t.Errorf("indexer temp dir %s left after SIGTERM: %v", tmpdir, err)
+	}
+	// And after a start that fails: the start-up index run crashes.
+	os.WriteFile(filepath.Join(ctl, "fail"), nil, 0o644)
+	os.Remove(filepath.Join(root, "noarch", "repodata.json"))
+	out, err := command(t, "--config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "simulated crash") {
+		t.Fatalf("start with a crashing indexer: %v %s", err, out)
+	}
+	if _, err := os.Stat(string(tmpdir)); !os.IsNotExist(err) {
+		t.Errorf("indexer temp dir %s left after a failed start: %v", tmpdir, err)
+	}
+	if tmpAfter, _ := filepath.Glob("/tmp/conda-upload-server-index-*"); len(tmpAfter) != len(tmpBefore) {
+		t.Errorf("temp dirs in /tmp: %v before, %v after", tmpBefore, tmpAfter)
 	}
 }

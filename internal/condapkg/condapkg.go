@@ -19,6 +19,7 @@ package condapkg
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -145,18 +146,23 @@ func isNameChar(r rune) bool {
 		r == '_' || r == '.' || r == '+' || r == '!' || r == '-'
 }
 
-// KnownSubdirs are the platform subdirs conda-index recognises (conda's
-// PLATFORM_DIRECTORIES plus noarch). conda-index silently ignores a
-// directory of any other name, so a package claiming one would never
-// become installable.
-var KnownSubdirs = []string{
-	"noarch",
-	"linux-32", "linux-64", "linux-aarch64", "linux-armv6l", "linux-armv7l",
-	"linux-ppc64", "linux-ppc64le", "linux-riscv64", "linux-s390x",
-	"osx-64", "osx-arm64",
-	"win-32", "win-64", "win-arm64",
-	"freebsd-64", "zos-z", "emscripten-wasm32", "wasi-wasm32",
+// KnownSubdirs returns the platform subdirs conda-index recognises
+// (conda's PLATFORM_DIRECTORIES plus noarch), in a new slice. conda-index
+// silently ignores a directory of any other name, so a package claiming
+// one would never become installable.
+func KnownSubdirs() []string {
+	return []string{
+		"noarch",
+		"linux-32", "linux-64", "linux-aarch64", "linux-armv6l", "linux-armv7l",
+		"linux-ppc64", "linux-ppc64le", "linux-riscv64", "linux-s390x",
+		"osx-64", "osx-arm64",
+		"win-32", "win-64", "win-arm64",
+		"freebsd-64", "zos-z", "emscripten-wasm32", "wasi-wasm32",
+	}
 }
+
+// IsKnownSubdir reports whether s is one of KnownSubdirs.
+func IsKnownSubdir(s string) bool { return slices.Contains(KnownSubdirs(), s) }
 
 // Limits bound the work and memory spent inspecting one package.
 type Limits struct {
@@ -183,21 +189,15 @@ func DefaultLimits() Limits {
 		MaxMembers:     100_000,
 		MaxIndexJSON:   1 << 20,
 		MaxPathsJSON:   128 << 20,
-		AllowedSubdirs: KnownSubdirs,
+		AllowedSubdirs: KnownSubdirs(),
 	}
 }
 
 func (l Limits) subdirAllowed(s string) bool {
-	allowed := l.AllowedSubdirs
-	if len(allowed) == 0 {
-		allowed = KnownSubdirs
+	if len(l.AllowedSubdirs) == 0 {
+		return IsKnownSubdir(s)
 	}
-	for _, a := range allowed {
-		if a == s {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(l.AllowedSubdirs, s)
 }
 
 // Info is what inspection learns about a valid package.

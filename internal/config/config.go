@@ -11,6 +11,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -27,7 +28,12 @@ import (
 
 // Config is the server configuration.
 type Config struct {
-	WriteDir      string        `toml:"write_dir"`
+	WriteDir string `toml:"write_dir"`
+	// Listen is the address to bind when the service manager passes no
+	// socket: a host ("127.0.0.1", "::1"), a host and port
+	// ("127.0.0.1:8443"), or empty for every address. A port here
+	// overrides Port.
+	Listen        string        `toml:"listen"`
 	Port          int           `toml:"port"`
 	CondaExe      string        `toml:"conda_exe"`
 	CertFile      string        `toml:"certfile"`
@@ -131,7 +137,7 @@ func (t TokenConfig) check() error {
 		return err
 	}
 	for _, s := range t.Subdirs {
-		if !slices.Contains(condapkg.KnownSubdirs, s) {
+		if !condapkg.IsKnownSubdir(s) {
 			return fmt.Errorf("subdirs: %q is not a conda platform subdir", s)
 		}
 	}
@@ -158,8 +164,9 @@ type IndexConfig struct {
 	Wait bool `toml:"wait"`
 }
 
-// DefaultIndexCommand suits conda-index ≥ 0.3 (the `conda index` plugin).
-var DefaultIndexCommand = []string{"index", "--subdir", "{subdir}", "{channel}"}
+// DefaultIndexCommand returns, in a new slice, the [index] command that
+// suits conda-index ≥ 0.3 (the `conda index` plugin).
+func DefaultIndexCommand() []string { return []string{"index", "--subdir", "{subdir}", "{channel}"} }
 
 // Default returns the configuration used where the file and flags are
 // silent.
@@ -177,9 +184,9 @@ func Default() *Config {
 		UploadRateWindow:     Duration(30 * time.Second),
 		AuthFailureLimit:     10,
 		AuthFailureWindow:    Duration(time.Minute),
-		AllowedSubdirs:       slices.Clone(condapkg.KnownSubdirs),
+		AllowedSubdirs:       condapkg.KnownSubdirs(),
 		Index: IndexConfig{
-			Command: slices.Clone(DefaultIndexCommand),
+			Command: DefaultIndexCommand(),
 			Timeout: Duration(10 * time.Minute),
 			Wait:    true,
 		},
@@ -213,11 +220,14 @@ func (c *Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.WriteDir == "" {
 		add("write_dir is not set")
-	} else if slices.Contains(condapkg.KnownSubdirs, filepath.Base(filepath.Clean(c.WriteDir))) {
+	} else if condapkg.IsKnownSubdir(filepath.Base(filepath.Clean(c.WriteDir))) {
 		add("write_dir %s is named after a platform subdir; it must be the channel root (packages go to write_dir/<subdir>/ by their own index.json)", c.WriteDir)
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		add("port %d is out of range", c.Port)
+	}
+	if _, err := c.ListenAddr(); err != nil {
+		add("%v", err)
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add("certfile and keyfile must be set together")
@@ -252,8 +262,8 @@ func (c *Config) Validate() error {
 		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
 	}
 	for _, s := range c.AllowedSubdirs {
-		if !slices.Contains(condapkg.KnownSubdirs, s) {
-			add("allowed_subdirs: %q is not a conda platform subdir (known: %s)", s, strings.Join(condapkg.KnownSubdirs, ", "))
+		if !condapkg.IsKnownSubdir(s) {
+			add("allowed_subdirs: %q is not a conda platform subdir (known: %s)", s, strings.Join(condapkg.KnownSubdirs(), ", "))
 		}
 	}
 	if len(c.AllowedSubdirs) == 0 {
@@ -292,6 +302,25 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ListenAddr returns the host:port to bind when the service manager
+// passes no socket.
+func (c *Config) ListenAddr() (string, error) {
+	host := c.Listen
+	port := strconv.Itoa(c.Port)
+	if h, p, err := net.SplitHostPort(c.Listen); err == nil {
+		host, port = h, p
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", fmt.Errorf("listen %q: want an IP address, optionally with a port (such as 127.0.0.1:8443)", c.Listen)
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("listen %q: bad port", c.Listen)
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // DefaultTokenName names the token given by token_hash or token_hash_file.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 )
@@ -38,7 +39,7 @@ func BenchmarkAddOne(b *testing.B) {
 			fill(b, root, n)
 			x := repodata.New(root, condapkg.DefaultLimits(), quiet())
 			ctx := context.Background()
-			if err := x.Update(ctx, "linux-64"); err != nil {
+			if err := x.Run(ctx, "linux-64"); err != nil {
 				b.Fatal(err)
 			}
 			i := 0
@@ -52,12 +53,12 @@ func BenchmarkAddOne(b *testing.B) {
 				fi, _ := os.Stat(path)
 				m, sh := md5.Sum(data), sha256.Sum256(data)
 				b.StartTimer()
-				rec, err := repodata.Record(s.IndexJSON(), fi.Size(), hex.EncodeToString(m[:]), hex.EncodeToString(sh[:]))
+				err := x.NotePackage(index.Package{Subdir: "linux-64", Filename: s.Stem() + ".conda", Info: fi,
+					IndexJSON: s.IndexJSON(), Size: fi.Size(), MD5: hex.EncodeToString(m[:]), SHA256: hex.EncodeToString(sh[:])})
 				if err != nil {
 					b.Fatal(err)
 				}
-				x.Prime("linux-64", s.Stem()+".conda", fi, rec)
-				if err := x.Update(ctx, "linux-64"); err != nil {
+				if err := x.Run(ctx, "linux-64"); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -73,7 +74,7 @@ func BenchmarkRebuild10000(b *testing.B) {
 	for b.Loop() {
 		os.RemoveAll(filepath.Join(root, "linux-64", repodata.CacheDir))
 		x := repodata.New(root, condapkg.DefaultLimits(), quiet())
-		if err := x.Update(context.Background(), "linux-64"); err != nil {
+		if err := x.Run(context.Background(), "linux-64"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -60,7 +60,7 @@ func TestMatchesCondaIndex(t *testing.T) {
 	root, subdirs := channel(t)
 	x := repodata.New(root, condapkg.DefaultLimits(), quiet())
 	for sd := range subdirs {
-		if err := x.Update(context.Background(), sd); err != nil {
+		if err := x.Run(context.Background(), sd); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestMatchesCondaIndex(t *testing.T) {
 func TestEmptySubdir(t *testing.T) {
 	root := t.TempDir()
 	x := repodata.New(root, condapkg.DefaultLimits(), quiet())
-	if err := x.Update(context.Background(), "noarch"); err != nil {
+	if err := x.Run(context.Background(), "noarch"); err != nil {
 		t.Fatal(err)
 	}
 	got := readJSON(t, filepath.Join(root, "noarch", "repodata.json"))
@@ -113,9 +113,9 @@ func TestReconcile(t *testing.T) {
 	}
 	copyPkg("conda-pkgs/cph/mock-2.0.0-py37_1000.conda", sd)
 	copyPkg("conda-pkgs/conda-index/fly-2.5.2-0.tar.bz2", sd)
-	keys := func(x *repodata.Index) []string {
+	keys := func(x *repodata.Writer) []string {
 		t.Helper()
-		if err := x.Update(context.Background(), "osx-64"); err != nil {
+		if err := x.Run(context.Background(), "osx-64"); err != nil {
 			t.Fatal(err)
 		}
 		doc := readJSON(t, filepath.Join(sd, "repodata.json")).(map[string]any)

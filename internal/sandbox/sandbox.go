@@ -131,13 +131,17 @@ type Policy struct {
 	ReadFiles []string
 }
 
-// SystemExecDirs are what a dynamically linked child needs to start.
-var SystemExecDirs = []string{"/usr", "/lib", "/lib64", "/bin", "/sbin"}
+// SystemExecDirs returns, in a new slice, what a dynamically linked child
+// needs to start.
+func SystemExecDirs() []string { return []string{"/usr", "/lib", "/lib64", "/bin", "/sbin"} }
 
-// SystemReadFiles are small files libc and Python read at start.
-var SystemReadFiles = []string{
-	"/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf",
-	"/etc/passwd", "/etc/group", "/etc/hosts", "/etc/resolv.conf",
+// SystemReadFiles returns, in a new slice, the small files libc and Python
+// read at start.
+func SystemReadFiles() []string {
+	return []string{
+		"/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf",
+		"/etc/passwd", "/etc/group", "/etc/hosts", "/etc/resolv.conf",
+	}
 }
 
 // Report says what Restrict did.

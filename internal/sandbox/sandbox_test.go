@@ -51,8 +51,8 @@ func probe(dir string) int {
 	rw := filepath.Join(dir, "rw")
 	r, err := sandbox.Restrict(sandbox.Enforce, sandbox.Policy{
 		WriteDirs: []string{rw},
-		ExecDirs:  sandbox.SystemExecDirs,
-		ReadFiles: sandbox.SystemReadFiles,
+		ExecDirs:  sandbox.SystemExecDirs(),
+		ReadFiles: sandbox.SystemReadFiles(),
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -2,52 +2,167 @@ package server
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
-// httpError is an error with the status and one-line message the client
-// gets. Handlers return it, or any error that statusOf knows; everything
-// else is a 500 whose detail is logged, not sent.
-type httpError struct {
-	status     int
-	msg        string
-	retryAfter string // seconds, for 429 and 503
+// Error is how a request failed: the status and one-line message the
+// client gets, a reason word for logs, metrics and the audit log, and the
+// cause, which is logged but never sent.
+type Error struct {
+	Status int
+	// Reason is one word from a fixed set, such as "conflict".
+	Reason string
+	Msg    string
+	// RetryAfter, if set, is sent as Retry-After (for 429 and 503).
+	RetryAfter time.Duration
+	Err        error
 }
 
-func (e *httpError) Error() string { return e.msg }
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
 
-func errStatus(status int, msg string) *httpError { return &httpError{status: status, msg: msg} }
+func (e *Error) Unwrap() error { return e.Err }
+
+// newError returns an Error whose reason follows from its status.
+func newError(status int, msg string) *Error {
+	return &Error{Status: status, Reason: reasonOf(status), Msg: msg}
+}
 
 var (
-	errUnauthorized = errStatus(http.StatusUnauthorized, "missing or invalid token")
-	errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "server is shutting down", retryAfter: "5"}
-	errBusy         = &httpError{status: http.StatusServiceUnavailable, msg: "too many uploads in progress; retry later", retryAfter: "5"}
-	// errHandled says the handler has written its own response.
-	errHandled      = &httpError{status: 0, msg: "handled"}
-	errTooManyConns = &httpError{status: http.StatusServiceUnavailable, msg: "too many connections; retry later", retryAfter: "5"}
+	errUnauthorized = newError(http.StatusUnauthorized, "missing or invalid token")
+	errShuttingDown = &Error{Status: http.StatusServiceUnavailable, Reason: "unavailable", Msg: "server is shutting down", RetryAfter: 5 * time.Second}
+	errBusy         = &Error{Status: http.StatusServiceUnavailable, Reason: "unavailable", Msg: "too many uploads in progress; retry later", RetryAfter: 5 * time.Second}
+	errTooManyConns = &Error{Status: http.StatusServiceUnavailable, Reason: "unavailable", Msg: "too many connections; retry later", RetryAfter: 5 * time.Second}
+	errNotFound     = newError(http.StatusNotFound, "not found; upload with POST /")
 )
 
-// statusOf maps an error to the status and message sent to the client.
-// It is the one place where errors become HTTP statuses.
-func statusOf(err error) (int, string, string) {
-	var he *httpError
+// notIndexed is the error of an upload whose package is stored but whose
+// index run failed: the package is safe, the index does not list it yet.
+func notIndexed(err error) *Error {
+	return &Error{Status: http.StatusInternalServerError, Reason: "index_failed",
+		Msg: "package stored, but indexing failed: " + oneLine(err.Error()), Err: err}
+}
+
+// errorOf maps any error a handler returns to what the client gets. It is
+// the one place where errors become HTTP statuses.
+func errorOf(err error) *Error {
+	var e *Error
 	var mbe *http.MaxBytesError
 	switch {
-	case errors.As(err, &he):
-		return he.status, he.msg, he.retryAfter
+	case errors.As(err, &e):
+		return e
 	case condapkg.IsInvalid(err):
-		return http.StatusBadRequest, err.Error(), ""
+		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}
 	case errors.Is(err, store.ErrExists):
-		return http.StatusConflict, err.Error(), ""
+		return &Error{Status: http.StatusConflict, Reason: "conflict", Msg: err.Error(), Err: err}
 	case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge, "upload exceeds max_upload_size", ""
+		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: "upload exceeds max_upload_size", Err: err}
 	case errors.Is(err, errTooSlow):
-		return http.StatusRequestTimeout, "upload slower than the server's minimum rate; closed", ""
+		return &Error{Status: http.StatusRequestTimeout, Reason: "too_slow", Msg: "upload slower than the server's minimum rate; closed", Err: err}
 	case store.IsNoSpace(err):
-		return http.StatusInsufficientStorage, "no space left in the channel's file system", ""
+		return &Error{Status: http.StatusInsufficientStorage, Reason: "no_space", Msg: "no space left in the channel's file system", Err: err}
+	case errors.As(err, new(*store.WriteError)):
+		return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "request body ended before the multipart form was complete", Err: err}
+	case form.IsMalformed(err):
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: oneLine(err.Error()), Err: err}
+	case errors.As(err, new(*bodyError)):
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "cannot read request body: " + oneLine(errors.Unwrap(err).Error()), Err: err}
 	}
-	return http.StatusInternalServerError, "internal error", ""
+	return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}
+}
+
+// bodyError marks a failure to read the request body that no other case
+// of errorOf explains: the client's connection, not the server, failed.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "read body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// readError wraps an error from reading the request body, once, where it
+// happens.
+func readError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	var mbe *http.MaxBytesError
+	if errors.As(err, &e) || errors.As(err, &mbe) || condapkg.IsInvalid(err) || errors.Is(err, store.ErrTooLarge) ||
+		errors.Is(err, errTooSlow) || store.IsNoSpace(err) || errors.As(err, new(*store.WriteError)) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || form.IsMalformed(err) {
+		return err
+	}
+	return &bodyError{err}
+}
+
+// reasonOf names the outcome of a request with a given status, from a
+// fixed set of words, where nothing more precise is known.
+func reasonOf(status int) string {
+	switch status {
+	case http.StatusCreated:
+		return "created"
+	case http.StatusOK:
+		return "identical"
+	case http.StatusBadRequest:
+		return "bad_request"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case http.StatusRequestTimeout:
+		return "too_slow"
+	case http.StatusConflict:
+		return "conflict"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusInternalServerError:
+		return "internal_error"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusInsufficientStorage:
+		return "no_space"
+	}
+	return "other"
+}
+
+func retryAfterHeader(d time.Duration) string {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.Itoa(s)
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
+// methodNotAllowed is the error for a method a route does not serve.
+func methodNotAllowed(allow string) *Error {
+	return newError(http.StatusMethodNotAllowed, fmt.Sprintf("method not allowed; use %s", allow))
 }

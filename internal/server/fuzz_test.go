@@ -58,11 +58,11 @@ func FuzzUpload(f *testing.F) {
 	a, _ := auth.New(auth.DefaultSalt, []auth.Token{{Name: "fuzz", Hash: h}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rd := repodata.New(root, condapkg.DefaultLimits(), log)
-	ix := index.New(index.Builtin{X: rd}, time.Minute, log)
+	ix := index.New(rd, log, index.WithTimeout(time.Minute))
 	f.Cleanup(ix.Close)
 	lim := condapkg.DefaultLimits()
 	lim.MaxScanBytes = 4 << 20
-	srv := server.New(server.Options{Store: st, Auth: a, Indexer: ix, Repodata: rd, Limits: lim,
+	srv := server.New(server.Options{Store: st, Auth: a, Indexer: ix, Limits: lim,
 		MaxUploadSize: 8 << 20, MaxConcurrent: 4, WaitIndex: true, Log: log})
 
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,10 +87,6 @@ func remoteIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-func retryAfter(d time.Duration) string {
-	return strconv.Itoa(int(d.Seconds()) + 1)
 }
 
 // errTooSlow is returned by a rateReader whose client sends too slowly.

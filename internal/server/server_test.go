@@ -37,7 +37,7 @@ type env struct {
 	url     string
 	client  *http.Client
 	root    string
-	ix      *index.Indexer
+	ix      *index.Scheduler
 	srv     *server.Server
 	httpSrv *httptest.Server
 }
@@ -47,13 +47,13 @@ type option func(*server.Options)
 // slowRunner makes every index run take at least delay, as a real
 // conda index does, so that uploads pile up behind a run.
 type slowRunner struct {
-	index.Runner
+	*repodata.Writer
 	delay time.Duration
 }
 
 func (s slowRunner) Run(ctx context.Context, subdir string) error {
 	time.Sleep(s.delay)
-	return s.Runner.Run(ctx, subdir)
+	return s.Writer.Run(ctx, subdir)
 }
 
 // start runs the real handler behind a real TLS listener on loopback.
@@ -79,15 +79,16 @@ func startSlow(t *testing.T, indexDelay time.Duration, opts ...option) *env {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	rd := repodata.New(root, condapkg.DefaultLimits(), log)
+	arrivals := &index.Arrivals{}
 	o := server.Options{
-		Store: st, Auth: a, Repodata: rd, Limits: condapkg.DefaultLimits(),
+		Store: st, Auth: a, Arrivals: arrivals, Limits: condapkg.DefaultLimits(),
 		MaxUploadSize: 64 << 20, MaxConcurrent: 16, WaitIndex: true, Log: log,
 	}
-	var runner index.Runner = index.Builtin{X: rd}
+	var runner index.Runner = rd
 	if indexDelay > 0 {
-		runner = slowRunner{runner, indexDelay}
+		runner = slowRunner{rd, indexDelay}
 	}
-	ix := index.New(runner, time.Minute, log)
+	ix := index.New(runner, log, index.WithTimeout(time.Minute), index.WithArrivals(arrivals))
 	t.Cleanup(ix.Close)
 	if err := ix.Index(context.Background(), "noarch"); err != nil {
 		t.Fatal(err)

@@ -66,104 +66,85 @@ type chunk struct {
 // at a ring of buffers whatever the size of the upload. A further
 // goroutine makes what has been written durable as it arrives.
 func (u *Upload) Receive(src io.Reader, max int64, scan io.Writer) (Sums, error) {
-	var (
-		firstErr error
-		errMu    sync.Mutex
-		failed   atomic.Bool
-	)
-	fail := func(err error) {
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		errMu.Unlock()
-		failed.Store(true)
-	}
-	free := make(chan *chunk, numChunks)
+	p := &pipeline{u: u, free: make(chan *chunk, numChunks)}
 	for range numChunks {
-		free <- u.s.chunks.Get().(*chunk)
+		p.free <- u.s.chunks.Get().(*chunk)
 	}
 	defer func() {
 		// Every chunk is back once the goroutines are done.
 		for range numChunks {
-			u.s.chunks.Put(<-free)
+			u.s.chunks.Put(<-p.free)
 		}
 	}()
-	release := func(c *chunk) {
-		if c.refs.Add(-1) == 0 {
-			free <- c
-		}
-	}
-
 	md5h, shah := md5.New(), sha256.New()
 	var wg sync.WaitGroup
 	var ins []chan *chunk
 	for _, h := range []hash.Hash{md5h, shah} {
 		in := make(chan *chunk, numChunks)
 		ins = append(ins, in)
-		wg.Go(func() {
-			for c := range in {
-				h.Write(c.b[:c.n])
-				release(c)
-			}
-		})
+		wg.Go(func() { p.hash(h, in) })
 	}
-	fd := int(u.f.Fd())
 	syncs := make(chan int64, 1)
-	wg.Go(func() {
-		for range syncs {
-			if err := unix.Fdatasync(fd); err != nil {
-				// Not to be retried: after a failed fsync, Linux may
-				// have dropped the pages, and a later fsync succeeds.
-				fail(&WriteError{err})
-			}
-		}
-	})
+	wg.Go(func() { p.sync(syncs) })
 	win := make(chan *chunk, numChunks)
 	ins = append(ins, win)
-	wg.Go(func() {
-		defer close(syncs)
-		var written, started, synced int64
-		for c := range win {
-			if !failed.Load() {
-				if _, err := u.f.Write(c.b[:c.n]); err != nil {
-					fail(&WriteError{err})
-				} else {
-					written += int64(c.n)
-					if written-started >= writebackStep {
-						unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
-						started = written
-					}
-					if written-synced >= syncStep {
-						select {
-						case syncs <- written:
-							synced = written
-						default: // one is going; try again later
-						}
-					}
-				}
-				if scan != nil && !failed.Load() {
-					if _, err := scan.Write(c.b[:c.n]); err != nil {
-						fail(err)
-					}
-				}
-			}
-			release(c)
-		}
-		if written > started && !failed.Load() {
-			unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
-		}
-	})
+	wg.Go(func() { p.write(win, syncs, scan) })
 
+	size := p.read(src, max, ins)
+	for _, in := range ins {
+		close(in)
+	}
+	wg.Wait()
+	if p.failed.Load() {
+		return Sums{}, p.firstErr
+	}
+	return Sums{
+		Size:   size,
+		SHA256: hex.EncodeToString(shah.Sum(nil)),
+		MD5:    hex.EncodeToString(md5h.Sum(nil)),
+	}, nil
+}
+
+// pipeline is one Receive: a reader that fills chunks from a ring, and
+// consumers (two hashes, the file writer) that each return a chunk to the
+// ring when the last of them is done with it.
+type pipeline struct {
+	u    *Upload
+	free chan *chunk
+
+	errMu    sync.Mutex
+	firstErr error
+	failed   atomic.Bool
+}
+
+// fail records the first error; every stage stops at the next chunk.
+func (p *pipeline) fail(err error) {
+	p.errMu.Lock()
+	if p.firstErr == nil {
+		p.firstErr = err
+	}
+	p.errMu.Unlock()
+	p.failed.Store(true)
+}
+
+func (p *pipeline) release(c *chunk) {
+	if c.refs.Add(-1) == 0 {
+		p.free <- c
+	}
+}
+
+// read fills chunks from src and hands each to every consumer, until src
+// ends, fails, exceeds max, or a consumer fails. It returns the bytes read.
+func (p *pipeline) read(src io.Reader, max int64, ins []chan *chunk) int64 {
 	var size int64
-	for !failed.Load() {
-		c := <-free
+	for !p.failed.Load() {
+		c := <-p.free
 		n, err := fill(src, c.b)
 		if n > 0 {
 			size += int64(n)
 			if size > max {
-				fail(ErrTooLarge)
-				free <- c
+				p.fail(ErrTooLarge)
+				p.free <- c
 				break
 			}
 			c.n = n
@@ -172,28 +153,74 @@ func (u *Upload) Receive(src io.Reader, max int64, scan io.Writer) (Sums, error)
 				in <- c
 			}
 		} else {
-			free <- c
+			p.free <- c
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			fail(err)
+			p.fail(err)
 			break
 		}
 	}
-	for _, in := range ins {
-		close(in)
+	return size
+}
+
+func (p *pipeline) hash(h hash.Hash, in <-chan *chunk) {
+	for c := range in {
+		h.Write(c.b[:c.n])
+		p.release(c)
 	}
-	wg.Wait()
-	if failed.Load() {
-		return Sums{}, firstErr
+}
+
+// sync makes what has been written durable, on request, in the
+// background.
+func (p *pipeline) sync(syncs <-chan int64) {
+	fd := int(p.u.f.Fd())
+	for range syncs {
+		if err := unix.Fdatasync(fd); err != nil {
+			// Not to be retried: after a failed fsync, Linux may have
+			// dropped the pages, and a later fsync succeeds.
+			p.fail(&WriteError{err})
+		}
 	}
-	return Sums{
-		Size:   size,
-		SHA256: hex.EncodeToString(shah.Sum(nil)),
-		MD5:    hex.EncodeToString(md5h.Sum(nil)),
-	}, nil
+}
+
+// write writes chunks to the file and to scan, starts writeback every
+// writebackStep and asks for an fdatasync every syncStep.
+func (p *pipeline) write(in <-chan *chunk, syncs chan<- int64, scan io.Writer) {
+	defer close(syncs)
+	fd := int(p.u.f.Fd())
+	var written, started, synced int64
+	for c := range in {
+		if !p.failed.Load() {
+			if _, err := p.u.f.Write(c.b[:c.n]); err != nil {
+				p.fail(&WriteError{err})
+			} else {
+				written += int64(c.n)
+				if written-started >= writebackStep {
+					unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
+					started = written
+				}
+				if written-synced >= syncStep {
+					select {
+					case syncs <- written:
+						synced = written
+					default: // one is going; try again later
+					}
+				}
+			}
+			if scan != nil && !p.failed.Load() {
+				if _, err := scan.Write(c.b[:c.n]); err != nil {
+					p.fail(err)
+				}
+			}
+		}
+		p.release(c)
+	}
+	if written > started && !p.failed.Load() {
+		unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
+	}
 }
 
 // fill reads into b until it is full or src fails. Unlike io.ReadFull it

@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/index"
 )
 
 // CacheDir is the hidden folder inside each subdir that holds the cache.
@@ -60,10 +61,10 @@ type cacheLine struct {
 	Invalid string          `json:"invalid,omitempty"`
 }
 
-// Index writes repodata.json for the subdirs of one channel. Updates of
-// one subdir must not run concurrently (the index package serialises
-// them); different subdirs may be updated at once.
-type Index struct {
+// Writer writes the index files of the subdirs of one channel. It is the
+// built-in [index.Runner]. Runs of one subdir must not overlap (the
+// index.Scheduler serialises them); different subdirs may run at once.
+type Writer struct {
 	root string
 	lim  condapkg.Limits
 	log  *slog.Logger
@@ -87,12 +88,15 @@ type subdirState struct {
 	lines int
 }
 
-// New returns an Index for the channel at root.
-func New(root string, lim condapkg.Limits, log *slog.Logger) *Index {
-	return &Index{root: root, lim: lim, log: log, subdirs: make(map[string]*subdirState)}
+// New returns a Writer for the channel at root.
+func New(root string, lim condapkg.Limits, log *slog.Logger) *Writer {
+	return &Writer{root: root, lim: lim, log: log, subdirs: make(map[string]*subdirState)}
 }
 
-func (x *Index) state(subdir string) *subdirState {
+// Name implements index.Runner.
+func (*Writer) Name() string { return "builtin" }
+
+func (x *Writer) state(subdir string) *subdirState {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	st, ok := x.subdirs[subdir]
@@ -103,33 +107,40 @@ func (x *Index) state(subdir string) *subdirState {
 	return st
 }
 
-// Prime tells the index the record of a package just stored, so that the
-// next Update need not read the file again to hash it. The record is used
-// only while the file's size and modification time still match.
-func (x *Index) Prime(subdir, filename string, fi fs.FileInfo, record json.RawMessage) {
-	st := x.state(subdir)
+// NotePackage implements index.PackageNoter: it takes the record of a
+// package just stored, so that the next run need not read the file again
+// to hash it. The record is used only while the file's size and
+// modification time still match.
+func (x *Writer) NotePackage(p index.Package) error {
+	record, err := Record(p.IndexJSON, p.Size, p.MD5, p.SHA256)
+	if err != nil {
+		return err
+	}
+	st := x.state(p.Subdir)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if !st.loaded {
-		x.load(subdir, st)
+		x.load(p.Subdir, st)
 	}
-	st.entries[filename] = &entry{Size: fi.Size(), Mtime: fi.ModTime().UnixNano(), Record: record}
-	st.dirty[filename] = true
+	st.entries[p.Filename] = &entry{Size: p.Info.Size(), Mtime: p.Info.ModTime().UnixNano(), Record: record}
+	st.dirty[p.Filename] = true
+	return nil
 }
 
-// Has reports whether the last update of subdir listed filename.
-func (x *Index) Has(subdir, filename string) bool {
+// Has implements index.Runner: whether the last run of subdir listed
+// filename.
+func (x *Writer) Has(subdir, filename string) (bool, error) {
 	st := x.state(subdir)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	e, ok := st.entries[filename]
-	return ok && e.Record != nil
+	return ok && e.Record != nil, nil
 }
 
-// Update reconciles subdir's cache with the files on disk and rewrites its
+// Run implements index.Runner: it reconciles subdir's cache with the files on disk and rewrites its
 // repodata.json. It creates the subdir if it is missing, so that an empty
 // noarch/repodata.json can always be served.
-func (x *Index) Update(ctx context.Context, subdir string) error {
+func (x *Writer) Run(ctx context.Context, subdir string) error {
 	dir := filepath.Join(x.root, subdir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create subdir: %w", err)
@@ -198,7 +209,7 @@ func (x *Index) Update(ctx context.Context, subdir string) error {
 
 // readEntry inspects and hashes one package file placed in the subdir
 // without going through an upload.
-func (x *Index) readEntry(dir, name string, fi fs.FileInfo) (*entry, error) {
+func (x *Writer) readEntry(dir, name string, fi fs.FileInfo) (*entry, error) {
 	e := &entry{Size: fi.Size(), Mtime: fi.ModTime().UnixNano()}
 	fn, err := condapkg.ParseFilename(name)
 	if err != nil {
@@ -237,7 +248,7 @@ func (x *Index) readEntry(dir, name string, fi fs.FileInfo) (*entry, error) {
 // load reads the cache of a subdir. A cache that is missing, unreadable or
 // of another version is replaced by an empty one, which makes the next
 // update read every package again.
-func (x *Index) load(subdir string, st *subdirState) {
+func (x *Writer) load(subdir string, st *subdirState) {
 	st.loaded = true
 	st.entries = make(map[string]*entry)
 	st.dirty = make(map[string]bool)
@@ -296,7 +307,7 @@ func readJournal(r io.Reader, entries map[string]*entry) (int, error) {
 
 // save appends the dirty entries to the journal, or rewrites it when it
 // is missing or has grown to twice the live entries.
-func (x *Index) save(dir string, st *subdirState) error {
+func (x *Writer) save(dir string, st *subdirState) error {
 	if len(st.dirty) == 0 && st.lines >= 0 {
 		return nil
 	}

@@ -12,23 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 )
-
-// Builtin indexes with the built-in repodata writer.
-type Builtin struct {
-	X *repodata.Index
-}
-
-// Name implements Runner.
-func (Builtin) Name() string { return "builtin" }
-
-// Run implements Runner.
-func (b Builtin) Run(ctx context.Context, subdir string) error { return b.X.Update(ctx, subdir) }
-
-// Has implements Runner.
-func (b Builtin) Has(subdir, filename string) (bool, error) { return b.X.Has(subdir, filename), nil }
 
 // Command indexes by running conda (conda-index) as a child process.
 type Command struct {

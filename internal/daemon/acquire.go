@@ -1,0 +1,129 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/audit"
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
+)
+
+// acquire gets what the process can no longer get once it is confined.
+// Files come before sockets, so that a configuration mistake is reported
+// before anything is bound.
+func (d *daemon) acquire() error {
+	if err := d.acquireCertificate(); err != nil {
+		return err
+	}
+	if err := d.acquireTokens(); err != nil {
+		return err
+	}
+	if err := d.acquireListeners(); err != nil {
+		return err
+	}
+	d.acquireNotifier()
+	var err error
+	if d.wdInterval, err = systemd.WatchdogInterval(); err != nil {
+		return err
+	}
+	if d.auditLog, err = audit.Open(d.cfg.Audit.File, d.log); err != nil {
+		return err
+	}
+	d.onClose(func() { d.auditLog.Close() })
+	return nil
+}
+
+// acquireListeners takes the sockets the service manager passes, or binds
+// the configured address when it passes none.
+func (d *daemon) acquireListeners() error {
+	main, metricsLs, err := systemd.Listeners()
+	if err != nil {
+		return err
+	}
+	closeAll := func(ls []net.Listener) func() {
+		return func() {
+			for _, l := range ls {
+				l.Close()
+			}
+		}
+	}
+	d.activated = len(main) > 0
+	if !d.activated {
+		addr, err := d.cfg.ListenAddr()
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		main = []net.Listener{ln}
+	}
+	d.listeners = main
+	d.onClose(closeAll(main))
+	if d.cfg.Metrics.Enabled && d.cfg.Metrics.Listen != "" {
+		ml, err := net.Listen("tcp", d.cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		metricsLs = append(metricsLs, ml)
+	}
+	d.metricsListeners = metricsLs
+	d.onClose(closeAll(metricsLs))
+	return nil
+}
+
+// acquireCertificate reads the certificate and key: the systemd
+// credentials if the unit passes them, else the configured files, else (in
+// dev mode) a new self-signed one.
+func (d *daemon) acquireCertificate() error {
+	d.certFile, d.keyFile = d.cfg.CertFile, d.cfg.KeyFile
+	if d.credDir != "" && fileExists(filepath.Join(d.credDir, "tls-cert")) {
+		d.certFile, d.keyFile = filepath.Join(d.credDir, "tls-cert"), filepath.Join(d.credDir, "tls-key")
+	}
+	var err error
+	switch {
+	case d.o.InsecureHTTP:
+		d.log.Warn("serving plain HTTP (--insecure-http): tokens and packages cross the network in clear text")
+	case d.certFile != "":
+		d.cert, err = server.LoadCertificate(d.certFile, d.keyFile)
+	case d.o.Dev:
+		d.cert, err = server.SelfSigned()
+	default:
+		err = errors.New("no TLS certificate: set certfile and keyfile (-c, -k), pass the tls-cert and tls-key credentials, or use --insecure-http for plain HTTP")
+	}
+	return err
+}
+
+// acquireTokens reads the token hashes.
+func (d *daemon) acquireTokens() error {
+	var err error
+	if d.tokens, err = d.cfg.AuthTokens(d.credDir); err != nil {
+		return err
+	}
+	d.authn, err = auth.New(d.cfg.Salt, d.tokens)
+	return err
+}
+
+// acquireNotifier dials the notify socket, once: it is outside what the
+// sandbox allows.
+func (d *daemon) acquireNotifier() {
+	n, err := systemd.NewNotifier()
+	if err != nil {
+		// systemd will time the start out and say so; serving still helps.
+		d.log.Error("cannot notify the service manager", "err", err)
+		n = &systemd.Notifier{}
+	}
+	d.notify = n
+	d.onClose(func() { n.Close() })
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
+)
+
+// IndexerTempDir is the conda indexer's TMPDIR and HOME, inside the
+// channel: the one place outside /dev/shm the sandbox lets the child
+// write, and one the server can remove again when it stops. (A temp dir
+// in /tmp could not be removed once confined, and leaked.) Dot-folders
+// of the channel are never served.
+const IndexerTempDir = ".indexer-tmp"
+
+// build opens the channel, sets up the indexer and the HTTP server, and
+// brings the index up to date with the disk.
+func (d *daemon) build(ctx context.Context) error {
+	cfg := d.cfg
+	var err error
+	if d.store, err = store.Open(d.writeDir); err != nil {
+		return err
+	}
+	if err := d.store.CheckWritable(); err != nil {
+		return err
+	}
+	lim := condapkg.DefaultLimits()
+	lim.AllowedSubdirs = cfg.AllowedSubdirs
+	runner, err := d.runner(lim)
+	if err != nil {
+		return err
+	}
+	arrivals := &index.Arrivals{}
+	opts := []index.Option{index.WithTimeout(cfg.Index.Timeout.D()), index.WithArrivals(arrivals)}
+	var metricsAllow []netip.Prefix
+	if cfg.Metrics.Enabled {
+		d.metrics = metrics.New(d.o.Version, d.o.Revision, cfg.Metrics.TokenNames)
+		opts = append(opts, index.WithObserver(d.metrics.IndexRun))
+		if d.cert != nil {
+			d.metrics.CertExpiry(d.cert.Leaf().NotAfter)
+		}
+		for _, a := range cfg.Metrics.Allow {
+			metricsAllow = append(metricsAllow, netip.MustParsePrefix(a))
+		}
+	}
+	d.sched = index.New(runner, d.log, opts...)
+	d.onClose(d.sched.Close)
+	if err := d.indexAtStart(ctx); err != nil {
+		return err
+	}
+	d.conns = &server.ConnLimiter{Max: cfg.MaxConnections}
+	d.srv = server.New(server.Options{
+		Store: d.store, Auth: d.authn, Indexer: d.sched, Arrivals: arrivals, Limits: lim,
+		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads,
+		WaitIndex: cfg.Index.Wait, Log: d.log,
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
+		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
+		Health: d.health,
+	})
+	d.hs = &http.Server{
+		Handler:           d.srv,
+		ConnState:         d.conns.ConnState,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		HTTP2:             server.HTTP2Config(),
+	}
+	if d.cert != nil {
+		d.hs.TLSConfig = d.cert.TLSConfig()
+	}
+	return nil
+}
+
+// runner chooses the indexer: conda, when conda_exe is set, or the
+// built-in repodata writer.
+func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
+	if d.cfg.CondaExe == "" {
+		return repodata.New(d.writeDir, lim, d.log), nil
+	}
+	tmp := filepath.Join(d.writeDir, IndexerTempDir)
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, fmt.Errorf("indexer temp dir: %w", err)
+	}
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("indexer temp dir: %w", err)
+	}
+	d.indexerTmp = tmp
+	d.onClose(func() {
+		if err := os.RemoveAll(tmp); err != nil {
+			d.log.Warn("cannot remove the indexer's temp dir", "dir", tmp, "err", err)
+		}
+	})
+	return index.Command{
+		Argv:    append([]string{d.cfg.CondaExe}, d.cfg.Index.Command...),
+		Channel: d.writeDir,
+		TempDir: tmp,
+	}, nil
+}
+
+// indexAtStart removes temp files left by a crash and brings the index of
+// every existing subdir, and noarch, up to date with the disk, so that
+// packages added or removed by hand while the server was down are seen.
+// conda index is slow: with it, only a missing noarch index is written
+// now, and other subdirs on their next upload.
+func (d *daemon) indexAtStart(ctx context.Context) error {
+	subdirs := []string{"noarch"}
+	for _, s := range d.cfg.AllowedSubdirs {
+		if fi, err := os.Stat(filepath.Join(d.writeDir, s)); s != "noarch" && err == nil && fi.IsDir() {
+			subdirs = append(subdirs, s)
+		}
+	}
+	start := time.Now()
+	for _, s := range subdirs {
+		if err := repodata.RemoveStaleTemps(filepath.Join(d.writeDir, s)); err != nil {
+			return fmt.Errorf("clean %s: %w", s, err)
+		}
+		if d.cfg.CondaExe != "" {
+			_, err := os.Stat(filepath.Join(d.writeDir, s, "repodata.json"))
+			if s != "noarch" || !errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+		}
+		if err := d.sched.Index(ctx, s); err != nil {
+			return fmt.Errorf("index %s at start: %w", s, err)
+		}
+	}
+	d.log.Info("channel index checked", "subdirs", slices.Clip(subdirs), "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,132 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
+)
+
+// confine drops privileges, then applies the Landlock policy.
+func (d *daemon) confine() error {
+	if err := d.dropPrivileges(); err != nil {
+		return err
+	}
+	if err := sandbox.NoNewPrivs(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.writeDir, 0o755); err != nil {
+		return fmt.Errorf("create write_dir: %w (the server runs as uid %d)", err, os.Getuid())
+	}
+	policy, err := d.policy()
+	if err != nil {
+		return err
+	}
+	report, err := sandbox.Restrict(d.mode, policy)
+	if err != nil {
+		return err
+	}
+	level := d.log.Info
+	if !report.Enforced {
+		level = d.log.Warn
+	}
+	level("sandbox", "landlock_abi", report.ABI, "enforced", report.Enforced, "policy", report.Summary)
+	return nil
+}
+
+// dropPrivileges switches to the configured user when started as root.
+func (d *daemon) dropPrivileges() error {
+	cfg := d.cfg
+	if os.Geteuid() != 0 {
+		if cfg.User != "" {
+			d.log.Info("not started as root; user setting not needed", "uid", os.Getuid())
+		}
+		return nil
+	}
+	if cfg.User == "" {
+		switch {
+		case cfg.AllowRoot:
+			d.log.Warn("running as root (allow_root = true): a compromise of the server is a compromise of the host")
+			return nil
+		case d.o.Dev:
+			d.log.Warn("DEV MODE RUNNING AS ROOT: fine on a throwaway machine, never in production (pass --user NAME to drop privileges)")
+			return nil
+		}
+		return errors.New("refusing to run as root: pass --user NAME (or set user, and optionally group, in the config file) to drop privileges after binding, or set allow_root = true to accept the risk")
+	}
+	c, err := sandbox.LookupUser(cfg.User, cfg.Group)
+	if err != nil {
+		return err
+	}
+	if err := sandbox.Drop(c); err != nil {
+		return err
+	}
+	d.log.Info("dropped privileges", "user", c.Name, "uid", c.UID, "gid", c.GID)
+	return nil
+}
+
+// policy is what the confined process may touch: the channel (where the
+// indexer's temp dir lives too), what it must read again on reload, and
+// what a conda child needs to run.
+func (d *daemon) policy() (sandbox.Policy, error) {
+	cfg := d.cfg
+	p := sandbox.Policy{
+		WriteDirs: append([]string{d.writeDir}, cfg.Sandbox.WritePaths...),
+		ExecDirs:  sandbox.SystemExecDirs(),
+		ReadDirs:  slices.Clone(cfg.Sandbox.ReadPaths),
+		ReadFiles: sandbox.SystemReadFiles(),
+	}
+	if d.certFile != "" {
+		// Directories, not files: a renewed certificate is a new inode
+		// (renamed into place, or a symlink to a new file), and Landlock
+		// rules follow inodes.
+		p.ReadDirs = append(p.ReadDirs, certDirs(d.certFile, d.keyFile)...)
+	}
+	if d.credDir != "" {
+		p.ReadDirs = append(p.ReadDirs, d.credDir)
+	}
+	if cfg.TokenHashFile != "" {
+		p.ReadFiles = append(p.ReadFiles, cfg.TokenHashFile)
+	}
+	if f := cfg.TokensFilePath(d.credDir); f != "" {
+		// The directory, so that a tokens file replaced by rename (the
+		// usual way to edit it) can still be re-read on SIGHUP.
+		p.ReadDirs = append(p.ReadDirs, filepath.Dir(f))
+	}
+	if cfg.Audit.File != "" {
+		p.WriteFiles = append(p.WriteFiles, cfg.Audit.File)
+	}
+	if cfg.CondaExe != "" {
+		prefix, err := sandbox.CondaPrefix(cfg.CondaExe)
+		if err != nil {
+			return p, err
+		}
+		p.ExecDirs = append(p.ExecDirs, prefix)
+		// /proc as a whole: a rule for /proc/self would name this
+		// process's /proc/<pid> (rules follow inodes), and the child's
+		// own /proc/self (status, mounts, which psutil and conda read)
+		// would be denied. What /proc shows of other processes is still
+		// bounded by their owners and, under systemd, by ProtectProc=.
+		p.ReadDirs = append(p.ReadDirs, "/etc/conda", "/proc", "/sys/devices/system/cpu")
+		// /dev/shm: Python's multiprocessing (conda-index's worker pool).
+		p.TempDirs = []string{"/dev/shm"}
+	}
+	return p, nil
+}
+
+// certDirs returns the directories of the certificate and key files and
+// of the files their symlinks lead to.
+func certDirs(files ...string) []string {
+	var dirs []string
+	for _, f := range files {
+		dirs = append(dirs, filepath.Dir(f))
+		if real, err := filepath.EvalSymlinks(f); err == nil {
+			dirs = append(dirs, filepath.Dir(real))
+		}
+	}
+	slices.Sort(dirs)
+	return slices.Compact(dirs)
+}

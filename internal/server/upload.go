@@ -1,0 +1,340 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/form"
+	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
+)
+
+const (
+	// envelopeSlack is what the multipart envelope (boundaries, headers,
+	// the token field) may add to max_upload_size.
+	envelopeSlack = 64 << 10
+	// maxParts bounds the form parts of one request.
+	maxParts = 8
+	// maxFieldLen bounds a non-file form field.
+	maxFieldLen = 4 << 10
+)
+
+// Uploaded is the response body of an upload.
+type Uploaded struct {
+	Filename string `json:"filename"`
+	Subdir   string `json:"subdir"`
+	Size     int64  `json:"size"`
+	SHA256   string `json:"sha256"`
+	MD5      string `json:"md5"`
+	// Created is false when a byte-identical package was already stored.
+	Created bool `json:"created"`
+	// Indexed says whether repodata.json lists the package.
+	Indexed bool   `json:"indexed"`
+	Indexer string `json:"indexer"`
+	Error   string `json:"error,omitempty"`
+	Status  int    `json:"status"`
+}
+
+// admit runs the checks every upload route makes before it reads a body
+// byte: not draining, not blocked for failed logins, a free upload slot.
+// It returns a function that releases the slot.
+func (s *Server) admit(r *http.Request) (release func(), err error) {
+	if s.draining.Load() {
+		return nil, errShuttingDown
+	}
+	if wait, blocked := s.o.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
+		return nil, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
+			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return nil, errBusy
+	}
+	s.o.Metrics.InFlight(1)
+	return func() {
+		s.o.Metrics.InFlight(-1)
+		<-s.sem
+	}, nil
+}
+
+// uploadForm is the original's upload: POST / as multipart form data.
+func (s *Server) uploadForm(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	release, err := s.admit(r)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	arrived := s.o.Arrivals.Begin()
+	defer arrived()
+	res, err := s.receiveForm(w, r, arrived)
+	if err != nil && errorOf(err).Status == http.StatusUnauthorized {
+		s.o.AuthLimiter.Fail(remoteIP(r), time.Now())
+		s.authFailures.Add(1)
+	}
+	return res, err
+}
+
+// receiveForm reads the form, stores the package and asks for its index
+// run. It calls arrived once the package is stored or refused.
+func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
+	lf := fieldsOf(r)
+	limit := s.o.MaxUploadSize + envelopeSlack
+	if r.ContentLength > limit {
+		return nil, store.ErrTooLarge
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
+
+	var token *auth.Token
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return nil, newError(http.StatusUnauthorized, "Authorization header must be \"Bearer <token>\"")
+		}
+		t, err := s.checkToken(strings.TrimSpace(tok), lf)
+		if err != nil {
+			return nil, err
+		}
+		token = &t
+	}
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, newError(http.StatusBadRequest, "request must be multipart/form-data with fields token and artifact")
+	}
+	mr, err := form.NewReader(r.Body, params["boundary"])
+	if err != nil {
+		return nil, readError(err)
+	}
+	in, token, err := s.readParts(mr, token, lf)
+	defer func() {
+		if in != nil {
+			in.abort()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if token == nil {
+		return nil, errUnauthorized
+	}
+	if in == nil {
+		return nil, newError(http.StatusBadRequest, "no artifact field in the form")
+	}
+	// The form ended; so must the body, as its length said. A body cut
+	// short of its Content-Length (or chunked encoding) is refused even if
+	// the form inside it looked complete.
+	if n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1)); err != nil {
+		return nil, readError(err)
+	} else if n > maxFieldLen {
+		return nil, newError(http.StatusBadRequest, "data after the end of the multipart form")
+	}
+	return s.publish(r.Context(), in, *token, lf, arrived)
+}
+
+// readParts reads the form's parts: the token (unless the header gave
+// one), then the artifact, which streams into a temp file. Any other small
+// field is read and ignored. The returned incoming, if not nil, is the
+// caller's to abort, even with an error.
+func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (*incoming, *auth.Token, error) {
+	var in *incoming
+	for parts := 0; ; parts++ {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return in, token, nil
+		}
+		if err != nil {
+			return in, token, readError(err)
+		}
+		if parts >= maxParts {
+			return in, token, newError(http.StatusBadRequest, fmt.Sprintf("too many form fields (more than %d)", maxParts))
+		}
+		name, filename, hasFilename := formNames(p.Header)
+		switch {
+		case name == "token":
+			v, err := readField(p, name, auth.MaxTokenLen)
+			if err != nil {
+				return in, token, err
+			}
+			t, err := s.checkToken(strings.TrimSpace(v), lf)
+			if err != nil {
+				return in, token, err
+			}
+			token = &t
+		case name == "artifact":
+			switch {
+			case in != nil:
+				return in, token, newError(http.StatusBadRequest, "one artifact per request")
+			case token == nil:
+				return in, token, newError(http.StatusBadRequest, "the token field must come before the artifact field (or send Authorization: Bearer <token>)")
+			case !hasFilename:
+				return in, token, newError(http.StatusBadRequest, "artifact must be a file field with a filename")
+			}
+			if in, err = s.receive(p, filename, lf); err != nil {
+				return in, token, err
+			}
+		case hasFilename:
+			return in, token, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
+		default:
+			// Other small fields, such as the original client's optional
+			// arch, are read and ignored: the subdir comes from the
+			// package itself.
+			if _, err := readField(p, name, maxFieldLen); err != nil {
+				return in, token, err
+			}
+		}
+	}
+}
+
+// incoming is a package received into a temp file, not yet published.
+type incoming struct {
+	fn      condapkg.Filename
+	up      *store.Upload
+	scanner *condapkg.Scanner
+	sums    store.Sums
+}
+
+func (in *incoming) abort() {
+	in.up.Abort()
+	in.scanner.Close()
+}
+
+// receive streams one package into a temp file, hashing and (for
+// .tar.bz2) inspecting it on the way.
+func (s *Server) receive(r io.Reader, filename string, lf *logFields) (*incoming, error) {
+	lf.filename = filename
+	fn, err := condapkg.ParseFilename(filename)
+	if err != nil {
+		return nil, err
+	}
+	up, err := s.o.Store.Create()
+	if err != nil {
+		return nil, err
+	}
+	in := &incoming{fn: fn, up: up, scanner: condapkg.NewScanner(fn, s.o.Limits)}
+	in.sums, err = up.Receive(countingReader{r, s.o.Metrics}, s.o.MaxUploadSize, in.scanner)
+	if err != nil {
+		in.abort()
+		return nil, readError(err)
+	}
+	lf.size, lf.sha256 = in.sums.Size, in.sums.SHA256
+	return in, nil
+}
+
+// publish validates a received package, stores it in its subdir, and asks
+// for (and, with WaitIndex, waits for) the index run that lists it.
+func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf *logFields, arrived func()) (*Result, error) {
+	info, err := in.scanner.Finish(in.up.File(), in.sums.Size)
+	if err != nil {
+		return nil, err
+	}
+	lf.subdir = info.Subdir
+	if !token.Allows(info.Subdir) {
+		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", token.Name, info.Subdir))
+	}
+	name := in.fn.String()
+	outcome, fi, err := in.up.Publish(info.Subdir, name, in.sums.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	s.uploads.Add(1)
+	res := &Uploaded{
+		Filename: name, Subdir: info.Subdir, Size: in.sums.Size, SHA256: in.sums.SHA256, MD5: in.sums.MD5,
+		Created: outcome == store.Created, Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
+	}
+	if outcome == store.Identical {
+		res.Status = http.StatusOK
+	}
+	// Stored first, so that the run this upload asks for does not wait
+	// for the upload itself to settle.
+	arrived()
+	wait := s.o.Indexer.Published(index.Package{
+		Subdir: info.Subdir, Filename: name, Info: fi, IndexJSON: info.IndexJSON,
+		Size: in.sums.Size, MD5: in.sums.MD5, SHA256: in.sums.SHA256,
+	})
+	if !s.o.WaitIndex {
+		return &Result{Status: res.Status, Body: res}, nil
+	}
+	if err := s.waitIndexed(ctx, wait, info.Subdir, name); err != nil {
+		e := notIndexed(err)
+		res.Error, res.Status = e.Msg, e.Status
+		return &Result{Status: res.Status, Body: res}, e
+	}
+	res.Indexed = true
+	return &Result{Status: res.Status, Body: res}, nil
+}
+
+func (s *Server) waitIndexed(ctx context.Context, wait func(context.Context) error, subdir, filename string) error {
+	if err := wait(ctx); err != nil {
+		return err
+	}
+	ok, err := s.o.Indexer.Has(subdir, filename)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("the indexer did not list the package")
+	}
+	return nil
+}
+
+// checkToken authenticates a presented token.
+func (s *Server) checkToken(presented string, lf *logFields) (auth.Token, error) {
+	t, ok := s.auth.Load().Check(presented)
+	if !ok {
+		return auth.Token{}, errUnauthorized
+	}
+	lf.token = t.Name
+	if t.Expired(time.Now()) {
+		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q expired on %s", t.Name, t.Expires.UTC().Format(time.RFC3339)))
+	}
+	return t, nil
+}
+
+// formNames returns a part's form name and its raw filename. (The
+// stdlib's Part.FileName strips directories, which would hide a traversal
+// attempt instead of refusing it.)
+func formNames(h textproto.MIMEHeader) (name, filename string, hasFilename bool) {
+	_, params, err := mime.ParseMediaType(h.Get("Content-Disposition"))
+	if err != nil {
+		return "", "", false
+	}
+	filename, hasFilename = params["filename"]
+	return params["name"], filename, hasFilename
+}
+
+func readField(p *form.Part, name string, max int) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(p, int64(max)+1))
+	if err != nil {
+		return "", readError(err)
+	}
+	if len(b) > max {
+		return "", newError(http.StatusBadRequest, fmt.Sprintf("form field %q is longer than %d bytes", name, max))
+	}
+	return string(b), nil
+}
+
+// countingReader counts package bytes into the metrics as they arrive.
+type countingReader struct {
+	r io.Reader
+	m *metrics.Metrics
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.m.Received(int64(n))
+	return n, err
+}
