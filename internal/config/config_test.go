@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -74,8 +75,10 @@ func TestValues(t *testing.T) {
 	}
 }
 
-// TestExample checks that the shipped example documents a valid config,
-// and that it documents every key the program reads.
+// TestExample checks that config.example.toml loads and validates, and
+// that it and README.md document every key the program reads: the keys
+// come from the Config type's toml tags, so a new key without
+// documentation fails here.
 func TestExample(t *testing.T) {
 	c, err := config.Load("../../config.example.toml")
 	if err != nil {
@@ -84,12 +87,45 @@ func TestExample(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile("../../config.example.toml")
-	for _, key := range []string{"write_dir", "port", "conda_exe", "certfile", "keyfile", "token_hash", "token_hash_file", "salt", "[[tokens]]", "user", "group", "allow_root", "max_upload_size", "max_concurrent_uploads", "max_connections", "min_upload_rate", "upload_rate_window", "auth_failure_limit", "auth_failure_window", "read_header_timeout", "idle_timeout", "shutdown_grace", "allowed_subdirs", "[index]", "command", "timeout", "wait", "[sandbox]", "landlock", "read_paths", "write_paths", "tokens_file", "subdirs", "expires", "[metrics]", "allow", "listen", "token_names", "[audit]", "file"} {
-		if !strings.Contains(string(b), key) {
-			t.Errorf("config.example.toml does not mention %s", key)
+	keys := tomlKeys(reflect.TypeFor[config.Config](), "")
+	if len(keys) < 40 {
+		t.Fatalf("only %d keys found: %v", len(keys), keys)
+	}
+	for _, doc := range []string{"../../config.example.toml", "../../README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range keys {
+			if !strings.Contains(string(b), key) {
+				t.Errorf("%s does not mention %s", filepath.Base(doc), key)
+			}
 		}
 	}
+}
+
+// tomlKeys lists the keys of a struct type's toml tags, tables as
+// "[name]" and arrays of tables as "[[name]]", with their keys.
+func tomlKeys(typ reflect.Type, _ string) []string {
+	var out []string
+	for f := range typ.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		ft := f.Type
+		switch {
+		case ft.Kind() == reflect.Struct && ft.PkgPath() == typ.PkgPath() && ft.Name() != "Duration":
+			out = append(out, "["+name+"]")
+			out = append(out, tomlKeys(ft, name)...)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			out = append(out, "[["+name+"]]")
+			out = append(out, tomlKeys(ft.Elem(), name)...)
+		default:
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func TestTokenSources(t *testing.T) {

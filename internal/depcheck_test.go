@@ -1,0 +1,86 @@
+// Package internal_test guards the dependency budget of a hardened
+// daemon, as go-containerregistry's depcheck_test.go does: every package
+// of the module lists the packages beyond the standard library that it may
+// import, so that a new dependency, or a new edge between our own
+// packages, shows up in review as a change to this table.
+package internal_test
+
+import (
+	"go/build"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/conda-upload-server/conda-upload-server/"
+
+// allowed maps each package directory to the imports it may have beyond
+// the standard library; ours are written without the module prefix.
+var allowed = map[string][]string{
+	"cmd/conda-upload-server": {"internal/auth", "internal/config", "internal/daemon"},
+	"internal/audit":          nil,
+	"internal/auth":           nil,
+	"internal/condapkg":       {"github.com/klauspost/compress/zstd"},
+	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg"},
+	"internal/corpus":         nil,
+	"internal/daemon": {"internal/audit", "internal/auth", "internal/condapkg", "internal/config", "internal/index",
+		"internal/metrics", "internal/repodata", "internal/sandbox", "internal/server", "internal/store", "internal/systemd"},
+	"internal/form":  nil,
+	"internal/index": nil,
+	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
+		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
+	"internal/pkgtest":  {"github.com/klauspost/compress/zstd"},
+	"internal/repodata": {"internal/condapkg", "internal/index"},
+	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
+		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
+	"internal/server": {"internal/audit", "internal/auth", "internal/condapkg", "internal/form", "internal/index",
+		"internal/metrics", "internal/store"},
+	"internal/store":   {"golang.org/x/sys/unix"},
+	"internal/systemd": {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
+}
+
+func TestDependencies(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, top := range []string{"cmd", "internal"} {
+		filepath.WalkDir(filepath.Join(root, top), func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() || d.Name() == "testdata" {
+				if d != nil && d.Name() == "testdata" {
+					return filepath.SkipDir
+				}
+				return err
+			}
+			pkg, err := build.ImportDir(path, 0)
+			if err != nil || len(pkg.GoFiles) == 0 {
+				return nil // no non-test Go files here
+			}
+			rel, _ := filepath.Rel(root, path)
+			seen[rel] = true
+			want, ok := allowed[rel]
+			if !ok {
+				t.Errorf("%s is not in the dependency table; add it with the imports it needs", rel)
+				return nil
+			}
+			for _, imp := range pkg.Imports {
+				if !strings.Contains(strings.Split(imp, "/")[0], ".") {
+					continue // standard library
+				}
+				name := strings.TrimPrefix(imp, module)
+				if !slices.Contains(want, name) {
+					t.Errorf("%s imports %s, which the dependency table does not allow", rel, name)
+				}
+			}
+			return nil
+		})
+	}
+	for dir := range allowed {
+		if !seen[dir] {
+			t.Errorf("the dependency table lists %s, which has no Go package", dir)
+		}
+	}
+}
