@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 )
 
@@ -101,6 +104,42 @@ func checkChannel(t *testing.T, root string, known map[string]string) {
 			if !present[name] {
 				t.Errorf("%s/repodata.json lists missing %s", sd.Name(), name)
 			}
+		}
+		checkShards(t, dir)
+	}
+}
+
+// checkShards asserts that a subdir's shard index, if any, names only
+// shards that exist, each named by the sha256 of its bytes.
+func checkShards(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "repodata_shards.msgpack.zst"))
+	if err != nil {
+		return
+	}
+	d, _ := zstd.NewReader(nil)
+	defer d.Close()
+	raw, err := d.DecodeAll(b, nil)
+	if err != nil {
+		t.Errorf("%s: shard index is not whole: %v", dir, err)
+		return
+	}
+	var idx struct {
+		Shards map[string][]byte `msgpack:"shards"`
+	}
+	if err := msgpack.Unmarshal(raw, &idx); err != nil {
+		t.Errorf("%s: shard index: %v", dir, err)
+		return
+	}
+	for name, sum := range idx.Shards {
+		f := filepath.Join(dir, hex.EncodeToString(sum)+".msgpack.zst")
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Errorf("shard of %s: %v", name, err)
+			continue
+		}
+		if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
+			t.Errorf("shard of %s: bytes do not match its name", name)
 		}
 	}
 }

@@ -207,4 +207,7 @@ type Info struct {
 	Subdir string
 	// IndexJSON is info/index.json as found in the package.
 	IndexJSON []byte
+	// RunExports is info/run_exports.json (a JSON object), or nil if the
+	// package has none.
+	RunExports []byte
 }

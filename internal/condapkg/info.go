@@ -13,9 +13,16 @@ import (
 )
 
 const (
-	indexJSONName = "info/index.json"
-	pathsJSONName = "info/paths.json"
+	indexJSONName      = "info/index.json"
+	pathsJSONName      = "info/paths.json"
+	runExportsJSONName = "info/run_exports.json"
 )
+
+// infoFiles are the files of info/ that inspection keeps.
+type infoFiles struct {
+	index      []byte
+	runExports []byte // nil if the package has none
+}
 
 // errScanLimit is returned by a limitedReader once its budget is spent.
 var errScanLimit = errors.New("scan limit reached")
@@ -39,73 +46,88 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readInfo scans a tar stream for info/index.json and checks
-// info/paths.json if present. It stops as soon as both are read, or once
-// index.json is read and a member outside info/ shows up, so the payload of
-// a .tar.bz2 is never decoded. what names the stream in error messages.
-func readInfo(r io.Reader, what string, lim Limits) ([]byte, error) {
+// readInfo scans a tar stream for info/index.json, keeps
+// info/run_exports.json, and checks info/paths.json if present. It stops
+// once index.json is read and a member outside info/ shows up, so the
+// payload of a .tar.bz2 is never decoded. what names the stream in error
+// messages.
+func readInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
+	files, err := scanInfo(r, what, lim)
+	if err != nil {
+		return infoFiles{}, err
+	}
+	if files.runExports != nil {
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(files.runExports, &doc); err != nil {
+			return infoFiles{}, errorf("%s: %s is not a JSON object: %v", what, runExportsJSONName, err)
+		}
+	}
+	return files, nil
+}
+
+func scanInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 	lr := &limitedReader{r: r, n: lim.MaxScanBytes}
 	tr := tar.NewReader(lr)
-	var index []byte
+	var index, runExports []byte
 	var sawDotSlash bool
 	for members := 0; ; members++ {
 		if members >= lim.MaxMembers {
-			return nil, errorf("%s: no %s within the first %d members", what, indexJSONName, lim.MaxMembers)
+			return infoFiles{}, errorf("%s: no %s within the first %d members", what, indexJSONName, lim.MaxMembers)
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, streamError(what, err, lim)
+			return infoFiles{}, streamError(what, err, lim)
 		}
 		name := hdr.Name
 		if name == "./"+indexJSONName {
 			sawDotSlash = true
 		}
 		switch {
-		case name == indexJSONName:
-			if index != nil {
-				return nil, errorf("%s: duplicate %s", what, indexJSONName)
+		case name == indexJSONName || name == runExportsJSONName:
+			dst := &index
+			if name == runExportsJSONName {
+				dst = &runExports
+			}
+			if *dst != nil {
+				return infoFiles{}, errorf("%s: duplicate %s", what, name)
 			}
 			if !isRegular(hdr) {
-				return nil, errorf("%s: %s is not a regular file", what, indexJSONName)
+				return infoFiles{}, errorf("%s: %s is not a regular file", what, name)
 			}
 			if hdr.Size > lim.MaxIndexJSON {
-				return nil, errorf("%s: %s is %d bytes, over the limit of %d", what, indexJSONName, hdr.Size, lim.MaxIndexJSON)
+				return infoFiles{}, errorf("%s: %s is %d bytes, over the limit of %d", what, name, hdr.Size, lim.MaxIndexJSON)
 			}
-			index, err = io.ReadAll(tr)
-			if err != nil {
-				return nil, streamError(what, err, lim)
+			if *dst, err = io.ReadAll(tr); err != nil {
+				return infoFiles{}, streamError(what, err, lim)
 			}
 		case name == pathsJSONName:
 			if !isRegular(hdr) {
-				return nil, errorf("%s: %s is not a regular file", what, pathsJSONName)
+				return infoFiles{}, errorf("%s: %s is not a regular file", what, pathsJSONName)
 			}
 			if hdr.Size > lim.MaxPathsJSON {
-				return nil, errorf("%s: %s is %d bytes, over the limit of %d", what, pathsJSONName, hdr.Size, lim.MaxPathsJSON)
+				return infoFiles{}, errorf("%s: %s is %d bytes, over the limit of %d", what, pathsJSONName, hdr.Size, lim.MaxPathsJSON)
 			}
 			if err := checkJSON(tr); err != nil {
 				if IsInvalid(err) {
-					return nil, errorf("%s: %s is not valid JSON: %v", what, pathsJSONName, err)
+					return infoFiles{}, errorf("%s: %s is not valid JSON: %v", what, pathsJSONName, err)
 				}
-				return nil, streamError(what, err, lim)
-			}
-			if index != nil {
-				return index, nil
+				return infoFiles{}, streamError(what, err, lim)
 			}
 		case index != nil && !strings.HasPrefix(name, "info/"):
 			// conda writes info/ first: the rest is payload.
-			return index, nil
+			return infoFiles{index: index, runExports: runExports}, nil
 		}
 	}
 	if index == nil {
 		if sawDotSlash {
-			return nil, errorf("%s: has ./%s but no %s; conda-index cannot index \"./\"-prefixed members", what, indexJSONName, indexJSONName)
+			return infoFiles{}, errorf("%s: has ./%s but no %s; conda-index cannot index \"./\"-prefixed members", what, indexJSONName, indexJSONName)
 		}
-		return nil, errorf("%s: no %s; not a conda package", what, indexJSONName)
+		return infoFiles{}, errorf("%s: no %s; not a conda package", what, indexJSONName)
 	}
-	return index, nil
+	return infoFiles{index: index, runExports: runExports}, nil
 }
 
 func isRegular(h *tar.Header) bool {
@@ -181,7 +203,8 @@ func jsonError(err error) error {
 }
 
 // validate checks index.json against the filename and the allowed subdirs.
-func validate(fn Filename, index []byte, lim Limits) (*Info, error) {
+func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
+	index := files.index
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(index, &doc); err != nil {
 		return nil, errorf("%s: %s is not a JSON object: %v", fn, indexJSONName, err)
@@ -224,7 +247,7 @@ func validate(fn Filename, index []byte, lim Limits) (*Info, error) {
 	if !lim.subdirAllowed(subdir) {
 		return nil, errorf("%s: subdir %q in %s is not an allowed platform subdir", fn, subdir, indexJSONName)
 	}
-	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index)}, nil
+	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index), RunExports: bytes.Clone(files.runExports)}, nil
 }
 
 // sniff names what the first bytes of a file look like, for error

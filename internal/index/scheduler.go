@@ -42,9 +42,11 @@ type Package struct {
 	// file is still the one described.
 	Info      fs.FileInfo
 	IndexJSON []byte
-	Size      int64
-	MD5       string // hex
-	SHA256    string // hex
+	// RunExports is info/run_exports.json, or nil if the package has none.
+	RunExports []byte
+	Size       int64
+	MD5        string // hex
+	SHA256     string // hex
 }
 
 // A PackageNoter is a Runner that can take a stored package's metadata

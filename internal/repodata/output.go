@@ -1,0 +1,370 @@
+package repodata
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// write writes the subdir's index files in an order that keeps every
+// state a client can see consistent, even across a crash at any point:
+//
+//  1. new shards, made durable before anything names them;
+//  2. run_exports.json (and .zst);
+//  3. the shard index, which names the new shards;
+//  4. repodata.json.zst;
+//  5. repodata.json, last.
+//
+// Each file is replaced atomically (temp file, fsync, rename, fsync of
+// the directory), and each compressed file is written on every run, so it
+// is never staler than the JSON beside it. A file whose kind is turned off
+// is removed, for the same reason. Shards no index refers to any more are
+// removed only after the retention period.
+func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[string]bool) error {
+	// repodata.json is the largest file by far: render and compress it
+	// on another core while the others are written.
+	var repodata, repodataZst []byte
+	compressed := make(chan struct{})
+	go func() {
+		defer close(compressed)
+		repodata = renderRepodata(nil, subdir, st)
+		if x.files.Zst {
+			repodataZst = x.zstd.EncodeAll(repodata, nil)
+		}
+	}()
+	defer func() { <-compressed }()
+	if x.files.Shards {
+		written, err := x.writeShards(dir, st, shardFiles)
+		if err != nil {
+			return fmt.Errorf("write shards: %w", err)
+		}
+		for _, f := range written {
+			shardFiles[f] = true
+		}
+	}
+	if x.files.RunExports {
+		if err := x.writeJSON(dir, "run_exports.json", renderRunExports(subdir, st), nil); err != nil {
+			return err
+		}
+	} else if err := removeAll(dir, "run_exports.json", "run_exports.json.zst"); err != nil {
+		return err
+	}
+	if x.files.Shards {
+		idx, err := x.encodeShardIndex(subdir, shardRefs(st.shards), x.now())
+		if err != nil {
+			return fmt.Errorf("encode shard index: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, ShardIndexFile), idx); err != nil {
+			return fmt.Errorf("write %s: %w", ShardIndexFile, err)
+		}
+	} else {
+		clear(st.shards)
+		if err := removeAll(dir, ShardIndexFile); err != nil {
+			return err
+		}
+	}
+	<-compressed
+	if err := x.writeJSON(dir, "repodata.json", repodata, repodataZst); err != nil {
+		return err
+	}
+	return x.removeOrphans(dir, st, shardFiles)
+}
+
+// writeJSON writes name, and before it name.zst (or removes a stale one);
+// zst, if not nil, is data already compressed.
+func (x *Writer) writeJSON(dir, name string, data, zst []byte) error {
+	if x.files.Zst {
+		if zst == nil {
+			zst = x.zstd.EncodeAll(data, nil)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, name+".zst"), zst); err != nil {
+			return fmt.Errorf("write %s.zst: %w", name, err)
+		}
+	} else if err := removeAll(dir, name+".zst"); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// syncEach is how many new shards are fsynced one by one; more are made
+// durable with one syncfs(2), which costs the same for ten thousand.
+const syncEach = 32
+
+// writeShards encodes the shard of every package name that changed, and
+// writes those not already on disk: each to a temp file, then all made
+// durable, then renamed to their final names, so a shard file under its
+// final name is always complete. It returns the files written.
+func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool) ([]string, error) {
+	fresh := map[string]shard{}
+	refs := map[string]shard{}
+	for name := range st.dirtyNames {
+		files := st.byName[name]
+		if len(files) == 0 {
+			continue
+		}
+		sh, err := x.encodeShard(slices.Sorted(maps.Keys(files)), st.entries)
+		if err != nil {
+			return nil, fmt.Errorf("shard %s: %w", name, err)
+		}
+		refs[name] = sh
+		if !onDisk[sh.file()] {
+			fresh[sh.file()] = sh
+		}
+	}
+	var temps []*os.File
+	defer func() {
+		for _, f := range temps {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	for _, sh := range fresh {
+		f, err := os.CreateTemp(dir, "."+sh.file()+".tmp-*")
+		if err != nil {
+			return nil, err
+		}
+		temps = append(temps, f)
+		if _, err := f.Write(sh.data); err != nil {
+			return nil, err
+		}
+		if err := f.Chmod(0o644); err != nil {
+			return nil, err
+		}
+		if len(fresh) <= syncEach {
+			if err := f.Sync(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(fresh) > syncEach {
+		if err := unix.Syncfs(int(temps[0].Fd())); err != nil {
+			return nil, fmt.Errorf("syncfs: %w", err)
+		}
+	}
+	var written []string
+	for _, f := range temps {
+		final := strings.TrimPrefix(filepath.Base(f.Name()), ".")
+		final = final[:strings.Index(final, ".tmp-")]
+		if err := os.Rename(f.Name(), filepath.Join(dir, final)); err != nil {
+			return nil, err
+		}
+		written = append(written, final)
+	}
+	for _, f := range temps {
+		f.Close()
+	}
+	temps = nil
+	if len(written) > 0 {
+		if err := syncDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	// The shards are durable: the index may name them from now on.
+	for name := range st.dirtyNames {
+		if sh, ok := refs[name]; ok {
+			st.shards[name] = shard{sum: sh.sum}
+		} else {
+			delete(st.shards, name)
+		}
+	}
+	clear(st.dirtyNames)
+	return written, nil
+}
+
+func shardRefs(shards map[string]shard) map[string][sha256.Size]byte {
+	refs := make(map[string][sha256.Size]byte, len(shards))
+	for name, sh := range shards {
+		refs[name] = sh.sum
+	}
+	return refs
+}
+
+// removeOrphans removes shard files that no index has named for the
+// retention period. A shard is an orphan from the first run that finds
+// it unnamed; after a restart, from the first run of the new process.
+func (x *Writer) removeOrphans(dir string, st *subdirState, onDisk map[string]bool) error {
+	named := make(map[string]bool, len(st.shards))
+	for _, sh := range st.shards {
+		named[sh.file()] = true
+	}
+	now := x.now()
+	for f := range st.orphans {
+		if named[f] || !onDisk[f] {
+			delete(st.orphans, f)
+		}
+	}
+	for f := range onDisk {
+		if named[f] {
+			continue
+		}
+		since, ok := st.orphans[f]
+		if !ok {
+			st.orphans[f] = now
+			continue
+		}
+		if now.Sub(since) >= x.files.ShardRetention {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove old shard: %w", err)
+			}
+			delete(st.orphans, f)
+		}
+	}
+	return nil
+}
+
+func removeAll(dir string, names ...string) error {
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// normalise re-encodes a package's run_exports.json as compact JSON with
+// sorted keys, as conda-index writes it; nil stays nil.
+func normalise(runExports []byte) (json.RawMessage, error) {
+	if runExports == nil {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(runExports))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("run_exports.json: %w", err)
+	}
+	return marshal(v)
+}
+
+// renderRunExports writes run_exports.json as conda-index does: each
+// package's run exports ({} if it has none), by filename.
+func renderRunExports(subdir string, st *subdirState) []byte {
+	sub, _ := json.Marshal(subdir)
+	b := append([]byte(`{"info":{"subdir":`), sub...)
+	b = append(b, `,"version":1},"packages":`...)
+	b = appendRunExports(b, st.tarbz2)
+	b = append(b, `,"packages.conda":`...)
+	b = appendRunExports(b, st.conda)
+	return append(b, '}')
+}
+
+func appendRunExports(b []byte, list []listed) []byte {
+	b = append(b, '{')
+	for i, l := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, l.name)
+		b = append(b, `:{"run_exports":`...)
+		if re := l.e.RunExports; re != nil {
+			b = append(b, re...)
+		} else {
+			b = append(b, "{}"...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// renderRepodata writes the subdir document in conda-index's layout, with
+// records in filename order.
+func renderRepodata(b []byte, subdir string, st *subdirState) []byte {
+	size := 128
+	for _, list := range [][]listed{st.tarbz2, st.conda} {
+		for _, l := range list {
+			size += len(l.name) + len(l.e.Record) + 4
+		}
+	}
+	b = slices.Grow(b[:0], size)
+	sub, _ := json.Marshal(subdir)
+	b = append(b, `{"info":{"subdir":`...)
+	b = append(b, sub...)
+	b = append(b, `},"packages":`...)
+	b = appendRecords(b, st.tarbz2)
+	b = append(b, `,"packages.conda":`...)
+	b = appendRecords(b, st.conda)
+	b = append(b, `,"removed":[],"repodata_version":1}`...)
+	return b
+}
+
+func appendRecords(b []byte, list []listed) []byte {
+	b = append(b, '{')
+	for i, l := range list {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, l.name)
+		b = append(b, ':')
+		b = append(b, l.e.Record...)
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string. Package filenames are plain
+// ASCII that needs no escaping; anything else goes through encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			k, _ := json.Marshal(s)
+			return append(b, k...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// writeFileAtomic replaces path with data: temp file in the same directory,
+// fsync, rename, fsync of the directory. Readers see the old or the new
+// file, never a mix.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
