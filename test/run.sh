@@ -39,6 +39,8 @@ declare -A need=(
 	[shellcheck]=shellcheck
 	[testssl]=testssl.sh
 	[nginx]=nginx-light
+	[node]=nodejs
+	[npm]=npm
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -54,6 +56,9 @@ if ((${#missing[@]})); then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+echo "== rattler solver (npm)"
+(cd test/rattler && npm install --no-audit --no-fund --loglevel=error)
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)
@@ -75,7 +80,7 @@ echo "== go test"
 go test -count=1 ./...
 
 if [[ $FUZZTIME != 0 ]]; then
-	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x; do
+	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x; do
 		IFS=: read -r pkg name budget <<<"$target"
 		echo "== fuzz $name (${FUZZTIME:-$budget})"
 		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZTIME:-$budget}" -fuzzminimizetime 100x "./internal/$pkg/"

@@ -339,6 +339,15 @@ func TestDevMode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(wd, "channel", "noarch", "sample_noarch_python-1.0-py_0.conda")); err != nil {
 		t.Error(err)
 	}
+	// Dev mode serves the channel publicly, and says how to install.
+	if !strings.Contains(out.String(), "conda install --insecure -c https://127.0.0.1:") {
+		t.Errorf("no install line in the banner: %s", out.String())
+	}
+	got, err := exec.Command("curl", "-sSfk", fmt.Sprintf("https://127.0.0.1:%d/noarch/sample_noarch_python-1.0-py_0.conda", port)).Output()
+	want, _ := os.ReadFile(pkg)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the uploaded package does not come back from the dev channel: %v", err)
+	}
 	// Dev mode serves loopback only.
 	if got := listening(t, port); strings.Join(got, " ") != "127.0.0.1" {
 		t.Errorf("dev mode listens on %v, want 127.0.0.1 only", got)

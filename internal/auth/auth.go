@@ -25,11 +25,26 @@ const DefaultSalt = "42679ad04d44c96ed27470c02bfb28c3"
 // MaxTokenLen bounds a presented token; real tokens are far shorter.
 const MaxTokenLen = 1024
 
-// Token is a named token hash, optionally limited to some subdirs and to
-// a time before Expires.
+// Scopes name what a token may do. A token has only the scopes its
+// configuration grants.
+const (
+	// ScopeUpload uploads packages; every token has it unless told
+	// otherwise, as in the original server.
+	ScopeUpload = "upload"
+	// ScopeRead downloads from a channel whose access is "token".
+	ScopeRead = "read"
+)
+
+// KnownScopes returns every scope name, in a new slice.
+func KnownScopes() []string { return []string{ScopeUpload, ScopeRead} }
+
+// Token is a named token hash with its scopes, optionally limited to some
+// subdirs and to a time before Expires.
 type Token struct {
 	Name string
 	Hash [sha256.Size]byte
+	// Scopes are what the token may do; nil means upload only.
+	Scopes []string
 	// Subdirs, if not empty, are the only subdirs the token may upload to.
 	Subdirs []string
 	// Expires, if not zero, is when the token stops being accepted.
@@ -38,6 +53,14 @@ type Token struct {
 
 // Expired reports whether the token has expired at now.
 func (t Token) Expired(now time.Time) bool { return !t.Expires.IsZero() && !now.Before(t.Expires) }
+
+// Can reports whether the token has scope.
+func (t Token) Can(scope string) bool {
+	if t.Scopes == nil {
+		return scope == ScopeUpload
+	}
+	return slices.Contains(t.Scopes, scope)
+}
 
 // Allows reports whether the token may upload to subdir.
 func (t Token) Allows(subdir string) bool {

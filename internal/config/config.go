@@ -59,11 +59,20 @@ type Config struct {
 	AuthFailureLimit     int      `toml:"auth_failure_limit"`
 	AuthFailureWindow    Duration `toml:"auth_failure_window"`
 	AllowedSubdirs       []string `toml:"allowed_subdirs"`
+	// MemoryLimit is a soft limit for the Go heap (runtime/debug
+	// SetMemoryLimit): near it the garbage collector works harder rather
+	// than let the heap double. Zero leaves the runtime's default.
+	MemoryLimit ByteSize `toml:"memory_limit"`
 
-	Index   IndexConfig   `toml:"index"`
-	Sandbox SandboxConfig `toml:"sandbox"`
-	Metrics MetricsConfig `toml:"metrics"`
-	Audit   AuditConfig   `toml:"audit"`
+	// ListenDownload, if set, is a separate address (as Listen) that
+	// serves the channel, and then the main listener serves uploads only.
+	ListenDownload string `toml:"listen_download"`
+
+	Download DownloadConfig `toml:"download"`
+	Index    IndexConfig    `toml:"index"`
+	Sandbox  SandboxConfig  `toml:"sandbox"`
+	Metrics  MetricsConfig  `toml:"metrics"`
+	Audit    AuditConfig    `toml:"audit"`
 }
 
 // MetricsConfig configures GET /metrics.
@@ -78,6 +87,16 @@ type MetricsConfig struct {
 	Listen string `toml:"listen"`
 	// TokenNames labels upload counters with the token name.
 	TokenNames bool `toml:"token_names"`
+}
+
+// DownloadConfig configures serving the channel (GET and HEAD).
+type DownloadConfig struct {
+	// Enabled serves the channel; off unless chosen (on in --dev).
+	Enabled bool `toml:"enabled"`
+	// Access is "public", or "token": a token with the read scope, sent
+	// as Authorization: Bearer, as the password of HTTP Basic, or in a
+	// /t/<token>/ path prefix.
+	Access string `toml:"access"`
 }
 
 // AuditConfig configures the audit log.
@@ -99,8 +118,11 @@ type SandboxConfig struct {
 
 // TokenConfig is one named token hash, with an optional scope and expiry.
 type TokenConfig struct {
-	Name    string    `toml:"name"`
-	Hash    string    `toml:"hash"`
+	Name string `toml:"name"`
+	Hash string `toml:"hash"`
+	// Scopes are what the token may do: "upload" (the default) and
+	// "read" (downloads from a token-access channel).
+	Scopes  []string  `toml:"scopes"`
 	Subdirs []string  `toml:"subdirs"`
 	Expires time.Time `toml:"expires"`
 }
@@ -136,6 +158,14 @@ func (t TokenConfig) check() error {
 	if _, err := auth.ParseHash(t.Hash); err != nil {
 		return err
 	}
+	for _, s := range t.Scopes {
+		if !slices.Contains(auth.KnownScopes(), s) {
+			return fmt.Errorf("scopes: %q is not a scope (known: %s)", s, strings.Join(auth.KnownScopes(), ", "))
+		}
+	}
+	if t.Scopes != nil && len(t.Scopes) == 0 {
+		return errors.New("scopes is empty: the token could do nothing")
+	}
 	for _, s := range t.Subdirs {
 		if !condapkg.IsKnownSubdir(s) {
 			return fmt.Errorf("subdirs: %q is not a conda platform subdir", s)
@@ -149,7 +179,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Subdirs: t.Subdirs, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Expires: t.Expires}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -162,6 +192,18 @@ type IndexConfig struct {
 	// Wait makes the response wait for an index run that includes the
 	// package.
 	Wait bool `toml:"wait"`
+	// Zst, Shards and RunExports choose the files the built-in indexer
+	// writes besides repodata.json; CurrentRepodata and Channeldata are
+	// conda-index's optional files. With conda_exe they do nothing: pass
+	// conda-index's own flags in Command.
+	Zst             bool `toml:"zst"`
+	Shards          bool `toml:"shards"`
+	RunExports      bool `toml:"run_exports"`
+	CurrentRepodata bool `toml:"current_repodata"`
+	Channeldata     bool `toml:"channeldata"`
+	// ShardRetention is how long a shard that no index names any more is
+	// kept for clients holding an older shard index: at least an hour.
+	ShardRetention Duration `toml:"shard_retention"`
 }
 
 // DefaultIndexCommand returns, in a new slice, the [index] command that
@@ -185,14 +227,20 @@ func Default() *Config {
 		AuthFailureLimit:     10,
 		AuthFailureWindow:    Duration(time.Minute),
 		AllowedSubdirs:       condapkg.KnownSubdirs(),
+		MemoryLimit:          224 << 20,
 		Index: IndexConfig{
-			Command: DefaultIndexCommand(),
-			Timeout: Duration(10 * time.Minute),
-			Wait:    true,
+			Command:        DefaultIndexCommand(),
+			Timeout:        Duration(10 * time.Minute),
+			Wait:           true,
+			Zst:            true,
+			Shards:         true,
+			RunExports:     true,
+			ShardRetention: Duration(6 * time.Hour),
 		},
 		// Enforce where the kernel can; the shipped config says enforce.
-		Sandbox: SandboxConfig{Landlock: "best-effort"},
-		Metrics: MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		Sandbox:  SandboxConfig{Landlock: "best-effort"},
+		Metrics:  MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		Download: DownloadConfig{Access: "public"},
 	}
 }
 
@@ -229,6 +277,16 @@ func (c *Config) Validate() error {
 	if _, err := c.ListenAddr(); err != nil {
 		add("%v", err)
 	}
+	if c.ListenDownload != "" {
+		if _, err := (&Config{Listen: c.ListenDownload, Port: c.Port}).ListenAddr(); err != nil {
+			add("listen_download: %v", err)
+		}
+	}
+	switch c.Download.Access {
+	case "public", "token":
+	default:
+		add("download.access %q: want public or token", c.Download.Access)
+	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add("certfile and keyfile must be set together")
 	}
@@ -242,6 +300,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CondaExe != "" && !filepath.IsAbs(c.CondaExe) {
 		add("conda_exe %q must be an absolute path", c.CondaExe)
+	}
+	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < 64<<20) {
+		add("memory_limit must be 0 (none) or at least 64MiB")
 	}
 	if c.MaxUploadSize <= 0 {
 		add("max_upload_size must be positive")
@@ -271,6 +332,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Index.Command) == 0 {
 		add("index.command is empty")
+	}
+	if c.Index.ShardRetention < Duration(time.Hour) {
+		add("index.shard_retention %s is under an hour; clients holding an older shard index would miss its shards", time.Duration(c.Index.ShardRetention))
+	}
+	if c.CondaExe == "" && (c.Index.CurrentRepodata || c.Index.Channeldata) {
+		add("index.current_repodata and index.channeldata are not written by the built-in indexer yet; leave them off, or set conda_exe and pass conda-index's --current-repodata or --channeldata in index.command")
 	}
 	switch c.Sandbox.Landlock {
 	case "enforce", "best-effort", "off":

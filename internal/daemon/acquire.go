@@ -9,6 +9,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
 )
@@ -41,10 +42,11 @@ func (d *daemon) acquire() error {
 // acquireListeners takes the sockets the service manager passes, or binds
 // the configured address when it passes none.
 func (d *daemon) acquireListeners() error {
-	main, metricsLs, err := systemd.Listeners()
+	socks, err := systemd.Listeners()
 	if err != nil {
 		return err
 	}
+	main, metricsLs, downloadLs := socks.Main, socks.Metrics, socks.Download
 	closeAll := func(ls []net.Listener) func() {
 		return func() {
 			for _, l := range ls {
@@ -54,15 +56,9 @@ func (d *daemon) acquireListeners() error {
 	}
 	d.activated = len(main) > 0
 	if !d.activated {
-		addr, err := d.cfg.ListenAddr()
-		if err != nil {
+		if main, err = bind("listen", d.cfg.Listen, d.cfg.Port); err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
-		main = []net.Listener{ln}
 	}
 	d.listeners = main
 	d.onClose(closeAll(main))
@@ -75,7 +71,28 @@ func (d *daemon) acquireListeners() error {
 	}
 	d.metricsListeners = metricsLs
 	d.onClose(closeAll(metricsLs))
+	if len(downloadLs) == 0 && d.cfg.ListenDownload != "" && !d.activated {
+		if downloadLs, err = bind("listen_download", d.cfg.ListenDownload, d.cfg.Port); err != nil {
+			return err
+		}
+	}
+	d.downloadListeners = downloadLs
+	d.onClose(closeAll(downloadLs))
 	return nil
+}
+
+// bind listens on a configured address (a host, or host:port), with
+// port as the default port; key names the setting in errors.
+func bind(key, listen string, port int) ([]net.Listener, error) {
+	addr, err := (&config.Config{Listen: listen, Port: port}).ListenAddr()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return []net.Listener{ln}, nil
 }
 
 // acquireCertificate reads the certificate and key: the systemd

@@ -22,5 +22,11 @@ Upload with Python requests:
   requests.post(%q, data={'token': %q},
                 files={'artifact': open('mypkg-1.0-0.conda', 'rb')}, verify=False)
 
-`, dir, token, addr, token, url, url, token)
+Install from it (the channel is served publicly in dev mode; the
+certificate is self-signed, so clients must be told not to verify it,
+which is only acceptable on a throwaway machine):
+  conda install --insecure -c %s mypkg
+  pixi workspace channel add %s && pixi add --tls-no-verify mypkg
+
+`, dir, token, addr, token, url, url, token, url, url)
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
@@ -63,6 +64,12 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
+	if cfg.Download.Enabled {
+		if d.channel, err = channel.Open(d.writeDir, cfg.Download.Access == "token"); err != nil {
+			return err
+		}
+		d.onClose(func() { d.channel.Close() })
+	}
 	d.conns = &server.ConnLimiter{Max: cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, Arrivals: arrivals, Limits: lim,
@@ -71,28 +78,46 @@ func (d *daemon) build(ctx context.Context) error {
 		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
-		Health: d.health,
+		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token",
 	})
-	d.hs = &http.Server{
-		Handler:           d.srv,
+	// With a listener of their own, downloads are served there only, and
+	// uploads only on the main listeners.
+	mainRoles := server.All
+	if len(d.downloadListeners) > 0 {
+		mainRoles = server.Uploads | server.Ops
+	}
+	d.hs = d.httpServer(d.srv.Handler(mainRoles))
+	if len(d.downloadListeners) > 0 {
+		d.downloadHS = d.httpServer(d.srv.Handler(server.Downloads | server.Ops))
+	}
+	return nil
+}
+
+// httpServer returns the server settings every listener shares.
+func (d *daemon) httpServer(h http.Handler) *http.Server {
+	hs := &http.Server{
+		Handler:           h,
 		ConnState:         d.conns.ConnState,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
-		IdleTimeout:       cfg.IdleTimeout.D(),
+		ReadHeaderTimeout: d.cfg.ReadHeaderTimeout.D(),
+		IdleTimeout:       d.cfg.IdleTimeout.D(),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		HTTP2:             server.HTTP2Config(),
 	}
 	if d.cert != nil {
-		d.hs.TLSConfig = d.cert.TLSConfig()
+		hs.TLSConfig = d.cert.TLSConfig()
 	}
-	return nil
+	return hs
 }
 
 // runner chooses the indexer: conda, when conda_exe is set, or the
 // built-in repodata writer.
 func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 	if d.cfg.CondaExe == "" {
-		return repodata.New(d.writeDir, lim, d.log), nil
+		ix := d.cfg.Index
+		return repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
+			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, ShardRetention: ix.ShardRetention.D(),
+		})), nil
 	}
 	tmp := filepath.Join(d.writeDir, IndexerTempDir)
 	if err := os.RemoveAll(tmp); err != nil {

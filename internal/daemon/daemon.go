@@ -27,12 +27,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
@@ -73,17 +75,18 @@ type daemon struct {
 	devToken string
 
 	// acquire
-	listeners        []net.Listener
-	metricsListeners []net.Listener
-	activated        bool
-	cert             *server.Certificate
-	certFile         string
-	keyFile          string
-	tokens           []auth.Token
-	authn            *auth.Authenticator
-	notify           *systemd.Notifier
-	wdInterval       time.Duration
-	auditLog         *audit.Log
+	listeners         []net.Listener
+	metricsListeners  []net.Listener
+	downloadListeners []net.Listener
+	activated         bool
+	cert              *server.Certificate
+	certFile          string
+	keyFile           string
+	tokens            []auth.Token
+	authn             *auth.Authenticator
+	notify            *systemd.Notifier
+	wdInterval        time.Duration
+	auditLog          *audit.Log
 
 	// build
 	store      *store.Store
@@ -93,7 +96,9 @@ type daemon struct {
 	srv        *server.Server
 	conns      *server.ConnLimiter
 	hs         *http.Server
+	downloadHS *http.Server
 	metricsHS  []*http.Server
+	channel    *channel.Channel
 
 	serveErr atomic.Pointer[error]
 	closers  []func()
@@ -130,8 +135,12 @@ func prepare(o Options) (*daemon, error) {
 		if cfg.Listen == "" {
 			cfg.Listen = "127.0.0.1"
 		}
+		if !cfg.Download.Enabled {
+			cfg.Download = config.DownloadConfig{Enabled: true, Access: "public"}
+		}
 		d.devToken = rand.Text()
-		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken)})
+		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken),
+			Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -142,6 +151,12 @@ func prepare(o Options) (*daemon, error) {
 	}
 	if d.mode, err = sandbox.ParseMode(cfg.Sandbox.Landlock); err != nil {
 		return nil, err
+	}
+	if cfg.MemoryLimit > 0 {
+		// A soft limit: the heap of a 100,000-package subdir is about
+		// 120 MiB live, and the default GC target would let it reach
+		// twice that while the index is rebuilt at start.
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 	}
 	return d, nil
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -49,17 +50,21 @@ func (d *daemon) serve(ctx context.Context) error {
 // startServing starts an accept loop on every listener, and returns the
 // channel their errors arrive on.
 func (d *daemon) startServing() <-chan error {
-	errc := make(chan error, len(d.listeners))
-	for _, l := range d.listeners {
-		l := d.conns.Listener(l)
-		go func() {
-			if d.cert != nil {
-				errc <- d.hs.ServeTLS(l, "", "")
-			} else {
-				errc <- d.hs.Serve(l)
-			}
-		}()
+	errc := make(chan error, len(d.listeners)+len(d.downloadListeners))
+	serve := func(hs *http.Server, ls []net.Listener) {
+		for _, l := range ls {
+			l := d.conns.Listener(l)
+			go func() {
+				if d.cert != nil {
+					errc <- hs.ServeTLS(l, "", "")
+				} else {
+					errc <- hs.Serve(l)
+				}
+			}()
+		}
 	}
+	serve(d.hs, d.listeners)
+	serve(d.downloadHS, d.downloadListeners)
 	for _, l := range d.metricsListeners {
 		ms := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: d.hs.ErrorLog}
 		if d.metrics != nil {
@@ -73,8 +78,17 @@ func (d *daemon) startServing() <-chan error {
 	for i, l := range d.listeners {
 		addrs[i] = l.Addr().String()
 	}
-	d.log.Info("serving", "addrs", addrs, "socket_activated", d.activated, "scheme", d.scheme(), "channel", d.writeDir,
-		"indexer", d.sched.Name(), "tokens", len(d.tokens), "max_upload_size", int64(d.cfg.MaxUploadSize), "uid", os.Getuid())
+	downloads := "off"
+	if d.channel != nil {
+		downloads = d.cfg.Download.Access
+	}
+	var downloadAddrs []string
+	for _, l := range d.downloadListeners {
+		downloadAddrs = append(downloadAddrs, l.Addr().String())
+	}
+	d.log.Info("serving", "addrs", addrs, "download_addrs", downloadAddrs, "socket_activated", d.activated, "scheme", d.scheme(),
+		"channel", d.writeDir, "downloads", downloads, "indexer", d.sched.Name(), "tokens", len(d.tokens),
+		"max_upload_size", int64(d.cfg.MaxUploadSize), "uid", os.Getuid())
 	if d.o.Dev {
 		printDevBanner(d.o.Stdout, d.scheme(), d.listeners[0].Addr().String(), d.writeDir, d.devToken)
 	}
@@ -157,9 +171,14 @@ func (d *daemon) drain() {
 	d.srv.Drain()
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := d.hs.Shutdown(ctx); err != nil {
-		d.log.Warn("grace period over; closing remaining connections", "err", err)
-		d.hs.Close()
+	for _, hs := range []*http.Server{d.hs, d.downloadHS} {
+		if hs == nil {
+			continue
+		}
+		if err := hs.Shutdown(ctx); err != nil {
+			d.log.Warn("grace period over; closing remaining connections", "err", err)
+			hs.Close()
+		}
 	}
 	for _, ms := range d.metricsHS {
 		if err := ms.Shutdown(ctx); err != nil {

@@ -31,6 +31,8 @@ type Metrics struct {
 	indexFails   *prometheus.CounterVec
 	indexDur     *prometheus.HistogramVec
 	certExpiry   prometheus.Gauge
+	downloads    *prometheus.CounterVec
+	sentBytes    prometheus.Counter
 }
 
 // New returns Metrics with build information; tokenNames says whether
@@ -79,13 +81,21 @@ func New(version, revision string, tokenNames bool) *Metrics {
 		Name: "conda_upload_tls_certificate_expiry_timestamp_seconds",
 		Help: "NotAfter of the served TLS certificate, as a Unix time.",
 	})
+	m.downloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conda_download_requests_total",
+		Help: "Channel GET and HEAD requests by status code.",
+	}, []string{"code"})
+	m.sentBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "conda_download_sent_bytes_total",
+		Help: "Response body bytes sent for channel requests.",
+	})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "conda_upload_build_info",
 		Help: "Build information; the value is 1.",
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	m.reg.MustRegister(m.uploads, m.bytes, m.duration, m.inFlight, m.authFailures,
-		m.indexRuns, m.indexFails, m.indexDur, m.certExpiry, build,
+		m.indexRuns, m.indexFails, m.indexDur, m.certExpiry, m.downloads, m.sentBytes, build,
 		collectors.NewGoCollector())
 	return m
 }
@@ -93,6 +103,15 @@ func New(version, revision string, tokenNames bool) *Metrics {
 // Handler serves the metrics.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Download records one finished channel request and the body bytes sent.
+func (m *Metrics) Download(code string, sent int64) {
+	if m == nil {
+		return
+	}
+	m.downloads.WithLabelValues(code).Inc()
+	m.sentBytes.Add(float64(sent))
 }
 
 // Upload records one finished upload request.

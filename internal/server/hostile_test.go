@@ -20,11 +20,7 @@ import (
 // status (0 if the server closed the connection without one).
 func (e *env) rawPost(t *testing.T, head string, body []byte) int {
 	t.Helper()
-	addr := strings.TrimSuffix(strings.TrimPrefix(e.url, "https://"), "/")
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.dialRaw(t)
 	defer c.Close()
 	c.Write([]byte(head))
 	c.Write(body)
@@ -37,6 +33,17 @@ func (e *env) rawPost(t *testing.T, head string, body []byte) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// dialRaw opens a fresh HTTP/1.1 TLS connection to the server.
+func (e *env) dialRaw(t *testing.T) *tls.Conn {
+	t.Helper()
+	addr := strings.TrimSuffix(strings.TrimPrefix(e.url, "https://"), "/")
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // TestHostileCatalogue sends malformed requests and packages, each to a

@@ -21,54 +21,81 @@ type Result struct {
 // handled is the Result of a handler that wrote its own response.
 var handled = &Result{}
 
+// Role groups endpoints, so that a listener can serve some of them: an
+// operator may put downloads on an address of their own (listen_download,
+// or a socket named "download").
+type Role int
+
+const (
+	Uploads Role = 1 << iota
+	Downloads
+	Ops
+	All = Uploads | Downloads | Ops
+)
+
+// endpoint is one method of a route.
+type endpoint struct {
+	h    handler
+	role Role
+}
+
 // route is one entry of the route table.
 type route struct {
 	// pattern is an http.ServeMux pattern without a method.
 	pattern string
-	// methods maps each method the route serves to its handler.
-	methods map[string]handler
-	// upload routes count as uploads in metrics and the audit log.
-	upload bool
+	// methods maps each method the route serves to its endpoint.
+	methods map[string]endpoint
 }
 
 // routes is the server's route table: every path the server answers, in
 // one place. Methods are dispatched here rather than by ServeMux, so that
 // a wrong method gets the same one-line JSON error as everything else.
 func (s *Server) routes() []route {
-	getHead := func(h handler) map[string]handler {
-		return map[string]handler{http.MethodGet: h, http.MethodHead: h}
+	get := func(h handler, role Role) map[string]endpoint {
+		return map[string]endpoint{http.MethodGet: {h, role}, http.MethodHead: {h, role}}
 	}
 	return []route{
-		// The original's upload: multipart form with token and artifact.
-		{pattern: "/{$}", methods: map[string]handler{http.MethodPost: s.uploadForm}, upload: true},
-		{pattern: "/healthz", methods: getHead(s.healthz)},
-		{pattern: "/readyz", methods: getHead(s.readyz)},
-		{pattern: "/metrics", methods: getHead(s.metrics)},
-		{pattern: "/", methods: nil},
+		// The original's upload, multipart form with token and
+		// artifact; GET is the channel's root listing.
+		{pattern: "/{$}", methods: map[string]endpoint{
+			http.MethodPost: {s.uploadForm, Uploads},
+			http.MethodGet:  {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		}},
+		{pattern: "/healthz", methods: get(s.healthz, Ops)},
+		{pattern: "/readyz", methods: get(s.readyz, Ops)},
+		{pattern: "/metrics", methods: get(s.metrics, Ops)},
+		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
+		{pattern: "/", methods: get(s.download, Downloads)},
 	}
 }
 
-// mux builds the ServeMux of the route table.
-func (s *Server) mux() *http.ServeMux {
+// mux builds the ServeMux of the route table's endpoints of roles.
+func (s *Server) mux(roles Role) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
+		methods := map[string]endpoint{}
+		for m, ep := range rt.methods {
+			if ep.role&roles != 0 {
+				methods[m] = ep
+			}
+		}
 		allow := slices.Sorted(func(yield func(string) bool) {
-			for m := range rt.methods {
+			for m := range methods {
 				if !yield(m) {
 					return
 				}
 			}
 		})
-		mux.Handle(rt.pattern, s.handle(rt, func(w http.ResponseWriter, r *http.Request) (*Result, error) {
-			if rt.methods == nil {
+		mux.Handle(rt.pattern, s.handle(func(w http.ResponseWriter, r *http.Request) (*Result, error) {
+			ep, ok := methods[r.Method]
+			switch {
+			case ok:
+				return ep.h(w, r)
+			case len(methods) == 0 || (rt.pattern == "/" && !s.downloads()):
 				return nil, errNotFound
 			}
-			h, ok := rt.methods[r.Method]
-			if !ok {
-				w.Header().Set("Allow", strings.Join(allow, ", "))
-				return nil, methodNotAllowed(strings.Join(allow, " or "))
-			}
-			return h(w, r)
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			return nil, methodNotAllowed(strings.Join(allow, " or "))
 		}))
 	}
 	return mux

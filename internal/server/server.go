@@ -16,6 +16,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
@@ -76,6 +78,10 @@ type Options struct {
 	// Health, if set, says why the server is not healthy (GET /readyz).
 	// The daemon's watchdog asks the same function.
 	Health func() error
+	// Channel, if set, is served under GET and HEAD; TokenDownloads
+	// requires a token with the read scope for it.
+	Channel        *channel.Channel
+	TokenDownloads bool
 }
 
 // Server handles uploads.
@@ -95,12 +101,17 @@ type Server struct {
 func New(o Options) *Server {
 	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
 	s.auth.Store(o.Auth)
-	s.handler = s.mux()
+	s.handler = s.Handler(All)
 	return s
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler, for every role.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Handler returns a handler for the endpoints of roles only.
+func (s *Server) Handler(roles Role) http.Handler { return s.guard(s.mux(roles)) }
+
+func (s *Server) downloads() bool { return s.o.Channel != nil }
 
 // SetAuth replaces the tokens, for a reload; requests in flight keep the
 // tokens they started with.
@@ -128,6 +139,17 @@ type logFields struct {
 	size                            int64
 }
 
+// pathToken is the context key of a token given as a /t/<token>/ prefix.
+type pathToken struct{}
+
+// logPath is the path as logged: a /t/<token>/ prefix is redacted.
+func logPath(r *http.Request) string {
+	if _, ok := r.Context().Value(pathToken{}).(string); ok {
+		return "/t/REDACTED" + r.URL.Path
+	}
+	return r.URL.Path
+}
+
 type ctxKey struct{}
 
 func fieldsOf(r *http.Request) *logFields {
@@ -137,11 +159,12 @@ func fieldsOf(r *http.Request) *logFields {
 
 // handle adapts a handler: it writes the one JSON response, logs one line
 // per request, and for uploads updates the metrics and the audit log.
-func (s *Server) handle(rt route, h handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handle(h handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		lf := &logFields{}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, lf))
+		w := &recorder{ResponseWriter: rw}
 		var res *Result
 		var err error
 		if s.o.Conns.over() {
@@ -150,13 +173,17 @@ func (s *Server) handle(rt route, h handler) http.Handler {
 		} else {
 			res, err = h(w, r)
 		}
+		upload := r.Method == http.MethodPost
 		if res == handled && err == nil {
+			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
+			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
+				"token", lf.token, "size", w.sent, "duration", time.Since(start).Round(time.Microsecond))
 			return
 		}
 		status, reason, body := http.StatusOK, "", any(nil)
 		if res != nil {
 			status, reason, body = res.Status, "ok", res.Body
-			if rt.upload {
+			if upload {
 				reason = reasonOf(res.Status)
 			}
 		}
@@ -177,13 +204,15 @@ func (s *Server) handle(rt route, h handler) http.Handler {
 				level = slog.LevelError
 			}
 		}
-		if rt.upload && r.Method == http.MethodPost {
+		if upload {
 			s.account(r, lf, start, status, reason, errText)
+		} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			s.o.Metrics.Download(strconv.Itoa(status), 0)
 		}
 		// Log before answering, so that the log has the line by the time
 		// the client has its response.
 		s.o.Log.Log(r.Context(), level, "request",
-			"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status, "reason", reason,
+			"method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", status, "reason", reason,
 			"token", lf.token, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
 			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
 		if r.TLS != nil {
@@ -192,6 +221,48 @@ func (s *Server) handle(rt route, h handler) http.Handler {
 		writeJSON(w, status, body)
 	})
 }
+
+// recorder notes the status and body bytes of a response that a handler
+// writes itself, for the log line and the metrics.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	sent   int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.sent += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the server's sendfile path for plain HTTP.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(r.ResponseWriter, src)
+	}
+	r.sent += n
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // account records an upload attempt in the counters, metrics and audit log.
 func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {

@@ -100,12 +100,10 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
 
 	var token *auth.Token
-	if h := r.Header.Get("Authorization"); h != "" {
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
-			return nil, newError(http.StatusUnauthorized, "Authorization header must be \"Bearer <token>\"")
-		}
-		t, err := s.checkToken(strings.TrimSpace(tok), lf)
+	if tok, present, err := credentials(r); err != nil {
+		return nil, err
+	} else if present {
+		t, err := s.uploadToken(tok, lf)
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +167,7 @@ func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (*
 			if err != nil {
 				return in, token, err
 			}
-			t, err := s.checkToken(strings.TrimSpace(v), lf)
+			t, err := s.uploadToken(v, lf)
 			if err != nil {
 				return in, token, err
 			}
@@ -262,7 +260,7 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 	// for the upload itself to settle.
 	arrived()
 	wait := s.o.Indexer.Published(index.Package{
-		Subdir: info.Subdir, Filename: name, Info: fi, IndexJSON: info.IndexJSON,
+		Subdir: info.Subdir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports,
 		Size: in.sums.Size, MD5: in.sums.MD5, SHA256: in.sums.SHA256,
 	})
 	if !s.o.WaitIndex {
@@ -289,6 +287,19 @@ func (s *Server) waitIndexed(ctx context.Context, wait func(context.Context) err
 		return errors.New("the indexer did not list the package")
 	}
 	return nil
+}
+
+// uploadToken authenticates a presented token and checks that it may
+// upload, before any package byte is read.
+func (s *Server) uploadToken(presented string, lf *logFields) (auth.Token, error) {
+	t, err := s.checkToken(strings.TrimSpace(presented), lf)
+	if err != nil {
+		return t, err
+	}
+	if !t.Can(auth.ScopeUpload) {
+		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q does not have the upload scope", t.Name))
+	}
+	return t, nil
 }
 
 // checkToken authenticates a presented token.

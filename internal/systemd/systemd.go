@@ -31,25 +31,39 @@ const FDName = "https"
 // that serves only GET /metrics, over plain HTTP.
 const MetricsFDName = "metrics"
 
-// Listeners returns the sockets passed by systemd socket activation: those
-// to serve uploads on (named FDName, or, without that name, every socket
-// not named MetricsFDName), and those named MetricsFDName. Both are nil
-// without activation. It unsets LISTEN_* so that children do not see them.
-func Listeners() (main, metrics []net.Listener, err error) {
+// DownloadFDName is the FileDescriptorName= of an optional socket that
+// serves only the channel (GET and HEAD), for operators who firewall
+// downloads apart from uploads.
+const DownloadFDName = "download"
+
+// Sockets are the listening sockets systemd passed, by role.
+type Sockets struct {
+	// Main are named FDName or, without that name, every socket not
+	// named otherwise.
+	Main []net.Listener
+	// Metrics are named MetricsFDName, Download DownloadFDName.
+	Metrics, Download []net.Listener
+}
+
+// Listeners returns the sockets passed by systemd socket activation, all
+// nil without activation. It unsets LISTEN_* so that children do not see
+// them.
+func Listeners() (Sockets, error) {
 	named, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, nil, fmt.Errorf("socket activation: %w", err)
+		return Sockets{}, fmt.Errorf("socket activation: %w", err)
 	}
-	metrics = clean(named[MetricsFDName])
+	s := Sockets{Metrics: clean(named[MetricsFDName]), Download: clean(named[DownloadFDName])}
 	if ls := clean(named[FDName]); len(ls) > 0 {
-		return ls, metrics, nil
+		s.Main = ls
+		return s, nil
 	}
 	for name, ls := range named {
-		if name != MetricsFDName {
-			main = append(main, clean(ls)...)
+		if name != MetricsFDName && name != DownloadFDName {
+			s.Main = append(s.Main, clean(ls)...)
 		}
 	}
-	return main, metrics, nil
+	return s, nil
 }
 
 // clean drops entries for passed fds that are not listening sockets.

@@ -268,3 +268,10 @@ if [[ -z ${QUICK:-} ]]; then
 fi
 grep -c ' err=""' "$W/server.log" >/dev/null || true
 echo "bench: all workloads ran" >&2
+
+# Index files at scale (repodata.json, .zst, shards, run_exports.json).
+if [[ -n ${QUICK:-} ]]; then
+	./test/bench/index-scale.sh 1000
+else
+	./test/bench/index-scale.sh 100000
+fi

@@ -230,6 +230,20 @@ check "systemctl reload keeps the process" test "$(show MainPID)" = "$pid0"
 check "reload re-read certificate and tokens" bash -c "nsenter -t $LEADER -a journalctl -b -u conda-upload.service --no-pager | grep -q 'tokens reloaded'"
 check "journal lines carry no second timestamp" bash -c "! nsenter -t $LEADER -a journalctl -b -u conda-upload.service --no-pager -o cat | grep -q '^time='"
 
+# ------------------------------------------------------------ serving the channel
+log "serving the channel: [download] enabled, as the README says"
+check "the shipped config serves nothing" test "$(curl -sS --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null -w '%{http_code}' "${URL}linux-64/repodata.json")" = 404
+cx sed -i '/^\[download\]/,/^\[/ s/^enabled = false/enabled = true/' /etc/conda-upload-server/config.toml
+cx systemctl restart conda-upload.service
+rd=$(curl -sS --cacert "$WORK/cert.pem" --max-time 20 -D "$WORK/rd.headers" "${URL}linux-64/repodata.json")
+check "GET linux-64/repodata.json lists the uploads" grep -q '"e2e-small-1.0-0.conda"' <<<"$rd"
+etag=$(awk 'tolower($1)=="etag:"{print $2}' "$WORK/rd.headers" | tr -d '\r')
+check "repodata.json revalidates: 304" test "$(curl -sS --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null -w '%{http_code}' -H "If-None-Match: $etag" "${URL}linux-64/repodata.json")" = 304
+check "the .zst and the shard index are served" curl -sS --fail --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null "${URL}linux-64/repodata.json.zst" "${URL}linux-64/repodata_shards.msgpack.zst"
+curl -sS --fail --cacert "$WORK/cert.pem" --max-time 60 -o "$WORK/fetched.conda" "${URL}osx-64/mock-2.0.0-py37_1000.conda"
+check "the package comes back byte for byte" cmp "$WORK/fetched.conda" "$REPO/testdata/conda-pkgs/cph/mock-2.0.0-py37_1000.conda"
+check "no dot-folder is served" test "$(curl -sS --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null -w '%{http_code}' "${URL}linux-64/.index-cache/records.jsonl")" = 404
+
 # ------------------------------------------------------------ confinement
 log "confinement inside the container"
 PID=$(show MainPID)
