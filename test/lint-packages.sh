@@ -41,8 +41,8 @@ for f in /usr/bin/conda-upload-server /usr/lib/systemd/system/conda-upload.servi
 	grep -qx "$f" <<<"$rpmfiles" || { echo "rpm lacks $f" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
 done
-rpm -qp --configfiles "$rpm" | grep -qx /etc/conda-upload-server/config.toml
-dpkg-deb -f "$deb" Version | grep -qv '^0\.0\.0'
+rpm -qp --configfiles "$rpm" | grep -x /etc/conda-upload-server/config.toml >/dev/null # not -q: rpm must not get SIGPIPE under pipefail
+dpkg-deb -f "$deb" Version | grep -v "^0\.0\.0" >/dev/null
 scripts=$(rpm -qp --scripts "$rpm")
 echo "$scripts"
 # The rpm scripts as rpm will run them, checked like the sources.
