@@ -3,6 +3,7 @@
 // format, with a random payload that does not compress.
 //
 //	go run ./test/mkpkg -o big-1.0-0.conda -subdir linux-64 -size 300MiB
+//	go run ./test/mkpkg -scale 10000     # the shared scale channel's root
 package main
 
 import (
@@ -25,7 +26,12 @@ func main() {
 	out := flag.String("o", "", "output file; its name must be name-version-build.conda or .tar.bz2")
 	subdir := flag.String("subdir", "noarch", "subdir in info/index.json")
 	size := flag.String("size", "0", "payload size, e.g. 100MiB")
+	scale := flag.Int("scale", 0, "instead: build (or reuse) the shared channel of this many packages that the scale benchmarks use, and print its root")
 	flag.Parse()
+	if *scale > 0 {
+		fmt.Println(pkgtest.ScaleChannel(pkgtest.Exit{}, *scale))
+		return
+	}
 	fn, err := condapkg.ParseFilename(filepath.Base(*out))
 	if err != nil {
 		log.Fatal(err)
