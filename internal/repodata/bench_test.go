@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -46,12 +45,10 @@ func reportSizes(b *testing.B, dir string) {
 	b.ReportMetric(size("repodata.json"), "repodata-B")
 	b.ReportMetric(size("repodata.json.zst"), "zst-B")
 	b.ReportMetric(size(repodata.ShardIndexFile), "shardindex-B")
-	des, _ := os.ReadDir(dir)
+	// The shards the index names (others wait out their retention).
 	var shards float64
-	for _, de := range des {
-		if n := de.Name(); strings.HasSuffix(n, ".msgpack.zst") && n != repodata.ShardIndexFile {
-			shards += size(n)
-		}
+	for _, sum := range decodeShardIndex(b, dir)["shards"].(map[string]any) {
+		shards += size(hex.EncodeToString(sum.([]byte)) + ".msgpack.zst")
 	}
 	b.ReportMetric(shards, "shards-B")
 }

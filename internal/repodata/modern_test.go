@@ -23,7 +23,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 )
 
-func unzstd(t *testing.T, b []byte) []byte {
+func unzstd(t testing.TB, b []byte) []byte {
 	t.Helper()
 	d, err := zstd.NewReader(nil)
 	if err != nil {
@@ -83,7 +83,7 @@ func readShardFile(t *testing.T, dir string, sum []byte) any {
 }
 
 // decodeShardIndex reads repodata_shards.msgpack.zst.
-func decodeShardIndex(t *testing.T, dir string) map[string]any {
+func decodeShardIndex(t testing.TB, dir string) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, repodata.ShardIndexFile))
 	if err != nil {
