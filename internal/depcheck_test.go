@@ -21,6 +21,7 @@ const module = "github.com/conda-upload-server/conda-upload-server/"
 var allowed = map[string][]string{
 	"cmd/conda-upload-server": {"internal/auth", "internal/config", "internal/daemon"},
 	"internal/audit":          nil,
+	"internal/atomicfile":     nil,
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd"},
@@ -34,12 +35,12 @@ var allowed = map[string][]string{
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
 	"internal/repodata": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "golang.org/x/sys/unix",
-		"internal/condapkg", "internal/index"},
+		"internal/atomicfile", "internal/condapkg", "internal/index"},
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
 		"internal/metrics", "internal/store"},
-	"internal/store":   {"golang.org/x/sys/unix"},
+	"internal/store":   {"golang.org/x/sys/unix", "internal/atomicfile"},
 	"internal/systemd": {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
 }
 

@@ -31,6 +31,12 @@ type Record struct {
 	Status   int       `json:"status"`
 	Result   string    `json:"result"`
 	Error    string    `json:"error,omitempty"`
+	// Protocol is how the package came: form (POST /), quetz, prefix or
+	// artifactory.
+	Protocol string `json:"protocol,omitempty"`
+	// Replaced is where the bytes of a package replaced by a forced
+	// upload were kept, below the channel root.
+	Replaced string `json:"replaced,omitempty"`
 }
 
 // Log writes records.

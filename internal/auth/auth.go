@@ -33,10 +33,13 @@ const (
 	ScopeUpload = "upload"
 	// ScopeRead downloads from a channel whose access is "token".
 	ScopeRead = "read"
+	// ScopeOverwrite lets an upload with force=true replace a different
+	// package of the same name (the old bytes are kept in .trash/).
+	ScopeOverwrite = "overwrite"
 )
 
 // KnownScopes returns every scope name, in a new slice.
-func KnownScopes() []string { return []string{ScopeUpload, ScopeRead} }
+func KnownScopes() []string { return []string{ScopeUpload, ScopeRead, ScopeOverwrite} }
 
 // Token is a named token hash with its scopes, optionally limited to some
 // subdirs and to a time before Expires.

@@ -122,6 +122,12 @@ func resolve(rel string) (kind, error) {
 	if _, err := condapkg.ParseFilename(name); err == nil {
 		return pkg, nil
 	}
+	// CEP 50 attestations of a package: <filename>.sigs.
+	if base, ok := strings.CutSuffix(name, ".sigs"); ok {
+		if _, err := condapkg.ParseFilename(base); err == nil {
+			return index, nil
+		}
+	}
 	return 0, ErrNotFound
 }
 

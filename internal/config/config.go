@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,9 @@ type Config struct {
 	// than let the heap double. Zero leaves the runtime's default.
 	MemoryLimit ByteSize `toml:"memory_limit"`
 
+	// ChannelName is the {channel} of the quetz, prefix.dev and
+	// Artifactory upload paths that means this channel.
+	ChannelName string `toml:"channel_name"`
 	// ListenDownload, if set, is a separate address (as Listen) that
 	// serves the channel, and then the main listener serves uploads only.
 	ListenDownload string `toml:"listen_download"`
@@ -238,9 +242,10 @@ func Default() *Config {
 			ShardRetention: Duration(6 * time.Hour),
 		},
 		// Enforce where the kernel can; the shipped config says enforce.
-		Sandbox:  SandboxConfig{Landlock: "best-effort"},
-		Metrics:  MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
-		Download: DownloadConfig{Access: "public"},
+		Sandbox:     SandboxConfig{Landlock: "best-effort"},
+		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		Download:    DownloadConfig{Access: "public"},
+		ChannelName: "main",
 	}
 }
 
@@ -281,6 +286,9 @@ func (c *Config) Validate() error {
 		if _, err := (&Config{Listen: c.ListenDownload, Port: c.Port}).ListenAddr(); err != nil {
 			add("listen_download: %v", err)
 		}
+	}
+	if !channelName.MatchString(c.ChannelName) {
+		add("channel_name %q: want 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", c.ChannelName)
 	}
 	switch c.Download.Access {
 	case "public", "token":
@@ -370,6 +378,8 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+var channelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // ListenAddr returns the host:port to bind when the service manager
 // passes no socket.

@@ -78,7 +78,7 @@ func (d *daemon) build(ctx context.Context) error {
 		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
-		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token",
+		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.

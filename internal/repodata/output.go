@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +66,7 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 		if err != nil {
 			return fmt.Errorf("encode shard index: %w", err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, ShardIndexFile), idx); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, ShardIndexFile), idx); err != nil {
 			return fmt.Errorf("write %s: %w", ShardIndexFile, err)
 		}
 	} else {
@@ -87,13 +89,13 @@ func (x *Writer) writeJSON(dir, name string, data, zst []byte) error {
 		if zst == nil {
 			zst = x.zstd.EncodeAll(data, nil)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, name+".zst"), zst); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, name+".zst"), zst); err != nil {
 			return fmt.Errorf("write %s.zst: %w", name, err)
 		}
 	} else if err := removeAll(dir, name+".zst"); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, name), data); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
@@ -168,7 +170,7 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 	}
 	temps = nil
 	if len(written) > 0 {
-		if err := syncDir(dir); err != nil {
+		if err := atomicfile.SyncDir(dir); err != nil {
 			return nil, err
 		}
 	}
@@ -325,46 +327,4 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
-}
-
-// writeFileAtomic replaces path with data: temp file in the same directory,
-// fsync, rename, fsync of the directory. Readers see the old or the new
-// file, never a mix.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/klauspost/compress/zstd"
@@ -571,7 +573,7 @@ func (x *Writer) save(dir string, st *subdirState) error {
 				return err
 			}
 		}
-		if err := writeFileAtomic(path, b); err != nil {
+		if err := atomicfile.Write(path, b); err != nil {
 			return err
 		}
 		st.lines = len(names)

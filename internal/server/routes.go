@@ -61,6 +61,13 @@ func (s *Server) routes() []route {
 			http.MethodPost: {s.uploadForm, Uploads},
 			http.MethodGet:  {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
 		}},
+		// rattler-build and pixi: quetz, prefix.dev and Artifactory.
+		{pattern: "/api/channels/{channel}/upload/{filename}", methods: map[string]endpoint{http.MethodPost: {s.quetzUpload, Uploads}}},
+		{pattern: "/api/v1/upload/{channel}", methods: map[string]endpoint{http.MethodPost: {s.prefixUpload, Uploads}}},
+		{pattern: "/{channel}/{subdir}/{filename}", methods: map[string]endpoint{
+			http.MethodPut: {s.artifactoryUpload, Uploads},
+			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		}},
 		{pattern: "/healthz", methods: get(s.healthz, Ops)},
 		{pattern: "/readyz", methods: get(s.readyz, Ops)},
 		{pattern: "/metrics", methods: get(s.metrics, Ops)},

@@ -82,6 +82,9 @@ type Options struct {
 	// requires a token with the read scope for it.
 	Channel        *channel.Channel
 	TokenDownloads bool
+	// ChannelName is the {channel} of the quetz, prefix.dev and
+	// Artifactory upload paths; "main" if empty.
+	ChannelName string
 }
 
 // Server handles uploads.
@@ -99,6 +102,9 @@ type Server struct {
 
 // New returns a Server.
 func New(o Options) *Server {
+	if o.ChannelName == "" {
+		o.ChannelName = "main"
+	}
 	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
@@ -137,6 +143,7 @@ func (s *Server) Stats() Stats {
 type logFields struct {
 	token, filename, subdir, sha256 string
 	size                            int64
+	protocol, replaced              string
 }
 
 // pathToken is the context key of a token given as a /t/<token>/ prefix.
@@ -173,7 +180,7 @@ func (s *Server) handle(h handler) http.Handler {
 		} else {
 			res, err = h(w, r)
 		}
-		upload := r.Method == http.MethodPost
+		upload := r.Method == http.MethodPost || r.Method == http.MethodPut
 		if res == handled && err == nil {
 			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
 			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
@@ -205,6 +212,9 @@ func (s *Server) handle(h handler) http.Handler {
 			}
 		}
 		if upload {
+			if lf.replaced != "" && status < 300 {
+				reason = "replaced"
+			}
 			s.account(r, lf, start, status, reason, errText)
 		} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			s.o.Metrics.Download(strconv.Itoa(status), 0)
@@ -213,7 +223,7 @@ func (s *Server) handle(h handler) http.Handler {
 		// the client has its response.
 		s.o.Log.Log(r.Context(), level, "request",
 			"method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", status, "reason", reason,
-			"token", lf.token, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
+			"protocol", lf.protocol, "token", lf.token, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
 			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
 		if r.TLS != nil {
 			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
@@ -276,6 +286,7 @@ func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status
 	if aerr := s.o.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
+		Protocol: lf.protocol, Replaced: lf.replaced,
 	}); aerr != nil {
 		// The upload happened; say so loudly rather than lie to the
 		// client about it.

@@ -33,8 +33,9 @@ import (
 )
 
 const (
-	token     = "s3cret-ci-token"
-	readToken = "r3ad-only-token"
+	token          = "s3cret-ci-token"
+	readToken      = "r3ad-only-token"
+	overwriteToken = "0verwrite-t0ken"
 )
 
 type env struct {
@@ -98,8 +99,10 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 	h, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, token))
 	h2, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, "other-token"))
 	h3, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, readToken))
+	h4, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, overwriteToken))
 	a, err := auth.New(auth.DefaultSalt, []auth.Token{{Name: "ci-linux", Hash: h}, {Name: "ci-osx", Hash: h2},
-		{Name: "reader", Hash: h3, Scopes: []string{auth.ScopeRead}}})
+		{Name: "reader", Hash: h3, Scopes: []string{auth.ScopeRead}},
+		{Name: "admin", Hash: h4, Scopes: []string{auth.ScopeUpload, auth.ScopeOverwrite}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,9 @@ type Uploaded struct {
 	MD5      string `json:"md5"`
 	// Created is false when a byte-identical package was already stored.
 	Created bool `json:"created"`
+	// Replaced says a forced upload replaced a different package (whose
+	// bytes were kept in .trash/).
+	Replaced bool `json:"replaced,omitempty"`
 	// Indexed says whether repodata.json lists the package.
 	Indexed bool   `json:"indexed"`
 	Indexer string `json:"indexer"`
@@ -70,6 +73,16 @@ func (s *Server) admit(r *http.Request) (release func(), err error) {
 
 // uploadForm is the original's upload: POST / as multipart form data.
 func (s *Server) uploadForm(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	return s.uploading(w, r, "form", s.receiveForm)
+}
+
+// uploading runs an upload protocol's handler with what every upload
+// needs around it: admission (drain, failed-login limit, a free slot),
+// the arrival count for the index scheduler, and counting a 401 against
+// the address.
+func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol string,
+	h func(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error)) (*Result, error) {
+	fieldsOf(r).protocol = protocol
 	release, err := s.admit(r)
 	if err != nil {
 		return nil, err
@@ -77,7 +90,7 @@ func (s *Server) uploadForm(w http.ResponseWriter, r *http.Request) (*Result, er
 	defer release()
 	arrived := s.o.Arrivals.Begin()
 	defer arrived()
-	res, err := s.receiveForm(w, r, arrived)
+	res, err := h(w, r, arrived)
 	if err != nil && errorOf(err).Status == http.StatusUnauthorized {
 		s.o.AuthLimiter.Fail(remoteIP(r), time.Now())
 		s.authFailures.Add(1)
@@ -85,20 +98,28 @@ func (s *Server) uploadForm(w http.ResponseWriter, r *http.Request) (*Result, er
 	return res, err
 }
 
-// receiveForm reads the form, stores the package and asks for its index
-// run. It calls arrived once the package is stored or refused.
-func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
-	lf := fieldsOf(r)
-	limit := s.o.MaxUploadSize + envelopeSlack
+// limitBody bounds an upload's body to max_upload_size plus slack, and
+// cuts one that trickles in slower than min_upload_rate.
+func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) error {
+	limit := s.o.MaxUploadSize + slack
 	if r.ContentLength > limit {
-		return nil, store.ErrTooLarge
+		return store.ErrTooLarge
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	r.Body = struct {
 		io.Reader
 		io.Closer
 	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
+	return nil
+}
 
+// receiveForm reads the form, stores the package and asks for its index
+// run. It calls arrived once the package is stored or refused.
+func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
+	lf := fieldsOf(r)
+	if err := s.limitBody(w, r, envelopeSlack); err != nil {
+		return nil, err
+	}
 	var token *auth.Token
 	if tok, present, err := credentials(r); err != nil {
 		return nil, err
@@ -117,7 +138,7 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	if err != nil {
 		return nil, readError(err)
 	}
-	in, token, err := s.readParts(mr, token, lf)
+	in, token, sum, err := s.readParts(mr, token, lf)
 	defer func() {
 		if in != nil {
 			in.abort()
@@ -140,58 +161,63 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	} else if n > maxFieldLen {
 		return nil, newError(http.StatusBadRequest, "data after the end of the multipart form")
 	}
-	return s.publish(r.Context(), in, *token, lf, arrived)
+	return s.publish(r.Context(), in, *token, lf, arrived, publishing{sha256: sum, sha256From: "the sha256 form field"})
 }
 
 // readParts reads the form's parts: the token (unless the header gave
 // one), then the artifact, which streams into a temp file. Any other small
 // field is read and ignored. The returned incoming, if not nil, is the
 // caller's to abort, even with an error.
-func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (*incoming, *auth.Token, error) {
-	var in *incoming
+func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (in *incoming, _ *auth.Token, sum string, _ error) {
 	for parts := 0; ; parts++ {
 		p, err := mr.NextPart()
 		if err == io.EOF {
-			return in, token, nil
+			return in, token, sum, nil
 		}
 		if err != nil {
-			return in, token, readError(err)
+			return in, token, sum, readError(err)
 		}
 		if parts >= maxParts {
-			return in, token, newError(http.StatusBadRequest, fmt.Sprintf("too many form fields (more than %d)", maxParts))
+			return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("too many form fields (more than %d)", maxParts))
 		}
 		name, filename, hasFilename := formNames(p.Header)
 		switch {
 		case name == "token":
 			v, err := readField(p, name, auth.MaxTokenLen)
 			if err != nil {
-				return in, token, err
+				return in, token, sum, err
 			}
 			t, err := s.uploadToken(v, lf)
 			if err != nil {
-				return in, token, err
+				return in, token, sum, err
 			}
 			token = &t
 		case name == "artifact":
 			switch {
 			case in != nil:
-				return in, token, newError(http.StatusBadRequest, "one artifact per request")
+				return in, token, sum, newError(http.StatusBadRequest, "one artifact per request")
 			case token == nil:
-				return in, token, newError(http.StatusBadRequest, "the token field must come before the artifact field (or send Authorization: Bearer <token>)")
+				return in, token, sum, newError(http.StatusBadRequest, "the token field must come before the artifact field (or send Authorization: Bearer <token>)")
 			case !hasFilename:
-				return in, token, newError(http.StatusBadRequest, "artifact must be a file field with a filename")
+				return in, token, sum, newError(http.StatusBadRequest, "artifact must be a file field with a filename")
 			}
 			if in, err = s.receive(p, filename, lf); err != nil {
-				return in, token, err
+				return in, token, sum, err
 			}
 		case hasFilename:
-			return in, token, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
+			return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
+		case name == "sha256":
+			// Optional: the client's sha256 of the artifact, checked
+			// against what arrived.
+			if sum, err = readField(p, name, maxFieldLen); err != nil {
+				return in, token, sum, err
+			}
 		default:
 			// Other small fields, such as the original client's optional
 			// arch, are read and ignored: the subdir comes from the
 			// package itself.
 			if _, err := readField(p, name, maxFieldLen); err != nil {
-				return in, token, err
+				return in, token, sum, err
 			}
 		}
 	}
@@ -232,26 +258,58 @@ func (s *Server) receive(r io.Reader, filename string, lf *logFields) (*incoming
 	return in, nil
 }
 
+// publishing is what a protocol adds to an upload: the client's own
+// checksum, the subdir its path names, force, an attestation.
+type publishing struct {
+	sha256     string // hex sha256 the client sent, or ""
+	sha256From string // where it came from, for the error message
+	subdir     string // the subdir the request path names, or ""
+	force      bool
+	sigs       []byte // a CEP 50 attestation array to keep as <filename>.sigs
+}
+
 // publish validates a received package, stores it in its subdir, and asks
 // for (and, with WaitIndex, waits for) the index run that lists it.
-func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf *logFields, arrived func()) (*Result, error) {
+func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf *logFields, arrived func(), p publishing) (*Result, error) {
+	if p.sha256 != "" && !strings.EqualFold(strings.TrimSpace(p.sha256), in.sums.SHA256) {
+		return nil, &Error{Status: http.StatusBadRequest, Reason: "checksum_mismatch",
+			Msg: fmt.Sprintf("sha256 mismatch: %s says %s, the upload's is %s; nothing stored", p.sha256From, oneLine(p.sha256), in.sums.SHA256)}
+	}
 	info, err := in.scanner.Finish(in.up.File(), in.sums.Size)
 	if err != nil {
 		return nil, err
 	}
 	lf.subdir = info.Subdir
+	if p.subdir != "" && p.subdir != info.Subdir {
+		return nil, newError(http.StatusBadRequest, fmt.Sprintf("the path names subdir %s, but the package's info/index.json says %s", p.subdir, info.Subdir))
+	}
 	if !token.Allows(info.Subdir) {
 		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", token.Name, info.Subdir))
 	}
 	name := in.fn.String()
 	outcome, fi, err := in.up.Publish(info.Subdir, name, in.sums.SHA256)
+	if errors.Is(err, store.ErrExists) && p.force {
+		if !token.Can(auth.ScopeOverwrite) {
+			return nil, &Error{Status: http.StatusConflict, Reason: "conflict", Err: err,
+				Msg: fmt.Sprintf("a different package with this filename already exists; force=true needs a token with the overwrite scope, and token %q has none", token.Name)}
+		}
+		outcome, fi, lf.replaced, err = in.up.Replace(info.Subdir, name, in.sums.SHA256, time.Now())
+		if lf.replaced != "" {
+			s.o.Log.Warn("package replaced by a forced upload", "subdir", info.Subdir, "filename", name, "token", token.Name, "old_bytes", lf.replaced)
+		}
+	}
 	if err != nil {
 		return nil, err
+	}
+	if p.sigs != nil {
+		if err := s.o.Store.WriteSidecar(info.Subdir, name+".sigs", p.sigs); err != nil {
+			return nil, fmt.Errorf("keep attestation: %w", err)
+		}
 	}
 	s.uploads.Add(1)
 	res := &Uploaded{
 		Filename: name, Subdir: info.Subdir, Size: in.sums.Size, SHA256: in.sums.SHA256, MD5: in.sums.MD5,
-		Created: outcome == store.Created, Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
+		Created: outcome == store.Created, Replaced: lf.replaced != "", Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
 	}
 	if outcome == store.Identical {
 		res.Status = http.StatusOK
@@ -267,6 +325,12 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 		return &Result{Status: res.Status, Body: res}, nil
 	}
 	if err := s.waitIndexed(ctx, wait, info.Subdir, name); err != nil {
+		if ctx.Err() != nil {
+			// The client is gone (or has half-closed its connection):
+			// the package is stored and its run goes on. That is the
+			// answer, not an index failure.
+			return &Result{Status: res.Status, Body: res}, nil
+		}
 		e := notIndexed(err)
 		res.Error, res.Status = e.Msg, e.Status
 		return &Result{Status: res.Status, Body: res}, e

@@ -24,6 +24,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 )
 
 // IncomingDir is the folder inside the channel root that holds uploads in
@@ -129,8 +132,8 @@ const (
 // has validated. sha256 is the hex digest of the upload, used to tell an
 // identical re-upload from a conflicting one.
 func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileInfo, error) {
-	if strings.ContainsAny(subdir, `/\`) || strings.ContainsAny(filename, `/\`) || subdir == ".." || subdir == "." || strings.HasPrefix(filename, ".") {
-		return 0, nil, fmt.Errorf("refusing unsafe path %q/%q", subdir, filename)
+	if err := checkName(subdir, filename); err != nil {
+		return 0, nil, err
 	}
 	if err := u.f.Sync(); err != nil {
 		return 0, nil, fmt.Errorf("fsync upload: %w", err)
@@ -167,7 +170,7 @@ func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileIn
 	if err := os.Remove(u.f.Name()); err != nil {
 		return 0, nil, fmt.Errorf("remove temp file: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return 0, nil, err
 	}
 	fi, err := os.Stat(final)
@@ -175,6 +178,97 @@ func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileIn
 		return 0, nil, err
 	}
 	return Created, fi, nil
+}
+
+// WriteSidecar replaces subdir/name, a small file that goes with a
+// package (such as its CEP 50 attestations, <filename>.sigs), atomically.
+func (s *Store) WriteSidecar(subdir, name string, data []byte) error {
+	if err := checkName(subdir, name); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(s.root, subdir, name), data)
+}
+
+// TrashDir is the folder inside the channel root that keeps the bytes of
+// packages replaced or deleted, by UTC date: nothing is ever destroyed by
+// the server, only moved aside.
+const TrashDir = ".trash"
+
+// Replace puts the upload in place of an existing subdir/filename, as a
+// forced upload with the overwrite scope asks. The old file is first
+// hard-linked into WRITE_DIR/.trash/<UTC date>/main/<subdir>/, so that a
+// crash at any point leaves the old bytes or the new ones in place and
+// the old ones never lost; then the upload is renamed over it. It returns
+// the new file's info and where the old bytes went (relative to the
+// channel root), or Identical with no trash if the bytes are the same.
+func (u *Upload) Replace(subdir, filename, sha256hex string, now time.Time) (Outcome, fs.FileInfo, string, error) {
+	if err := checkName(subdir, filename); err != nil {
+		return 0, nil, "", err
+	}
+	final := filepath.Join(u.s.root, subdir, filename)
+	if same, err := sameContent(final, sha256hex); err == nil && same {
+		fi, err := os.Stat(final)
+		u.Abort()
+		return Identical, fi, "", err
+	}
+	if err := u.f.Sync(); err != nil {
+		return 0, nil, "", fmt.Errorf("fsync upload: %w", err)
+	}
+	if err := u.f.Chmod(0o644); err != nil {
+		return 0, nil, "", fmt.Errorf("chmod upload: %w", err)
+	}
+	rel, err := u.s.trash(final, filepath.Join(now.UTC().Format("2006-01-02"), "main", subdir), filename)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, nil, "", err
+	}
+	if err := os.Rename(u.f.Name(), final); err != nil {
+		return 0, nil, "", fmt.Errorf("replace %s/%s: %w", subdir, filename, err)
+	}
+	u.done = true
+	u.f.Close()
+	if err := atomicfile.SyncDir(filepath.Dir(final)); err != nil {
+		return 0, nil, "", err
+	}
+	fi, err := os.Stat(final)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	return Created, fi, rel, nil
+}
+
+// trash hard-links path into .trash/<dir>/<name> (with a numbered suffix
+// if that name is taken) and makes the link durable. It returns the
+// link's path relative to the channel root.
+func (s *Store) trash(path, dir, name string) (string, error) {
+	abs := filepath.Join(s.root, TrashDir, dir)
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", fmt.Errorf("create trash: %w", err)
+	}
+	for i := 0; ; i++ {
+		dst := filepath.Join(abs, name)
+		if i > 0 {
+			dst += fmt.Sprintf(".%d", i)
+		}
+		err := os.Link(path, dst)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("keep old bytes in trash: %w", err)
+		}
+		if err := atomicfile.SyncDir(abs); err != nil {
+			return "", err
+		}
+		rel, _ := filepath.Rel(s.root, dst)
+		return rel, nil
+	}
+}
+
+func checkName(subdir, filename string) error {
+	if strings.ContainsAny(subdir, `/\`) || strings.ContainsAny(filename, `/\`) || subdir == ".." || subdir == "." || strings.HasPrefix(filename, ".") {
+		return fmt.Errorf("refusing unsafe path %q/%q", subdir, filename)
+	}
+	return nil
 }
 
 func sameContent(path, sha256hex string) (bool, error) {
@@ -203,20 +297,9 @@ func mkdirSynced(dir string) error {
 	if err != nil {
 		return fmt.Errorf("create subdir: %w", err)
 	}
-	return syncDir(filepath.Dir(dir))
+	return atomicfile.SyncDir(filepath.Dir(dir))
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
 
 // IsNoSpace reports whether err means the file system is full.
 func IsNoSpace(err error) bool {

@@ -1,0 +1,238 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/form"
+)
+
+// The upload protocols of rattler-build and pixi (conda/rattler,
+// crates/rattler_upload/src/upload/mod.rs and prefix.rs), run through the
+// same pipeline as POST /: the token is checked before a body byte is
+// read, the package streams into a temp file, is validated, published
+// atomically and indexed, and the answer is the same JSON.
+
+// maxAttestation bounds a prefix.dev attestation part (a Sigstore bundle
+// is a few KiB).
+const maxAttestation = 1 << 20
+
+// channelError refuses a {channel} that is not this server's.
+func (s *Server) checkChannel(name string) error {
+	if name == s.o.ChannelName {
+		return nil
+	}
+	return newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.ChannelName))
+}
+
+// headerToken authenticates the token of a request's headers, in any of
+// the forms the upload clients send: X-API-Key (quetz), Authorization:
+// Bearer (prefix.dev, Artifactory) or HTTP Basic (Artifactory).
+func (s *Server) headerToken(r *http.Request) (auth.Token, error) {
+	tok, present, err := credentials(r)
+	if err != nil {
+		return auth.Token{}, err
+	}
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		tok, present = k, true
+	}
+	if !present {
+		return auth.Token{}, errUnauthorized
+	}
+	return s.uploadToken(tok, fieldsOf(r))
+}
+
+// protocolAuth does what every protocol route does before reading the
+// body: check the {channel}, authenticate the header token, read force.
+func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
+	if err := s.checkChannel(r.PathValue("channel")); err != nil {
+		return auth.Token{}, false, err
+	}
+	token, err := s.headerToken(r)
+	if err != nil {
+		return auth.Token{}, false, err
+	}
+	f, err := force(r)
+	return token, f, err
+}
+
+// force reads the force query parameter as rattler sends it.
+func force(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("force")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, newError(http.StatusBadRequest, fmt.Sprintf("force=%q: want true or false", oneLine(v)))
+	}
+	return b, nil
+}
+
+// digestSHA256 reads the sha-256 of an RFC 9530 Repr-Digest or
+// Content-Digest header (sha-256=:<base64>:), as hex; "" if neither
+// names sha-256. For a raw upload body both describe the package.
+func digestSHA256(h http.Header) (string, string, error) {
+	for _, name := range []string{"Repr-Digest", "Content-Digest"} {
+		for _, field := range strings.Split(h.Get(name), ",") {
+			algo, val, ok := strings.Cut(strings.TrimSpace(field), "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(algo), "sha-256") {
+				continue
+			}
+			val = strings.TrimSpace(val)
+			if len(val) < 2 || val[0] != ':' || val[len(val)-1] != ':' {
+				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value must be :base64:")
+			}
+			b, err := base64.StdEncoding.DecodeString(val[1 : len(val)-1])
+			if err != nil || len(b) != 32 {
+				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value is not 32 bytes of base64")
+			}
+			return hex.EncodeToString(b), name, nil
+		}
+	}
+	return "", "", nil
+}
+
+// rawUpload receives a package sent as the whole request body (quetz,
+// Artifactory), with or without a Content-Length.
+func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(), filename string, p publishing) (*Result, error) {
+	lf := fieldsOf(r)
+	token, f, err := s.protocolAuth(r)
+	if err != nil {
+		return nil, err
+	}
+	p.force = f
+	sum, from, err := digestSHA256(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	if q := r.URL.Query().Get("sha256"); q != "" {
+		sum, from = q, "the sha256 query parameter"
+	}
+	if sum != "" && p.sha256 == "" {
+		p.sha256, p.sha256From = sum, from
+	}
+	if err := s.limitBody(w, r, 0); err != nil {
+		return nil, err
+	}
+	in, err := s.receive(r.Body, filename, lf)
+	if err != nil {
+		return nil, err
+	}
+	defer in.abort()
+	return s.publish(r.Context(), in, token, lf, arrived, p)
+}
+
+// quetzUpload: POST /api/channels/{channel}/upload/{filename}
+// ?force=false&sha256=<hex>, raw body, X-API-Key.
+func (s *Server) quetzUpload(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	return s.uploading(w, r, "quetz", func(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
+		return s.rawUpload(w, r, arrived, r.PathValue("filename"), publishing{})
+	})
+}
+
+// artifactoryUpload: PUT /{channel}/{subdir}/{filename}, raw body, Bearer
+// or Basic. The subdir must be the package's own.
+func (s *Server) artifactoryUpload(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	return s.uploading(w, r, "artifactory", func(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
+		return s.rawUpload(w, r, arrived, r.PathValue("filename"), publishing{subdir: r.PathValue("subdir")})
+	})
+}
+
+// prefixUpload: POST /api/v1/upload/{channel}[?force=true], Bearer, and a
+// multipart body of one part "file" (part headers X-File-Name and
+// X-File-SHA256) and an optional text part "attestation".
+func (s *Server) prefixUpload(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	return s.uploading(w, r, "prefix", s.receivePrefix)
+}
+
+func (s *Server) receivePrefix(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
+	lf := fieldsOf(r)
+	token, f, err := s.protocolAuth(r)
+	if err != nil {
+		return nil, err
+	}
+	p := publishing{force: f}
+	if err := s.limitBody(w, r, envelopeSlack+maxAttestation); err != nil {
+		return nil, err
+	}
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, newError(http.StatusBadRequest, "request must be multipart/form-data with a part named file")
+	}
+	mr, err := form.NewReader(r.Body, params["boundary"])
+	if err != nil {
+		return nil, readError(err)
+	}
+	var in *incoming
+	defer func() {
+		if in != nil {
+			in.abort()
+		}
+	}()
+	for parts := 0; ; parts++ {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, readError(err)
+		}
+		if parts >= maxParts {
+			return nil, newError(http.StatusBadRequest, fmt.Sprintf("too many form parts (more than %d)", maxParts))
+		}
+		name, filename, hasFilename := formNames(part.Header)
+		switch {
+		case name == "file":
+			if in != nil {
+				return nil, newError(http.StatusBadRequest, "one file part per request")
+			}
+			if !hasFilename {
+				return nil, newError(http.StatusBadRequest, "the file part must have a filename")
+			}
+			if x := part.Header.Get("X-File-Name"); x != "" && x != filename {
+				return nil, newError(http.StatusBadRequest, fmt.Sprintf("X-File-Name %q disagrees with the part's filename %q", oneLine(x), oneLine(filename)))
+			}
+			if x := part.Header.Get("X-File-SHA256"); x != "" {
+				p.sha256, p.sha256From = x, "X-File-SHA256"
+			}
+			if in, err = s.receive(part, filename, lf); err != nil {
+				return nil, err
+			}
+		case name == "attestation":
+			a, err := readField(part, name, maxAttestation)
+			if err != nil {
+				return nil, err
+			}
+			if !json.Valid([]byte(a)) {
+				return nil, newError(http.StatusBadRequest, "the attestation part is not JSON")
+			}
+			// CEP 50: <filename>.sigs holds a JSON array of them. It is
+			// kept as sent, not verified.
+			p.sigs = []byte("[" + strings.TrimSpace(a) + "]")
+		case hasFilename:
+			return nil, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))
+		default:
+			if _, err := readField(part, name, maxFieldLen); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if in == nil {
+		return nil, newError(http.StatusBadRequest, "no part named file in the form")
+	}
+	if n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1)); err != nil {
+		return nil, readError(err)
+	} else if n > maxFieldLen {
+		return nil, newError(http.StatusBadRequest, "data after the end of the multipart form")
+	}
+	return s.publish(r.Context(), in, token, lf, arrived, p)
+}
