@@ -101,6 +101,10 @@ type DownloadConfig struct {
 	// as Authorization: Bearer, as the password of HTTP Basic, or in a
 	// /t/<token>/ path prefix.
 	Access string `toml:"access"`
+	// RateWhileUploading, in bytes per second, is what all downloads
+	// together may send while an upload is in flight, so that uploads
+	// keep their speed on a small host; 0 does not pace downloads.
+	RateWhileUploading ByteSize `toml:"rate_while_uploading"`
 }
 
 // AuditConfig configures the audit log.
@@ -244,7 +248,7 @@ func Default() *Config {
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
-		Download:    DownloadConfig{Access: "public"},
+		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
 		ChannelName: "main",
 	}
 }
@@ -289,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if !channelName.MatchString(c.ChannelName) {
 		add("channel_name %q: want 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", c.ChannelName)
+	}
+	if c.Download.RateWhileUploading < 0 {
+		add("download.rate_while_uploading must not be negative")
 	}
 	switch c.Download.Access {
 	case "public", "token":

@@ -79,6 +79,7 @@ func (d *daemon) build(ctx context.Context) error {
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
+		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading),
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.

@@ -136,7 +136,7 @@ func prepare(o Options) (*daemon, error) {
 			cfg.Listen = "127.0.0.1"
 		}
 		if !cfg.Download.Enabled {
-			cfg.Download = config.DownloadConfig{Enabled: true, Access: "public"}
+			cfg.Download.Enabled, cfg.Download.Access = true, "public"
 		}
 		d.devToken = rand.Text()
 		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken),

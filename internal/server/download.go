@@ -155,6 +155,9 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 			return nil, err
 		}
 	}
+	if s.pace != nil && s.pace.rate > 0 {
+		w = pacedWriter{w, s.pace}
+	}
 	err := s.o.Channel.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, channel.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))

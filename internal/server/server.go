@@ -85,6 +85,10 @@ type Options struct {
 	// ChannelName is the {channel} of the quetz, prefix.dev and
 	// Artifactory upload paths; "main" if empty.
 	ChannelName string
+	// DownloadRateWhileUploading, in bytes per second, is what all
+	// downloads together may send while an upload is in flight; 0 does
+	// not pace them.
+	DownloadRateWhileUploading int64
 }
 
 // Server handles uploads.
@@ -94,6 +98,7 @@ type Server struct {
 	sem      chan struct{}
 	draining atomic.Bool
 	handler  http.Handler
+	pace     *pacer
 
 	uploads      atomic.Int64 // packages stored (created or identical)
 	failures     atomic.Int64 // refused or failed upload requests
@@ -106,6 +111,7 @@ func New(o Options) *Server {
 		o.ChannelName = "main"
 	}
 	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
+	s.pace = &pacer{rate: float64(o.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
 	return s

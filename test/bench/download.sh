@@ -32,6 +32,8 @@ if [[ -n ${QUICK:-} ]]; then
 else
 	RUNS=3 BIG=100MiB HUGE=1GiB N_BIG=5 N_SMALL=200 N_304=500 SCALE=10000
 fi
+# Any of these may be set in the environment instead, e.g. BIG=100MiB.
+RUNS=${BENCH_RUNS:-$RUNS} BIG=${BENCH_BIG:-$BIG} HUGE=${BENCH_HUGE:-$HUGE} N_BIG=${BENCH_N_BIG:-$N_BIG}
 
 echo "building" >&2
 CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
