@@ -300,7 +300,6 @@ func mkdirSynced(dir string) error {
 	return atomicfile.SyncDir(filepath.Dir(dir))
 }
 
-
 // IsNoSpace reports whether err means the file system is full.
 func IsNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
