@@ -25,10 +25,10 @@ var allowed = map[string][]string{
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd"},
-	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg"},
+	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/trusted"},
 	"internal/corpus":         nil,
 	"internal/daemon": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/config", "internal/index",
-		"internal/metrics", "internal/repodata", "internal/sandbox", "internal/server", "internal/store", "internal/systemd"},
+		"internal/metrics", "internal/repodata", "internal/sandbox", "internal/server", "internal/store", "internal/systemd", "internal/trusted"},
 	"internal/form":  nil,
 	"internal/index": nil,
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
@@ -39,9 +39,11 @@ var allowed = map[string][]string{
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
-		"internal/metrics", "internal/store"},
-	"internal/store":   {"golang.org/x/sys/unix", "internal/atomicfile"},
-	"internal/systemd": {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
+		"internal/metrics", "internal/store", "internal/trusted"},
+	"internal/store":    {"golang.org/x/sys/unix", "internal/atomicfile"},
+	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
+	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
+	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
 }
 
 func TestDependencies(t *testing.T) {

@@ -37,6 +37,16 @@ type Record struct {
 	// Replaced is where the bytes of a package replaced by a forced
 	// upload were kept, below the channel root.
 	Replaced string `json:"replaced,omitempty"`
+	// OIDC is the CI job that uploaded with its OIDC identity.
+	OIDC *OIDC `json:"oidc,omitempty"`
+}
+
+// OIDC is a trusted publisher's identity in an audit record.
+type OIDC struct {
+	Publisher  string `json:"publisher"`
+	Repository string `json:"repository,omitempty"`
+	Ref        string `json:"ref,omitempty"`
+	SHA        string `json:"sha,omitempty"`
 }
 
 // Log writes records.

@@ -63,8 +63,14 @@ func TestParseHash(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	if _, err := auth.New(auth.DefaultSalt, nil); err == nil {
-		t.Error("no tokens accepted")
+	// No tokens is allowed here (uploads may all come from trusted
+	// publishers; config decides), and authenticates nothing.
+	a, err := auth.New(auth.DefaultSalt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Check(""); ok {
+		t.Error("an empty authenticator accepted the empty token")
 	}
 	dup := []auth.Token{{Name: "a"}, {Name: "a"}}
 	if _, err := auth.New(auth.DefaultSalt, dup); err == nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
 
 // Config is the server configuration.
@@ -72,11 +74,13 @@ type Config struct {
 	// serves the channel, and then the main listener serves uploads only.
 	ListenDownload string `toml:"listen_download"`
 
-	Download DownloadConfig `toml:"download"`
-	Index    IndexConfig    `toml:"index"`
-	Sandbox  SandboxConfig  `toml:"sandbox"`
-	Metrics  MetricsConfig  `toml:"metrics"`
-	Audit    AuditConfig    `toml:"audit"`
+	Download          DownloadConfig           `toml:"download"`
+	TrustedPublishers []TrustedPublisherConfig `toml:"trusted_publishers"`
+	OIDC              OIDCConfig               `toml:"oidc"`
+	Index             IndexConfig              `toml:"index"`
+	Sandbox           SandboxConfig            `toml:"sandbox"`
+	Metrics           MetricsConfig            `toml:"metrics"`
+	Audit             AuditConfig              `toml:"audit"`
 }
 
 // MetricsConfig configures GET /metrics.
@@ -105,6 +109,87 @@ type DownloadConfig struct {
 	// together may send while an upload is in flight, so that uploads
 	// keep their speed on a small host; 0 does not pace downloads.
 	RateWhileUploading ByteSize `toml:"rate_while_uploading"`
+}
+
+// TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
+// jobs, by their OIDC identity, may upload without a stored token.
+type TrustedPublisherConfig struct {
+	Name      string            `toml:"name"`
+	Issuer    string            `toml:"issuer"`
+	Audiences []string          `toml:"audiences"`
+	Claims    map[string]string `toml:"claims"`
+	Subdirs   []string          `toml:"subdirs"`
+	Labels    []string          `toml:"labels"`
+	Scopes    []string          `toml:"scopes"`
+	JWKSFile  string            `toml:"jwks_file"`
+	CAFile    string            `toml:"ca_file"`
+}
+
+// OIDCConfig configures trusted publishing as a whole.
+type OIDCConfig struct {
+	// TokenTTL is how long a minted token lives: at most 15 minutes.
+	TokenTTL Duration `toml:"token_ttl"`
+}
+
+// check validates one publisher. A rule must pin a repository and its
+// workflow (GitHub) or a project and its CI configuration (GitLab):
+// anything less would let other repositories' jobs upload.
+func (p TrustedPublisherConfig) check() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if p.Name == "" {
+		add("no name")
+	}
+	if u, err := url.Parse(p.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		add("issuer %q must be an https URL", p.Issuer)
+	}
+	if len(p.Audiences) == 0 {
+		add("audiences is empty")
+	}
+	known := trusted.KnownClaims()
+	for name := range p.Claims {
+		if !slices.Contains(known, name) {
+			add("claims: %q is not a claim rule (known: %s)", name, strings.Join(known, ", "))
+		}
+	}
+	_, repo := p.Claims["repository"]
+	_, wf := p.Claims["workflow"]
+	_, proj := p.Claims["project_path"]
+	_, ci := p.Claims["ci_config_ref_uri"]
+	if !(repo && wf) && !(proj && ci) {
+		add("claims must name repository and workflow (GitHub) or project_path and ci_config_ref_uri (GitLab)")
+	}
+	for _, s := range p.Scopes {
+		if !slices.Contains(auth.KnownScopes(), s) {
+			add("scopes: %q is not a scope", s)
+		}
+	}
+	for _, s := range p.Subdirs {
+		if !condapkg.IsKnownSubdir(s) {
+			add("subdirs: %q is not a conda platform subdir", s)
+		}
+	}
+	for _, l := range p.Labels {
+		if l != "main" {
+			add("labels: only \"main\" exists (labels are not implemented yet)")
+		}
+	}
+	for _, f := range []string{p.JWKSFile, p.CAFile} {
+		if f != "" && !filepath.IsAbs(f) {
+			add("%q must be an absolute path", f)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Publishers returns the trusted publishers for the trusted package.
+func (c *Config) Publishers() []trusted.Publisher {
+	var out []trusted.Publisher
+	for _, p := range c.TrustedPublishers {
+		out = append(out, trusted.Publisher{Name: p.Name, Issuer: p.Issuer, Audiences: p.Audiences, Claims: p.Claims,
+			Subdirs: p.Subdirs, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
+	}
+	return out
 }
 
 // AuditConfig configures the audit log.
@@ -250,6 +335,7 @@ func Default() *Config {
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
 		ChannelName: "main",
+		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
 	}
 }
 
@@ -293,6 +379,19 @@ func (c *Config) Validate() error {
 	}
 	if !channelName.MatchString(c.ChannelName) {
 		add("channel_name %q: want 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", c.ChannelName)
+	}
+	names := map[string]bool{}
+	for i, p := range c.TrustedPublishers {
+		if err := p.check(); err != nil {
+			add("trusted_publishers[%d] (%s): %v", i, p.Name, err)
+		}
+		if names[p.Name] {
+			add("trusted_publishers: the name %q is used twice", p.Name)
+		}
+		names[p.Name] = true
+	}
+	if c.OIDC.TokenTTL <= 0 || c.OIDC.TokenTTL > Duration(trusted.MaxTokenTTL) {
+		add("oidc.token_ttl must be between 0 and %s", trusted.MaxTokenTTL)
 	}
 	if c.Download.RateWhileUploading < 0 {
 		add("download.rate_while_uploading must not be negative")
@@ -464,8 +563,8 @@ func (c *Config) AuthTokens(credDir string) ([]auth.Token, error) {
 		}
 		out = append(out, tok)
 	}
-	if len(out) == 0 {
-		return nil, errors.New("no token configured: set token_hash_file, token_hash (-t), tokens_file or [[tokens]]")
+	if len(out) == 0 && len(c.TrustedPublishers) == 0 {
+		return nil, errors.New("no token configured: set token_hash_file, token_hash (-t), tokens_file, [[tokens]] or [[trusted_publishers]]")
 	}
 	return out, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
 
 // IndexerTempDir is the conda indexer's TMPDIR and HOME, inside the
@@ -64,6 +65,16 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
+	var verifier *trusted.Verifier
+	if len(cfg.TrustedPublishers) > 0 {
+		opts := []trusted.Option{trusted.WithTokenTTL(cfg.OIDC.TokenTTL.D()), trusted.WithKeyFailures(func(issuer string) {
+			d.log.Error("cannot fetch a trusted publisher issuer's keys; its tokens are refused until they can be had", "issuer", issuer)
+			d.metrics.OIDCKeyFailure(issuer)
+		})}
+		if verifier, err = trusted.New(cfg.Publishers(), opts...); err != nil {
+			return err
+		}
+	}
 	if cfg.Download.Enabled {
 		if d.channel, err = channel.Open(d.writeDir, cfg.Download.Access == "token"); err != nil {
 			return err
@@ -79,7 +90,7 @@ func (d *daemon) build(ctx context.Context) error {
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
-		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading),
+		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier,
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.

@@ -3,9 +3,11 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 )
@@ -99,6 +101,23 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 	if cfg.Audit.File != "" {
 		p.WriteFiles = append(p.WriteFiles, cfg.Audit.File)
 	}
+	for _, tp := range cfg.TrustedPublishers {
+		for _, f := range []string{tp.JWKSFile, tp.CAFile} {
+			if f != "" {
+				// The directory: keys rotated by the operator are a
+				// new file.
+				p.ReadDirs = append(p.ReadDirs, filepath.Dir(f))
+			}
+		}
+		if tp.JWKSFile == "" {
+			// Discovery: HTTPS to the issuer's port, with the system's
+			// CA certificates.
+			p.ConnectTCP = append(p.ConnectTCP, issuerPort(tp.Issuer))
+			p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
+		}
+	}
+	slices.Sort(p.ConnectTCP)
+	p.ConnectTCP = slices.Compact(p.ConnectTCP)
 	if cfg.CondaExe != "" {
 		prefix, err := sandbox.CondaPrefix(cfg.CondaExe)
 		if err != nil {
@@ -115,6 +134,19 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.TempDirs = []string{"/dev/shm"}
 	}
 	return p, nil
+}
+
+// issuerPort is the TCP port of an issuer's https URL.
+func issuerPort(issuer string) uint16 {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Port() == "" {
+		return 443
+	}
+	n, err := strconv.ParseUint(u.Port(), 10, 16)
+	if err != nil {
+		return 443
+	}
+	return uint16(n)
 }
 
 // certDirs returns the directories of the certificate and key files and

@@ -33,6 +33,8 @@ type Metrics struct {
 	certExpiry   prometheus.Gauge
 	downloads    *prometheus.CounterVec
 	sentBytes    prometheus.Counter
+	oidcKeyFails *prometheus.CounterVec
+	oidcTokens   *prometheus.CounterVec
 }
 
 // New returns Metrics with build information; tokenNames says whether
@@ -89,13 +91,21 @@ func New(version, revision string, tokenNames bool) *Metrics {
 		Name: "conda_download_sent_bytes_total",
 		Help: "Response body bytes sent for channel requests.",
 	})
+	m.oidcKeyFails = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conda_upload_oidc_key_failures_total",
+		Help: "Failed fetches of a trusted publisher issuer's signing keys (verification then fails closed).",
+	}, []string{"issuer"})
+	m.oidcTokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conda_upload_oidc_tokens_total",
+		Help: "OIDC ID tokens presented, by trusted publisher (empty if none matched) and result.",
+	}, []string{"publisher", "result"})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "conda_upload_build_info",
 		Help: "Build information; the value is 1.",
 	}, []string{"version", "revision", "goversion"})
 	build.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	m.reg.MustRegister(m.uploads, m.bytes, m.duration, m.inFlight, m.authFailures,
-		m.indexRuns, m.indexFails, m.indexDur, m.certExpiry, m.downloads, m.sentBytes, build,
+		m.indexRuns, m.indexFails, m.indexDur, m.certExpiry, m.downloads, m.sentBytes, m.oidcKeyFails, m.oidcTokens, build,
 		collectors.NewGoCollector())
 	return m
 }
@@ -112,6 +122,23 @@ func (m *Metrics) Download(code string, sent int64) {
 	}
 	m.downloads.WithLabelValues(code).Inc()
 	m.sentBytes.Add(float64(sent))
+}
+
+// OIDCKeyFailure counts a failed fetch of an issuer's keys.
+func (m *Metrics) OIDCKeyFailure(issuer string) {
+	if m == nil {
+		return
+	}
+	m.oidcKeyFails.WithLabelValues(issuer).Inc()
+}
+
+// OIDCToken counts an ID token presented: result is accepted, refused or
+// unverifiable.
+func (m *Metrics) OIDCToken(publisher, result string) {
+	if m == nil {
+		return
+	}
+	m.oidcTokens.WithLabelValues(publisher, result).Inc()
 }
 
 // Upload records one finished upload request.

@@ -129,6 +129,9 @@ type Policy struct {
 	// ReadDirs and ReadFiles may be read (certificates, credentials).
 	ReadDirs  []string
 	ReadFiles []string
+	// ConnectTCP are the only TCP ports the process may connect to (the
+	// OIDC issuers' HTTPS ports, for key discovery); none if empty.
+	ConnectTCP []uint16
 }
 
 // SystemExecDirs returns, in a new slice, what a dynamically linked child
@@ -191,10 +194,14 @@ func Restrict(mode Mode, p Policy) (Report, error) {
 	if len(p.ReadFiles) > 0 {
 		rules = append(rules, landlock.ROFiles(p.ReadFiles...).IgnoreIfMissing())
 	}
+	for _, port := range p.ConnectTCP {
+		rules = append(rules, landlock.ConnectTCP(port))
+	}
 	cfg := landlock.V11.BestEffort()
 	cfg.Scoped &^= landlock.ScopedSet(llsys.ScopeSignal)
-	// No network rules: with TCP handled (ABI 4+), every new TCP bind
-	// and connect is denied; the listening sockets are already bound.
+	// With TCP handled (ABI 4+), every new TCP bind and connect is
+	// denied but for the ConnectTCP ports; the listening sockets are
+	// already bound.
 	if err := cfg.Restrict(rules...); err != nil {
 		return r, fmt.Errorf("landlock: %w", err)
 	}
@@ -212,7 +219,11 @@ func Restrict(mode Mode, p Policy) (Report, error) {
 		parts = append(parts, "ro "+strings.Join(ro, ","))
 	}
 	if abi >= 4 {
-		parts = append(parts, "new TCP bind/connect denied")
+		if len(p.ConnectTCP) > 0 {
+			parts = append(parts, fmt.Sprintf("new TCP bind denied, connect only to ports %v", p.ConnectTCP))
+		} else {
+			parts = append(parts, "new TCP bind/connect denied")
+		}
 	}
 	if abi >= 6 {
 		parts = append(parts, "abstract unix sockets scoped")

@@ -120,7 +120,7 @@ func (s *Server) authorize(r *http.Request, scope string) (auth.Token, error) {
 	}
 	var t auth.Token
 	if err == nil {
-		t, err = s.checkToken(strings.TrimSpace(tok), lf)
+		t, err = s.checkToken(r, strings.TrimSpace(tok), lf)
 	}
 	if err != nil {
 		if errorOf(err).Status == http.StatusUnauthorized {

@@ -47,7 +47,7 @@ func (s *Server) headerToken(r *http.Request) (auth.Token, error) {
 	if !present {
 		return auth.Token{}, errUnauthorized
 	}
-	return s.uploadToken(tok, fieldsOf(r))
+	return s.uploadToken(r, tok, fieldsOf(r))
 }
 
 // protocolAuth does what every protocol route does before reading the

@@ -68,6 +68,10 @@ func (s *Server) routes() []route {
 			http.MethodPut: {s.artifactoryUpload, Uploads},
 			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
 		}},
+		// Trusted publishing: rattler's endpoint, and PEP 807's.
+		{pattern: "/api/oidc/mint_token", methods: map[string]endpoint{http.MethodPost: {s.mintToken, Uploads}}},
+		{pattern: "/_/oidc/mint-token", methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, Uploads}}},
+		{pattern: "/_/oidc/audience", methods: get(s.audience, Uploads)},
 		{pattern: "/healthz", methods: get(s.healthz, Ops)},
 		{pattern: "/readyz", methods: get(s.readyz, Ops)},
 		{pattern: "/metrics", methods: get(s.metrics, Ops)},

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
 
 // Indexer is what the server needs of the index scheduler
@@ -89,6 +91,9 @@ type Options struct {
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
+	// Trusted, if set, verifies the OIDC ID tokens of trusted
+	// publishers and keeps the tokens minted for them.
+	Trusted *trusted.Verifier
 }
 
 // Server handles uploads.
@@ -150,6 +155,7 @@ type logFields struct {
 	token, filename, subdir, sha256 string
 	size                            int64
 	protocol, replaced              string
+	oidc                            *audit.OIDC
 }
 
 // pathToken is the context key of a token given as a /t/<token>/ prefix.
@@ -186,7 +192,10 @@ func (s *Server) handle(h handler) http.Handler {
 		} else {
 			res, err = h(w, r)
 		}
-		upload := r.Method == http.MethodPost || r.Method == http.MethodPut
+		// Uploads are what the metrics and the audit log count; minting
+		// a token for a trusted publisher is logged, and its uploads are
+		// audited with the job's identity.
+		upload := (r.Method == http.MethodPost || r.Method == http.MethodPut) && !strings.Contains(r.URL.Path, "/oidc/")
 		if res == handled && err == nil {
 			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
 			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
@@ -292,7 +301,7 @@ func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status
 	if aerr := s.o.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
-		Protocol: lf.protocol, Replaced: lf.replaced,
+		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc,
 	}); aerr != nil {
 		// The upload happened; say so loudly rather than lie to the
 		// client about it.

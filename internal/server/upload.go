@@ -124,7 +124,7 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	if tok, present, err := credentials(r); err != nil {
 		return nil, err
 	} else if present {
-		t, err := s.uploadToken(tok, lf)
+		t, err := s.uploadToken(r, tok, lf)
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +138,7 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	if err != nil {
 		return nil, readError(err)
 	}
-	in, token, sum, err := s.readParts(mr, token, lf)
+	in, token, sum, err := s.readParts(r, mr, token, lf)
 	defer func() {
 		if in != nil {
 			in.abort()
@@ -168,7 +168,7 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 // one), then the artifact, which streams into a temp file. Any other small
 // field is read and ignored. The returned incoming, if not nil, is the
 // caller's to abort, even with an error.
-func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (in *incoming, _ *auth.Token, sum string, _ error) {
+func (s *Server) readParts(req *http.Request, mr *form.Reader, token *auth.Token, lf *logFields) (in *incoming, _ *auth.Token, sum string, _ error) {
 	for parts := 0; ; parts++ {
 		p, err := mr.NextPart()
 		if err == io.EOF {
@@ -187,7 +187,7 @@ func (s *Server) readParts(mr *form.Reader, token *auth.Token, lf *logFields) (i
 			if err != nil {
 				return in, token, sum, err
 			}
-			t, err := s.uploadToken(v, lf)
+			t, err := s.uploadToken(req, v, lf)
 			if err != nil {
 				return in, token, sum, err
 			}
@@ -355,8 +355,8 @@ func (s *Server) waitIndexed(ctx context.Context, wait func(context.Context) err
 
 // uploadToken authenticates a presented token and checks that it may
 // upload, before any package byte is read.
-func (s *Server) uploadToken(presented string, lf *logFields) (auth.Token, error) {
-	t, err := s.checkToken(strings.TrimSpace(presented), lf)
+func (s *Server) uploadToken(r *http.Request, presented string, lf *logFields) (auth.Token, error) {
+	t, err := s.checkToken(r, strings.TrimSpace(presented), lf)
 	if err != nil {
 		return t, err
 	}
@@ -366,11 +366,19 @@ func (s *Server) uploadToken(presented string, lf *logFields) (auth.Token, error
 	return t, nil
 }
 
-// checkToken authenticates a presented token.
-func (s *Server) checkToken(presented string, lf *logFields) (auth.Token, error) {
+// checkToken authenticates a presented token: a configured one, a token
+// minted for a trusted publisher, or an OIDC ID token.
+func (s *Server) checkToken(r *http.Request, presented string, lf *logFields) (auth.Token, error) {
 	t, ok := s.auth.Load().Check(presented)
 	if !ok {
-		return auth.Token{}, errUnauthorized
+		ot, isOIDC, err := s.oidcToken(r, presented, lf)
+		if err != nil {
+			return auth.Token{}, err
+		}
+		if !isOIDC {
+			return auth.Token{}, errUnauthorized
+		}
+		t = ot
 	}
 	lf.token = t.Name
 	if t.Expired(time.Now()) {
