@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 )
 
 // TestProtocolsWithCurl sends each upload protocol rattler-build and pixi
@@ -70,5 +72,47 @@ func TestProtocolsWithCurl(t *testing.T) {
 	}
 	if !p.logged("protocol=artifactory") || !p.logged("protocol=prefix") || !p.logged("protocol=quetz") {
 		t.Error("the log does not name the protocols")
+	}
+}
+
+// TestListenDownload: with listen_download, the channel is served on its
+// own address only, and uploads on the main one only, so that the two
+// can be firewalled apart.
+func TestListenDownload(t *testing.T) {
+	dir := shared(t)
+	cert, key, pool, _ := certPair(t, dir, "")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
+	port, dport := freePort(t), freePort(t)
+	cfg := userConfig(t, dir, "listen_download = \"127.0.0.1:"+strconv.Itoa(dport)+"\"\n[download]\nenabled = true\n")
+	p := startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	if st, body := p.upload(t, testToken, corpusFile("quetz/other-package-0.2-0.conda")); st != 201 {
+		t.Fatalf("upload on the main address: %d %v", st, body)
+	}
+	get := func(u string) int {
+		resp, err := p.client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	durl := "https://localhost:" + strconv.Itoa(dport) + "/"
+	if st := get(durl + "linux-64/other-package-0.2-0.conda"); st != 200 {
+		t.Errorf("download on the download address: %d", st)
+	}
+	if st := get(p.url + "linux-64/other-package-0.2-0.conda"); st != 404 {
+		t.Errorf("download on the main address: %d, want 404", st)
+	}
+	resp, err := p.client.Post(durl, "multipart/form-data; boundary=x", strings.NewReader("--x--\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Errorf("upload on the download address: %d, want 405", resp.StatusCode)
+	}
+	if st := get(durl + "healthz"); st != 200 {
+		t.Errorf("healthz on the download address: %d", st)
 	}
 }

@@ -131,14 +131,19 @@ write_dir = %q
 certfile = %q
 keyfile = %q
 token_hash_file = %q
+[download]
+enabled = true
 [sandbox]
 landlock = "enforce"
 `, root, cert, key, hashFile))
 	notify := listenNotify(t, dir)
-	port := freePort(t)
+	port, dport := freePort(t), freePort(t)
 	exe, _ := os.Executable()
 	const watchdogUsec = 400000 // pings every 200 ms
-	cmd := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", port), "--fdname=https",
+	// Two sockets, as a unit with a second ListenStream= and
+	// FileDescriptorName=download would pass them.
+	cmd := exec.Command("systemd-socket-activate", "-l", fmt.Sprintf("127.0.0.1:%d", port), "-l", fmt.Sprintf("127.0.0.1:%d", dport),
+		"--fdname=https:download",
 		"-E", "CUS_BE_SERVER=1", "-E", "NOTIFY_SOCKET="+notify.path, "-E", "WATCHDOG_USEC="+strconv.Itoa(watchdogUsec),
 		"-E", "PATH=/usr/bin:/bin",
 		exe, "--config", cfg)
@@ -178,6 +183,20 @@ landlock = "enforce"
 	}
 	if n := notify.count("STATUS=serving https", time.Time{}); n == 0 {
 		t.Error("no STATUS line with READY")
+	}
+	// The socket named download serves the channel, and only it does.
+	for u, want := range map[string]int{
+		fmt.Sprintf("https://localhost:%d/osx-64/mock-2.0.0-py37_1000.conda", dport): 200,
+		p.url + "osx-64/mock-2.0.0-py37_1000.conda":                                  404,
+	} {
+		resp, err := p.client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", u, resp.StatusCode, want)
+		}
 	}
 
 	// The process systemd-socket-activate exec'd is the server.
