@@ -21,7 +21,7 @@ const module = "github.com/conda-upload-server/conda-upload-server/"
 var allowed = map[string][]string{
 	"cmd/conda-upload-server": {"internal/auth", "internal/config", "internal/daemon"},
 	"internal/audit":          nil,
-	"internal/atomicfile":     nil,
+	"internal/atomicfile":     {"golang.org/x/sys/unix"},
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd"},

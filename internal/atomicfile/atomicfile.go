@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Write replaces path with data, readable by everyone (channel files are
@@ -53,4 +55,62 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Pending is a file written under a temp name, whose writeback to the
+// disk has been started but not waited for: Commit makes it durable and
+// puts it in place. A large file prepared early is on the disk by the
+// time it is committed, so the fsync then costs little.
+type Pending struct {
+	f    *os.File
+	path string
+}
+
+// Prepare writes data to a temp file beside path and starts its
+// writeback.
+func Prepare(path string, data []byte) (*Pending, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{f: f, path: path}
+	if _, err := f.Write(data); err != nil {
+		p.Abort()
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		p.Abort()
+		return nil, err
+	}
+	// Start writeback and return: a hint, so its error is not final
+	// (Commit's fsync is).
+	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	return p, nil
+}
+
+// Commit makes the file durable, renames it over its path and makes the
+// rename durable.
+func (p *Pending) Commit() error {
+	if err := p.f.Sync(); err != nil {
+		p.Abort()
+		return err
+	}
+	if err := p.f.Close(); err != nil {
+		os.Remove(p.f.Name())
+		return err
+	}
+	if err := os.Rename(p.f.Name(), p.path); err != nil {
+		os.Remove(p.f.Name())
+		return err
+	}
+	return SyncDir(filepath.Dir(p.path))
+}
+
+// Abort removes the temp file; after Commit it does nothing harmful.
+func (p *Pending) Abort() {
+	if p == nil {
+		return
+	}
+	p.f.Close()
+	os.Remove(p.f.Name())
 }

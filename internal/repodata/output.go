@@ -33,18 +33,31 @@ import (
 // is removed, for the same reason. Shards no index refers to any more are
 // removed only after the retention period.
 func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[string]bool) error {
-	// repodata.json is the largest file by far: render and compress it
-	// on another core while the others are written.
-	var repodata, repodataZst []byte
-	compressed := make(chan struct{})
+	// repodata.json is the largest file by far: on another core, render
+	// it, write it under a temp name and start its writeback, then
+	// compress it, while the other files are written. It is committed,
+	// by then mostly on the disk, last.
+	var jsonFile, zstFile *atomicfile.Pending
+	var prepErr error
+	prepared := make(chan struct{})
 	go func() {
-		defer close(compressed)
-		repodata = renderRepodata(nil, subdir, st)
+		defer close(prepared)
+		repodata := renderRepodata(nil, subdir, st)
+		if jsonFile, prepErr = atomicfile.Prepare(filepath.Join(dir, "repodata.json"), repodata); prepErr != nil {
+			return
+		}
 		if x.files.Zst {
-			repodataZst = x.zstd.EncodeAll(repodata, nil)
+			zstFile, prepErr = atomicfile.Prepare(filepath.Join(dir, "repodata.json.zst"), x.zstd.EncodeAll(repodata, nil))
 		}
 	}()
-	defer func() { <-compressed }()
+	committed := false
+	defer func() {
+		<-prepared
+		if !committed {
+			jsonFile.Abort()
+			zstFile.Abort()
+		}
+	}()
 	if x.files.Shards {
 		written, err := x.writeShards(dir, st, shardFiles)
 		if err != nil {
@@ -55,7 +68,7 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 		}
 	}
 	if x.files.RunExports {
-		if err := x.writeJSON(dir, "run_exports.json", renderRunExports(subdir, st), nil); err != nil {
+		if err := x.writeJSON(dir, "run_exports.json", renderRunExports(subdir, st)); err != nil {
 			return err
 		}
 	} else if err := removeAll(dir, "run_exports.json", "run_exports.json.zst"); err != nil {
@@ -75,20 +88,30 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 			return err
 		}
 	}
-	<-compressed
-	if err := x.writeJSON(dir, "repodata.json", repodata, repodataZst); err != nil {
+	<-prepared
+	if prepErr != nil {
+		return fmt.Errorf("write repodata.json: %w", prepErr)
+	}
+	committed = true
+	if x.files.Zst {
+		if err := zstFile.Commit(); err != nil {
+			jsonFile.Abort()
+			return fmt.Errorf("write repodata.json.zst: %w", err)
+		}
+	} else if err := removeAll(dir, "repodata.json.zst"); err != nil {
+		jsonFile.Abort()
 		return err
+	}
+	if err := jsonFile.Commit(); err != nil {
+		return fmt.Errorf("write repodata.json: %w", err)
 	}
 	return x.removeOrphans(dir, st, shardFiles)
 }
 
-// writeJSON writes name, and before it name.zst (or removes a stale one);
-// zst, if not nil, is data already compressed.
-func (x *Writer) writeJSON(dir, name string, data, zst []byte) error {
+// writeJSON writes name, and before it name.zst (or removes a stale one).
+func (x *Writer) writeJSON(dir, name string, data []byte) error {
 	if x.files.Zst {
-		if zst == nil {
-			zst = x.zstd.EncodeAll(data, nil)
-		}
+		zst := x.zstd.EncodeAll(data, nil)
 		if err := atomicfile.Write(filepath.Join(dir, name+".zst"), zst); err != nil {
 			return fmt.Errorf("write %s.zst: %w", name, err)
 		}
@@ -110,6 +133,13 @@ const syncEach = 32
 // durable, then renamed to their final names, so a shard file under its
 // final name is always complete. It returns the files written.
 func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool) ([]string, error) {
+	// A shard the index names that is no longer on disk (deleted by
+	// hand) is encoded and written again.
+	for name, sh := range st.shards {
+		if !onDisk[sh.file()] {
+			st.dirtyNames[name] = true
+		}
+	}
 	fresh := map[string]shard{}
 	refs := map[string]shard{}
 	for name := range st.dirtyNames {
@@ -222,6 +252,7 @@ func (x *Writer) removeOrphans(dir string, st *subdirState, onDisk map[string]bo
 				return fmt.Errorf("remove old shard: %w", err)
 			}
 			delete(st.orphans, f)
+			delete(onDisk, f)
 		}
 	}
 	return nil

@@ -3,11 +3,14 @@ package repodata_test
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,4 +201,47 @@ func mustDecodeHex(t *testing.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestHandChangesSeen: a run that finds the directory as the last run
+// left it skips looking names up one by one; a package added or removed
+// by hand (or a shard deleted) between two runs of the same Writer must
+// still be seen.
+func TestHandChangesSeen(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "linux-64")
+	put(t, root, "a", "1.0", "")
+	x := repodata.New(root, condapkg.DefaultLimits(), quiet())
+	run := func() []string {
+		t.Helper()
+		if err := x.Run(context.Background(), "linux-64"); err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Packages map[string]any `json:"packages.conda"`
+		}
+		json.Unmarshal(mustRead(t, filepath.Join(dir, "repodata.json")), &doc)
+		return slices.Sorted(maps.Keys(doc.Packages))
+	}
+	run()
+	run() // a run with nothing changed
+	put(t, root, "b", "1.0", "")
+	if got := run(); !slices.Equal(got, []string{"a-1.0-0.conda", "b-1.0-0.conda"}) {
+		t.Errorf("after adding b by hand: %v", got)
+	}
+	os.Remove(filepath.Join(dir, "a-1.0-0.conda"))
+	if got := run(); !slices.Equal(got, []string{"b-1.0-0.conda"}) {
+		t.Errorf("after removing a by hand: %v", got)
+	}
+	// A shard deleted by hand is written again, with nothing else
+	// changed: the index never names a missing shard.
+	shard := named(t, dir, "b")
+	os.Remove(filepath.Join(dir, shard))
+	run()
+	if _, err := os.Stat(filepath.Join(dir, shard)); err != nil {
+		t.Errorf("the shard deleted by hand was not written again: %v", err)
+	}
+	for _, sum := range decodeShardIndex(t, dir)["shards"].(map[string]any) {
+		readShardFile(t, dir, sum.([]byte)) // fails if missing
+	}
 }

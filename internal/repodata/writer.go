@@ -152,6 +152,12 @@ type subdirState struct {
 	gen uint64
 	// direntBuf is the getdents buffer of the directory listing.
 	direntBuf []byte
+	// pkgPrint fingerprints the names of the entries, and shardPrint
+	// those of onDisk, the shard files in the directory: a listing whose
+	// names fingerprint the same has nothing new, and its 100,000 names
+	// need not be looked up one by one.
+	pkgPrint, shardPrint fingerprint
+	onDisk               map[string]bool
 	// byName lists each package name's filenames, for its shard.
 	byName map[string]map[string]bool
 	// shards maps each package name to its shard as last written, and
@@ -245,8 +251,10 @@ func (x *Writer) Run(ctx context.Context, subdir string) error {
 		return err
 	}
 	if err := x.write(dir, subdir, st, shardFiles); err != nil {
+		st.onDisk = nil // list it whole next time
 		return err
 	}
+	st.setOnDisk(shardFiles)
 	if err := x.save(dir, st); err != nil {
 		// The cache is only an optimisation: the index is written.
 		x.log.Warn("cannot save index cache", "subdir", subdir, "err", err)
@@ -257,17 +265,31 @@ func (x *Writer) Run(ctx context.Context, subdir string) error {
 // reconcile brings the entries up to date with the packages in dir, and
 // returns the shard files it saw there.
 func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirState) (map[string]bool, error) {
+	if st.statted && st.onDisk != nil {
+		var pkgs, shards fingerprint
+		err := scanDir(dir, &st.direntBuf, func(b []byte, typ byte) {
+			switch classify(b, typ) {
+			case pkgName:
+				pkgs.add(b)
+			case shardName:
+				shards.add(b)
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list subdir: %w", err)
+		}
+		if pkgs == st.pkgPrint && shards == st.shardPrint {
+			return st.onDisk, nil // nothing added or removed by hand
+		}
+	}
 	st.gen++
 	shardFiles := map[string]bool{}
 	var fresh []string // package files with no entry, or not yet statted
 	err := scanDir(dir, &st.direntBuf, func(b []byte, typ byte) {
-		switch {
-		case len(b) == 0 || b[0] == '.' || (typ != unix.DT_REG && typ != unix.DT_UNKNOWN):
-		case bytes.HasSuffix(b, []byte(shardSuffix)):
-			if string(b) != ShardIndexFile {
-				shardFiles[string(b)] = true
-			}
-		case bytes.HasSuffix(b, []byte(".conda")) || bytes.HasSuffix(b, []byte(".tar.bz2")):
+		switch classify(b, typ) {
+		case shardName:
+			shardFiles[string(b)] = true
+		case pkgName:
 			// The lookup with string(b) does not allocate: most names
 			// of a large subdir cost nothing more than this.
 			if old := st.entries[string(b)]; old != nil && st.statted {
@@ -367,6 +389,7 @@ func (st *subdirState) put(filename string, e *entry) {
 	st.remove(filename)
 	st.entries[filename] = e
 	st.dirty[filename] = true
+	st.pkgPrint.add([]byte(filename))
 	if e.Record == nil {
 		return
 	}
@@ -389,6 +412,7 @@ func (st *subdirState) remove(filename string) {
 	}
 	delete(st.entries, filename)
 	st.dirty[filename] = true
+	st.pkgPrint.sub([]byte(filename))
 	list := st.listOf(filename)
 	if i, found := slices.BinarySearchFunc(*list, filename, byName); found {
 		*list = slices.Delete(*list, i, i+1)
@@ -400,6 +424,56 @@ func (st *subdirState) remove(filename string) {
 			delete(st.byName, name)
 		}
 		st.dirtyNames[name] = true
+	}
+}
+
+// Kinds of directory entries for reconcile.
+const (
+	otherName = iota
+	pkgName
+	shardName
+)
+
+func classify(b []byte, typ byte) int {
+	switch {
+	case len(b) == 0 || b[0] == '.' || (typ != unix.DT_REG && typ != unix.DT_UNKNOWN):
+		return otherName
+	case bytes.HasSuffix(b, []byte(shardSuffix)):
+		if string(b) == ShardIndexFile {
+			return otherName
+		}
+		return shardName
+	case bytes.HasSuffix(b, []byte(".conda")) || bytes.HasSuffix(b, []byte(".tar.bz2")):
+		return pkgName
+	}
+	return otherName
+}
+
+// fingerprint is an order-independent digest of a set of names: their
+// count and the XOR of their FNV-1a hashes.
+type fingerprint struct {
+	n int
+	x uint64
+}
+
+func (f *fingerprint) add(b []byte) { f.n++; f.x ^= fnv64(b) }
+func (f *fingerprint) sub(b []byte) { f.n--; f.x ^= fnv64(b) }
+
+func fnv64(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}
+
+// setOnDisk records the shard files in the directory after a run.
+func (st *subdirState) setOnDisk(files map[string]bool) {
+	st.onDisk = files
+	st.shardPrint = fingerprint{}
+	for f := range files {
+		st.shardPrint.add([]byte(f))
 	}
 }
 
@@ -490,7 +564,9 @@ func (x *Writer) load(subdir string, st *subdirState) {
 		st.lines = -1
 	}
 	st.tarbz2, st.conda = nil, nil
+	st.pkgPrint = fingerprint{}
 	for fn, e := range st.entries {
+		st.pkgPrint.add([]byte(fn))
 		if e.Record != nil {
 			list := st.listOf(fn)
 			*list = append(*list, listed{fn, e})

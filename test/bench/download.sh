@@ -102,15 +102,17 @@ done
 pids_of() { case $1 in ours) echo "$OURS_PID" ;; nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" ;; esac; }
 reset_hwm() { for p in $(pids_of "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
 peak_kib() { local m=0; for p in $(pids_of "$1"); do v=$(awk '/^VmHWM/{print $2}' "/proc/$p/status"); ((v > m)) && m=$v; done; echo "$m"; }
+rss_kib() { local m=0; for p in $(pids_of "$1"); do v=$(awk '/^VmRSS/{print $2}' "/proc/$p/status"); ((v > m)) && m=$v; done; echo "$m"; }
 port_of() { case $1 in ours) echo "$P_OURS" ;; nginx) echo "$P_NGINX" ;; esac; }
 RESULTS=$W/results.jsonl
 
 measure() { # measure TARGET NAME RUN DLGEN-ARGS...
-	local target=$1 name=$2 r=$3 out
+	local target=$1 name=$2 r=$3 out before
 	shift 3
 	reset_hwm "$target"
+	before=$(rss_kib "$target")
 	out=$("$W/dlgen" -ca "$W/cert.pem" "$@")
-	python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(target='$target', workload='$name', run=$r, peak_rss_kib=$(peak_kib "$target")); print(json.dumps(d))" "$out" >>"$RESULTS"
+	python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(target='$target', workload='$name', run=$r, peak_rss_kib=$(peak_kib "$target"), rss_before_kib=$before); print(json.dumps(d))" "$out" >>"$RESULTS"
 }
 
 for r in $(seq "$RUNS"); do
@@ -167,8 +169,9 @@ for w in work:
     print(f"| {w} | {o:.2f} {unit} | {n:.2f} {unit} | {ratio:.2f}x |")
     if w == work[-1]:
         po = statistics.median(get("ours", x)["peak_rss_kib"] for x in runs) / 1024
+        bo = statistics.median(get("ours", x)["rss_before_kib"] for x in runs) / 1024
         pn = statistics.median(get("nginx", x)["peak_rss_kib"] for x in runs) / 1024
-        print(f"| {w}: peak RSS | {po:.1f} MiB | {pn:.1f} MiB (largest process) | |")
+        print(f"| {w}: peak RSS (RSS before it) | {po:.1f} MiB ({bo:.1f} MiB before: the process also holds the linux-64 index and what earlier workloads left) | {pn:.1f} MiB (largest process) | |")
     codes = {c for x in runs for t in ("ours", "nginx") for c in get(t, x)["codes"]}
     want = {"304"} if "304" in w else {"200"}
     if codes != want:
