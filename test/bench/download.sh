@@ -129,6 +129,22 @@ for r in $(seq "$RUNS"); do
 	done
 done
 
+# Serving alone: a second server whose channel holds only the large
+# package, so that its RSS is what serving costs.
+ALONE=$W/alone
+mkdir -p "$ALONE/noarch"
+ln "$CH/noarch/huge-1.0-0.conda" "$ALONE/noarch/"
+chown -R 65534:65534 "$ALONE"
+P_ALONE=$(free_port)
+sed -e "s|^write_dir = .*|write_dir = \"$ALONE\"|" -e "s|^listen = .*|listen = \"127.0.0.1:$P_ALONE\"|" "$W/config.toml" >"$W/alone.toml"
+"$W/server" --config "$W/alone.toml" 2>"$W/alone.log" &
+PIDS+=($!)
+ALONE_PID=$!
+for _ in $(seq 300); do curl -sfk -o /dev/null "https://127.0.0.1:$P_ALONE/healthz" && break; sleep 0.1; done
+alone_before=$(awk '/^VmRSS/{print $2}' "/proc/$ALONE_PID/status")
+"$W/dlgen" -ca "$W/cert.pem" -url "https://127.0.0.1:$P_ALONE/noarch/huge-1.0-0.conda" -c 8 -n 8 >/dev/null
+alone_peak=$(awk '/^VmHWM/{print $2}' "/proc/$ALONE_PID/status")
+
 # Uploads while downloads run: uploads of $BIG at c=1, alone and with 8
 # clients downloading the big package meanwhile.
 up() { "$W/loadgen" -url "https://127.0.0.1:$P_OURS/" -target ours -token "$TOKEN" -c 1 -n "$N_BIG" -size "$BIG" -prefix "up$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["goodput_mb_s"])'; }
@@ -144,11 +160,12 @@ for r in $(seq "$RUNS"); do
 	find "$CH/linux-64" -name 'up*' -delete
 done
 
-python3 - "$RESULTS" "${alone[*]}" "${busy[*]}" <<'REPORT'
+python3 - "$RESULTS" "${alone[*]}" "${busy[*]}" "$alone_before" "$alone_peak" "$HUGE" <<'REPORT'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 alone = [float(x) for x in sys.argv[2].split()]
 busy = [float(x) for x in sys.argv[3].split()]
+alone_before, alone_peak, huge = int(sys.argv[4]) / 1024, int(sys.argv[5]) / 1024, sys.argv[6]
 work = []
 for r in rows:
     if r["workload"] not in work:
@@ -177,6 +194,7 @@ for w in work:
     if codes != want:
         print(f"| {w}: status codes {sorted(codes)}, want {sorted(want)} | | | |")
         bad = True
+print(f"| {huge} c=8, a server that holds only that file: peak RSS | {alone_peak:.1f} MiB ({alone_before:.1f} MiB before) | | |")
 ratios = [b / a for a, b in zip(alone, busy)]
 print(f"| uploads at c=1 with 8 downloads running | {statistics.median(busy):.0f} MB/s | alone: {statistics.median(alone):.0f} MB/s | {statistics.median(ratios):.2f}x of alone |")
 sys.exit(1 if bad else 0)

@@ -4,7 +4,8 @@
 # same client (test/bench/loadgen) in alternating runs, on this machine.
 # Prints a Markdown table of medians with ratios computed run by run.
 #
-# Usage: test/bench/run.sh            full suite (about 12 minutes on 2 cores)
+# Usage: test/bench/run.sh            full suite (about 25 minutes on 2 cores,
+#                                     with index-scale.sh and download.sh)
 #        QUICK=1 test/bench/run.sh    smoke run: small sizes, one run (CI)
 #        PROFILE=1 test/bench/run.sh  also profile the server with perf
 # Run as root (the server drops to nobody; nginx is installed if missing).
@@ -269,9 +270,12 @@ fi
 grep -c ' err=""' "$W/server.log" >/dev/null || true
 echo "bench: all workloads ran" >&2
 
-# Index files at scale (repodata.json, .zst, shards, run_exports.json).
+# Index files at scale (repodata.json, .zst, shards, run_exports.json),
+# and serving the channel against nginx.
 if [[ -n ${QUICK:-} ]]; then
 	./test/bench/index-scale.sh 1000
+	QUICK=1 ./test/bench/download.sh
 else
 	./test/bench/index-scale.sh 100000
+	./test/bench/download.sh
 fi
