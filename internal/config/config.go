@@ -372,35 +372,7 @@ func (c *Config) Validate() error {
 	if _, err := c.ListenAddr(); err != nil {
 		add("%v", err)
 	}
-	if c.ListenDownload != "" {
-		if _, err := (&Config{Listen: c.ListenDownload, Port: c.Port}).ListenAddr(); err != nil {
-			add("listen_download: %v", err)
-		}
-	}
-	if !channelName.MatchString(c.ChannelName) {
-		add("channel_name %q: want 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", c.ChannelName)
-	}
-	names := map[string]bool{}
-	for i, p := range c.TrustedPublishers {
-		if err := p.check(); err != nil {
-			add("trusted_publishers[%d] (%s): %v", i, p.Name, err)
-		}
-		if names[p.Name] {
-			add("trusted_publishers: the name %q is used twice", p.Name)
-		}
-		names[p.Name] = true
-	}
-	if c.OIDC.TokenTTL <= 0 || c.OIDC.TokenTTL > Duration(trusted.MaxTokenTTL) {
-		add("oidc.token_ttl must be between 0 and %s", trusted.MaxTokenTTL)
-	}
-	if c.Download.RateWhileUploading < 0 {
-		add("download.rate_while_uploading must not be negative")
-	}
-	switch c.Download.Access {
-	case "public", "token":
-	default:
-		add("download.access %q: want public or token", c.Download.Access)
-	}
+	c.validateServing(add)
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add("certfile and keyfile must be set together")
 	}
@@ -486,6 +458,40 @@ func (c *Config) Validate() error {
 }
 
 var channelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// validateServing checks the settings of serving the channel, of the
+// upload protocols and of trusted publishing.
+func (c *Config) validateServing(add func(format string, args ...any)) {
+	if c.ListenDownload != "" {
+		if _, err := (&Config{Listen: c.ListenDownload, Port: c.Port}).ListenAddr(); err != nil {
+			add("listen_download: %v", err)
+		}
+	}
+	if !channelName.MatchString(c.ChannelName) {
+		add("channel_name %q: want 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", c.ChannelName)
+	}
+	names := map[string]bool{}
+	for i, p := range c.TrustedPublishers {
+		if err := p.check(); err != nil {
+			add("trusted_publishers[%d] (%s): %v", i, p.Name, err)
+		}
+		if names[p.Name] {
+			add("trusted_publishers: the name %q is used twice", p.Name)
+		}
+		names[p.Name] = true
+	}
+	if c.OIDC.TokenTTL <= 0 || c.OIDC.TokenTTL > Duration(trusted.MaxTokenTTL) {
+		add("oidc.token_ttl must be between 0 and %s", trusted.MaxTokenTTL)
+	}
+	if c.Download.RateWhileUploading < 0 {
+		add("download.rate_while_uploading must not be negative")
+	}
+	switch c.Download.Access {
+	case "public", "token":
+	default:
+		add("download.access %q: want public or token", c.Download.Access)
+	}
+}
 
 // ListenAddr returns the host:port to bind when the service manager
 // passes no socket.
