@@ -68,7 +68,7 @@ if [[ -n $unformatted ]]; then
 fi
 
 echo "== shellcheck"
-shellcheck .ci/run test/*.sh test/e2e/*.sh
+shellcheck -x .ci/run test/*.sh test/e2e/*.sh test/bench/*.sh
 
 echo "== go vet"
 go vet ./...

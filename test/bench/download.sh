@@ -11,21 +11,9 @@
 # Run as root (the server drops to nobody; nginx is installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 1; }
-command -v nginx >/dev/null || {
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
-}
-W=$(mktemp -d /var/tmp/conda-download-bench.XXXXXX)
-chmod 755 "$W"
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$W"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=test/bench/lib.sh
+. test/bench/lib.sh
+bench_init conda-download-bench
 
 if [[ -n ${QUICK:-} ]]; then
 	RUNS=1 BIG=20MiB HUGE=64MiB N_BIG=2 N_SMALL=20 N_304=50 SCALE=1000
@@ -39,9 +27,7 @@ echo "building" >&2
 CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
 go build -o "$W/dlgen" ./test/bench/dlgen
 go build -o "$W/loadgen" ./test/bench/loadgen
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-	-addext subjectAltName=IP:127.0.0.1 -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-chmod 644 "$W/key.pem"
+bench_cert
 
 # One channel for both servers: three packages to download, and a
 # linux-64 of $SCALE packages for repodata.json revalidation.

@@ -10,6 +10,8 @@
 # Usage: test/bench/index-scale.sh [N]   (default 100000; run as root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=test/bench/lib.sh
+. test/bench/lib.sh
 N=${1:-100000}
 count=15
 [[ $N == 100000 ]] || count=3
@@ -35,7 +37,7 @@ ROOT=${TMPDIR:-/tmp}/conda-upload-server-bench/n$N-v1
 [[ -f $ROOT/.built ]] || { echo "no channel at $ROOT: the Go benchmarks above build it" >&2; exit 1; }
 CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
 go run ./test/mkpkg -o "$W/scale-probe-1.0-0.conda" -subdir linux-64
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 start=$(date +%s.%N)
 "$W/server" --dev --listen 127.0.0.1 -p "$PORT" -d "$ROOT" >"$W/out" 2>"$W/log" &
 PID=$!

@@ -11,32 +11,16 @@
 # Run as root (the server drops to nobody; nginx is installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 1; }
-command -v nginx >/dev/null || {
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
-}
-command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
-
-W=$(mktemp -d /var/tmp/conda-upload-bench.XXXXXX)
-chmod 755 "$W"
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$W"
-}
-trap cleanup EXIT
+# shellcheck source=test/bench/lib.sh
+. test/bench/lib.sh
+bench_init conda-upload-bench
 
 echo "building" >&2
 CGO_ENABLED=0 go build -o "$W/server" ./cmd/conda-upload-server
 go build -o "$W/loadgen" ./test/bench/loadgen
 go build -o "$W/sink" ./test/bench/sink
 go build -o "$W/delay" ./test/bench/delay
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-	-keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-chmod 644 "$W/key.pem"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_cert
 
 # conda-upload-server, as it would run: dropped to nobody, Landlock on.
 TOKEN=bench-$RANDOM$RANDOM
