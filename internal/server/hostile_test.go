@@ -193,6 +193,7 @@ func TestHostileCatalogue(t *testing.T) {
 		{name: "quoted-printable artifact", body: strings.Replace(rawForm, `filename="demo-1.0-0.conda"`+"\r\n", `filename="demo-1.0-0.conda"`+"\r\nContent-Transfer-Encoding: quoted-printable\r\n", 1) + "=50=4B\r\n--" + boundary + "--\r\n", status: 400, reason: "Content-Transfer-Encoding"},
 		{name: "32 KiB part header", body: strings.Replace(rawForm, `filename="demo-1.0-0.conda"`+"\r\n", `filename="demo-1.0-0.conda"`+"\r\nX-Pad: "+strings.Repeat("p", 32<<10)+"\r\n", 1) + string(conda) + "\r\n--" + boundary + "--\r\n", status: 400, reason: "header is longer"},
 		{name: "junk after the last boundary", body: rawForm + string(conda) + "\r\n--" + boundary + "--junk", status: 400, reason: "must end in CRLF"},
+		{name: "8 KiB after the closing boundary", body: rawForm + string(conda) + "\r\n--" + boundary + "--\r\n" + strings.Repeat("e", 8<<10), status: 400, reason: "data after the end"},
 		{name: "huge header", raw: func(e *env) int {
 			return e.rawPost(t, "POST / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("h", 2<<20)+"\r\n\r\n", nil)
 		}, status: 431},

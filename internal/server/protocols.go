@@ -229,10 +229,8 @@ func (s *Server) receivePrefix(w http.ResponseWriter, r *http.Request, arrived f
 	if in == nil {
 		return nil, newError(http.StatusBadRequest, "no part named file in the form")
 	}
-	if n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1)); err != nil {
-		return nil, readError(err)
-	} else if n > maxFieldLen {
-		return nil, newError(http.StatusBadRequest, "data after the end of the multipart form")
+	if err := formEnd(mr); err != nil {
+		return nil, err
 	}
 	return s.publish(r.Context(), in, token, lf, arrived, p)
 }

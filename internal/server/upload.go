@@ -153,13 +153,8 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 	if in == nil {
 		return nil, newError(http.StatusBadRequest, "no artifact field in the form")
 	}
-	// The form ended; so must the body, as its length said. A body cut
-	// short of its Content-Length (or chunked encoding) is refused even if
-	// the form inside it looked complete.
-	if n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1)); err != nil {
-		return nil, readError(err)
-	} else if n > maxFieldLen {
-		return nil, newError(http.StatusBadRequest, "data after the end of the multipart form")
+	if err := formEnd(mr); err != nil {
+		return nil, err
 	}
 	return s.publish(r.Context(), in, *token, lf, arrived, publishing{sha256: sum, sha256From: "the sha256 form field"})
 }
@@ -420,4 +415,20 @@ func (c countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.m.Received(int64(n))
 	return n, err
+}
+
+// formEnd reads what follows the form's closing boundary. The form ended;
+// so must the body, as its length said: a body cut short of its
+// Content-Length (or its chunked encoding) is refused even if the form
+// inside it looked complete, and so is more than maxFieldLen of trailing
+// data.
+func formEnd(mr *form.Reader) error {
+	n, err := io.Copy(io.Discard, io.LimitReader(mr.Epilogue(), maxFieldLen+1))
+	if err != nil {
+		return readError(err)
+	}
+	if n > maxFieldLen {
+		return newError(http.StatusBadRequest, "data after the end of the multipart form")
+	}
+	return nil
 }
