@@ -169,3 +169,39 @@ func TestParseByteSize(t *testing.T) {
 		}
 	}
 }
+
+// TestSectionDefaults: a section that sets one key keeps the defaults of
+// the keys it leaves out.
+func TestSectionDefaults(t *testing.T) {
+	for _, tt := range []struct {
+		name, toml string
+		check      func(*config.Config) bool
+	}{
+		{"download enabled only", "[download]\nenabled = true\n", func(c *config.Config) bool {
+			return c.Download.Enabled && c.Download.Access == "public" && c.Download.RateWhileUploading == 32<<20
+		}},
+		{"download pacing off", "[download]\nrate_while_uploading = \"0\"\n", func(c *config.Config) bool {
+			return c.Download.RateWhileUploading == 0 && c.Download.Access == "public"
+		}},
+		{"index zst off only", "[index]\nzst = false\n", func(c *config.Config) bool {
+			return !c.Index.Zst && c.Index.Shards && c.Index.RunExports && c.Index.ShardRetention.D() == 6*time.Hour && c.Index.Wait
+		}},
+		{"metrics disabled only", "[metrics]\nenabled = false\n", func(c *config.Config) bool {
+			return !c.Metrics.Enabled && len(c.Metrics.Allow) == 2
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "c.toml")
+			if err := os.WriteFile(f, []byte(tt.toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c, err := config.Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("defaults lost: download %+v, index %+v, metrics %+v", c.Download, c.Index, c.Metrics)
+			}
+		})
+	}
+}
