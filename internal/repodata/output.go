@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+	"github.com/conda-upload-server/conda-upload-server/internal/patch"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,10 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 	prepared := make(chan struct{})
 	go func() {
 		defer close(prepared)
-		repodata := renderRepodata(nil, subdir, st)
+		var repodata []byte
+		if repodata, prepErr = renderRepodata(nil, subdir, st); prepErr != nil {
+			return
+		}
 		if jsonFile, prepErr = atomicfile.Prepare(filepath.Join(dir, "repodata.json"), repodata); prepErr != nil {
 			return
 		}
@@ -147,9 +151,12 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 		if len(files) == 0 {
 			continue
 		}
-		sh, err := x.encodeShard(slices.Sorted(maps.Keys(files)), st.entries)
+		sh, ok, err := x.encodeShard(slices.Sorted(maps.Keys(files)), st.entries, st.plan)
 		if err != nil {
 			return nil, fmt.Errorf("shard %s: %w", name, err)
+		}
+		if !ok {
+			continue // every file of the name is removed by a patch
 		}
 		refs[name] = sh
 		if !onDisk[sh.file()] {
@@ -313,8 +320,8 @@ func appendRunExports(b []byte, list []listed) []byte {
 }
 
 // renderRepodata writes the subdir document in conda-index's layout, with
-// records in filename order.
-func renderRepodata(b []byte, subdir string, st *subdirState) []byte {
+// records in filename order, patched by the subdir's instructions.
+func renderRepodata(b []byte, subdir string, st *subdirState) ([]byte, error) {
 	size := 128
 	for _, list := range [][]listed{st.tarbz2, st.conda} {
 		for _, l := range list {
@@ -326,24 +333,52 @@ func renderRepodata(b []byte, subdir string, st *subdirState) []byte {
 	b = append(b, `{"info":{"subdir":`...)
 	b = append(b, sub...)
 	b = append(b, `},"packages":`...)
-	b = appendRecords(b, st.tarbz2)
+	var removed []string
+	var err error
+	if b, err = appendRecords(b, st.tarbz2, st.plan, &removed); err != nil {
+		return nil, err
+	}
 	b = append(b, `,"packages.conda":`...)
-	b = appendRecords(b, st.conda)
-	b = append(b, `,"removed":[],"repodata_version":1}`...)
-	return b
-}
-
-func appendRecords(b []byte, list []listed) []byte {
-	b = append(b, '{')
-	for i, l := range list {
+	if b, err = appendRecords(b, st.conda, st.plan, &removed); err != nil {
+		return nil, err
+	}
+	slices.Sort(removed)
+	b = append(b, `,"removed":[`...)
+	for i, fn := range removed {
 		if i > 0 {
 			b = append(b, ',')
 		}
+		b = appendString(b, fn)
+	}
+	b = append(b, `],"repodata_version":1}`...)
+	return b, nil
+}
+
+func appendRecords(b []byte, list []listed, plan *patch.Plan, removed *[]string) ([]byte, error) {
+	b = append(b, '{')
+	first := true
+	for _, l := range list {
+		rec := l.e.Record
+		if plan.Len() > 0 {
+			var gone bool
+			var err error
+			if rec, gone, err = plan.Apply(l.name, rec); err != nil {
+				return nil, err
+			}
+			if gone {
+				*removed = append(*removed, l.name)
+				continue
+			}
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
 		b = appendString(b, l.name)
 		b = append(b, ':')
-		b = append(b, l.e.Record...)
+		b = append(b, rec...)
 	}
-	return append(b, '}')
+	return append(b, '}'), nil
 }
 
 // appendString appends s as a JSON string. Package filenames are plain

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/patch"
 )
 
 // CEP-16 sharded repodata, as conda-index 0.6+ writes it with
@@ -107,14 +109,24 @@ type shard struct {
 
 func (s shard) file() string { return hex.EncodeToString(s.sum[:]) + shardSuffix }
 
-// encodeShard builds the shard of one package name from its entries.
-func (x *Writer) encodeShard(names []string, entries map[string]*entry) (shard, error) {
+// encodeShard builds the shard of one package name from its entries, as
+// plan patches them. It returns false if the plan removes them all.
+func (x *Writer) encodeShard(names []string, entries map[string]*entry, plan *patch.Plan) (shard, bool, error) {
 	doc := map[string]any{"packages": map[string]any{}, "packages.conda": map[string]any{}}
+	kept := 0
 	for _, fn := range names {
 		e := entries[fn]
-		rec, err := shardRecord(e.Record, e.RunExports)
+		record, gone, err := plan.Apply(fn, e.Record)
 		if err != nil {
-			return shard{}, fmt.Errorf("%s: %w", fn, err)
+			return shard{}, false, err
+		}
+		if gone {
+			continue
+		}
+		kept++
+		rec, err := shardRecord(record, e.RunExports)
+		if err != nil {
+			return shard{}, false, fmt.Errorf("%s: %w", fn, err)
 		}
 		key := "packages"
 		if strings.HasSuffix(fn, ".conda") {
@@ -122,12 +134,15 @@ func (x *Writer) encodeShard(names []string, entries map[string]*entry) (shard, 
 		}
 		doc[key].(map[string]any)[fn] = rec
 	}
+	if kept == 0 {
+		return shard{}, false, nil
+	}
 	raw, err := packb(doc)
 	if err != nil {
-		return shard{}, err
+		return shard{}, false, err
 	}
 	data := x.zstd.EncodeAll(raw, nil)
-	return shard{data: data, sum: sha256.Sum256(data)}, nil
+	return shard{data: data, sum: sha256.Sum256(data)}, true, nil
 }
 
 // encodeShardIndex builds repodata_shards.msgpack.zst.

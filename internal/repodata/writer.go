@@ -30,6 +30,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/patch"
 )
 
 // CacheDir is the hidden folder inside each subdir that holds the cache.
@@ -166,6 +167,11 @@ type subdirState struct {
 	dirtyNames map[string]bool
 	// orphans are shard files no index refers to, since when.
 	orphans map[string]time.Time
+	// patchRaw is the subdir's patch_instructions.json as last applied,
+	// and plan what it does; every shard is encoded again when it
+	// changes.
+	patchRaw []byte
+	plan     *patch.Plan
 }
 
 // New returns a Writer for the channel at root.
@@ -250,7 +256,10 @@ func (x *Writer) Run(ctx context.Context, subdir string) error {
 	if err != nil {
 		return err
 	}
-	if err := x.write(dir, subdir, st, shardFiles); err != nil {
+	if err := x.loadPatch(dir, st); err != nil {
+		return err
+	}
+	if err := x.write(dir, filepath.Base(subdir), st, shardFiles); err != nil {
 		st.onDisk = nil // list it whole next time
 		return err
 	}
@@ -258,6 +267,35 @@ func (x *Writer) Run(ctx context.Context, subdir string) error {
 	if err := x.save(dir, st); err != nil {
 		// The cache is only an optimisation: the index is written.
 		x.log.Warn("cannot save index cache", "subdir", subdir, "err", err)
+	}
+	return nil
+}
+
+// loadPatch reads the subdir's patch instructions. A file that cannot be
+// read or parsed fails the run, rather than publish an unpatched index
+// that would bring back what it removed.
+func (x *Writer) loadPatch(dir string, st *subdirState) error {
+	raw, err := os.ReadFile(filepath.Join(dir, patch.FileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		raw, err = nil, nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", patch.FileName, err)
+	}
+	if bytes.Equal(raw, st.patchRaw) && (raw == nil) == (st.patchRaw == nil) {
+		return nil
+	}
+	var plan *patch.Plan
+	if raw != nil {
+		in, err := patch.Parse(raw, false)
+		if err != nil {
+			return err
+		}
+		plan = in.Plan()
+	}
+	st.patchRaw, st.plan = raw, plan
+	for name := range st.byName {
+		st.dirtyNames[name] = true
 	}
 	return nil
 }
