@@ -4,7 +4,9 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -42,6 +44,21 @@ func Write(path string, data []byte) (err error) {
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// RemoveStale deletes the temp files (.<name>.tmp-*) that a crash left in
+// dir. It is for the start, before anything writes there.
+func RemoveStale(dir string) error {
+	matches, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	if err != nil {
+		return err
+	}
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // SyncDir makes the entries of dir durable.

@@ -1,6 +1,7 @@
-// Package audit keeps one record per upload attempt, accepted or refused:
-// who (address and token name, never the token), what (filename, subdir,
-// size, sha256) and the outcome.
+// Package audit keeps one record per upload attempt or admin change,
+// accepted or refused: who (address and token name, never the token), what
+// (filename, label, subdir, size, sha256, and an admin call with its
+// target and reason) and the outcome.
 //
 // To a file, each record is one JSON line, appended and fsynced before the
 // response is sent, so that the log survives a crash of the server or the
@@ -25,12 +26,14 @@ type Record struct {
 	Remote   string    `json:"remote"`
 	Token    string    `json:"token,omitempty"`
 	Filename string    `json:"filename,omitempty"`
-	Subdir   string    `json:"subdir,omitempty"`
-	Size     int64     `json:"size,omitempty"`
-	SHA256   string    `json:"sha256,omitempty"`
-	Status   int       `json:"status"`
-	Result   string    `json:"result"`
-	Error    string    `json:"error,omitempty"`
+	// Label is the label uploaded to or changed ("main" is the root).
+	Label  string `json:"label,omitempty"`
+	Subdir string `json:"subdir,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Status int    `json:"status"`
+	Result string `json:"result"`
+	Error  string `json:"error,omitempty"`
 	// Protocol is how the package came: form (POST /), quetz, prefix or
 	// artifactory.
 	Protocol string `json:"protocol,omitempty"`
@@ -39,6 +42,12 @@ type Record struct {
 	Replaced string `json:"replaced,omitempty"`
 	// OIDC is the CI job that uploaded with its OIDC identity.
 	OIDC *OIDC `json:"oidc,omitempty"`
+	// Call is the admin API call (copy, move, yank, unyank, delete,
+	// patch-put, patch-delete); To is a copy's or move's target label,
+	// and Reason a yank's.
+	Call   string `json:"call,omitempty"`
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // OIDC is a trusted publisher's identity in an audit record.

@@ -36,10 +36,19 @@ const (
 	// ScopeOverwrite lets an upload with force=true replace a different
 	// package of the same name (the old bytes are kept in .trash/).
 	ScopeOverwrite = "overwrite"
+	// The admin API's scopes, one per kind of change: list a label's
+	// files (read), copy or move between labels (promote), yank and
+	// unyank, delete, and set a label's repodata patch.
+	ScopePromote = "promote"
+	ScopeYank    = "yank"
+	ScopeDelete  = "delete"
+	ScopePatch   = "patch"
 )
 
 // KnownScopes returns every scope name, in a new slice.
-func KnownScopes() []string { return []string{ScopeUpload, ScopeRead, ScopeOverwrite} }
+func KnownScopes() []string {
+	return []string{ScopeUpload, ScopeRead, ScopeOverwrite, ScopePromote, ScopeYank, ScopeDelete, ScopePatch}
+}
 
 // Token is a named token hash with its scopes, optionally limited to some
 // subdirs and to a time before Expires.
@@ -50,6 +59,9 @@ type Token struct {
 	Scopes []string
 	// Subdirs, if not empty, are the only subdirs the token may upload to.
 	Subdirs []string
+	// Labels, if not empty, are the only labels the token may upload to
+	// or change ("main" is the channel root).
+	Labels []string
 	// Expires, if not zero, is when the token stops being accepted.
 	Expires time.Time
 }
@@ -68,6 +80,11 @@ func (t Token) Can(scope string) bool {
 // Allows reports whether the token may upload to subdir.
 func (t Token) Allows(subdir string) bool {
 	return len(t.Subdirs) == 0 || slices.Contains(t.Subdirs, subdir)
+}
+
+// AllowsLabel reports whether the token may upload to or change label.
+func (t Token) AllowsLabel(label string) bool {
+	return len(t.Labels) == 0 || slices.Contains(t.Labels, label)
 }
 
 // Hash returns the hex hash of token under salt.

@@ -7,7 +7,8 @@
 // path: a known platform subdir, and in it a package filename or one of
 // the index files. Everything else is absent, whatever the file system
 // holds: dot-files and dot-folders (.incoming, .index-cache, temp files),
-// unknown folders, and symlinks of any kind. Files are opened through an
+// unknown folders, and symlinks of any kind. A label (label/<name>/) is a
+// channel of its own, under the same rules. Files are opened through an
 // os.Root of the channel directory with O_NOFOLLOW, so that even a name
 // the allow-list accepts can never lead outside the channel.
 package channel
@@ -28,6 +29,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
 // ErrNotFound is returned for anything that is not a public file of the
@@ -99,6 +101,23 @@ func resolve(rel string) (kind, error) {
 		if (p == "" && i != len(parts)-1) || strings.HasPrefix(p, ".") || len(p) > 255 {
 			return 0, ErrNotFound
 		}
+	}
+	if parts[0] == store.LabelDir {
+		// Labels: /label/ lists them, /label/<L>/ is a channel of its
+		// own.
+		switch {
+		case len(parts) == 1:
+			return redirect, nil
+		case len(parts) == 2 && parts[1] == "":
+			return listing, nil
+		case !store.ValidLabel(parts[1]):
+			return 0, ErrNotFound
+		case len(parts) == 2:
+			return redirect, nil
+		case len(parts) == 3 && parts[2] == "":
+			return listing, nil
+		}
+		parts = parts[2:]
 	}
 	switch {
 	case len(parts) == 1 && parts[0] == "channeldata.json":
@@ -267,8 +286,8 @@ func (j *jsonErrors) ReadFrom(src io.Reader) (int64, error) {
 
 func (j *jsonErrors) Unwrap() http.ResponseWriter { return j.ResponseWriter }
 
-// list writes a small HTML page of the subdirs, or of a subdir's public
-// files, for a person with a browser.
+// list writes a small HTML page of the subdirs (and labels), or of a
+// subdir's public files, for a person with a browser.
 func (c *Channel) list(w http.ResponseWriter, r *http.Request, subdir string) error {
 	type row struct {
 		name string
@@ -300,7 +319,7 @@ func (c *Channel) list(w http.ResponseWriter, r *http.Request, subdir string) er
 		}
 		k, err := resolve(rel)
 		switch {
-		case subdir == "" && de.IsDir() && k == redirect && err == nil:
+		case de.IsDir() && k == redirect && err == nil:
 			rows = append(rows, row{name: name + "/"})
 		case err == nil && k != redirect && k != listing && de.Type().IsRegular():
 			if fi, err := de.Info(); err == nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
 
@@ -170,8 +171,8 @@ func (p TrustedPublisherConfig) check() error {
 		}
 	}
 	for _, l := range p.Labels {
-		if l != "main" {
-			add("labels: only \"main\" exists (labels are not implemented yet)")
+		if !store.ValidLabel(l) {
+			add("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
 	for _, f := range []string{p.JWKSFile, p.CAFile} {
@@ -187,7 +188,7 @@ func (c *Config) Publishers() []trusted.Publisher {
 	var out []trusted.Publisher
 	for _, p := range c.TrustedPublishers {
 		out = append(out, trusted.Publisher{Name: p.Name, Issuer: p.Issuer, Audiences: p.Audiences, Claims: p.Claims,
-			Subdirs: p.Subdirs, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
+			Subdirs: p.Subdirs, Labels: p.Labels, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
 	}
 	return out
 }
@@ -213,10 +214,15 @@ type SandboxConfig struct {
 type TokenConfig struct {
 	Name string `toml:"name"`
 	Hash string `toml:"hash"`
-	// Scopes are what the token may do: "upload" (the default) and
-	// "read" (downloads from a token-access channel).
-	Scopes  []string  `toml:"scopes"`
-	Subdirs []string  `toml:"subdirs"`
+	// Scopes are what the token may do: "upload" (the default),
+	// "read" (downloads from a token-access channel, and listing a
+	// label), "overwrite", and the admin API's "promote", "yank",
+	// "delete" and "patch".
+	Scopes  []string `toml:"scopes"`
+	Subdirs []string `toml:"subdirs"`
+	// Labels, if set, are the only labels the token may upload to or
+	// change; "main" is the channel root.
+	Labels  []string  `toml:"labels"`
 	Expires time.Time `toml:"expires"`
 }
 
@@ -264,6 +270,11 @@ func (t TokenConfig) check() error {
 			return fmt.Errorf("subdirs: %q is not a conda platform subdir", s)
 		}
 	}
+	for _, l := range t.Labels {
+		if !store.ValidLabel(l) {
+			return fmt.Errorf("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
+		}
+	}
 	return nil
 }
 
@@ -272,7 +283,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Expires: t.Expires}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.

@@ -16,6 +16,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -62,6 +63,7 @@ func (d *daemon) build(ctx context.Context) error {
 	}
 	d.sched = index.New(runner, d.log, opts...)
 	d.onClose(d.sched.Close)
+	d.lifecycle = lifecycle.New(d.store)
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
@@ -90,7 +92,7 @@ func (d *daemon) build(ctx context.Context) error {
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
-		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier,
+		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier, Lifecycle: d.lifecycle,
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.
@@ -152,32 +154,49 @@ func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 }
 
 // indexAtStart removes temp files left by a crash and brings the index of
-// every existing subdir, and noarch, up to date with the disk, so that
-// packages added or removed by hand while the server was down are seen.
-// conda index is slow: with it, only a missing noarch index is written
-// now, and other subdirs on their next upload.
+// every existing subdir of every label, and each label's noarch, up to
+// date with the disk, so that packages added or removed by hand (or by a
+// change a crash interrupted) while the server was down are seen. Each
+// subdir's patch_instructions.json is derived again from its yanks and
+// patch first. conda index is slow: with it, only a missing noarch index
+// is written now, and other subdirs on their next change.
 func (d *daemon) indexAtStart(ctx context.Context) error {
-	subdirs := []string{"noarch"}
-	for _, s := range d.cfg.AllowedSubdirs {
-		if fi, err := os.Stat(filepath.Join(d.writeDir, s)); s != "noarch" && err == nil && fi.IsDir() {
-			subdirs = append(subdirs, s)
+	labels := []string{store.MainLabel}
+	if des, err := os.ReadDir(filepath.Join(d.writeDir, store.LabelDir)); err == nil {
+		for _, de := range des {
+			if de.IsDir() && store.ValidLabel(de.Name()) {
+				labels = append(labels, de.Name())
+			}
+		}
+	}
+	var dirs []string
+	for _, label := range labels {
+		dirs = append(dirs, store.Dir(label, "noarch"))
+		for _, s := range d.cfg.AllowedSubdirs {
+			dir := store.Dir(label, s)
+			if fi, err := os.Stat(filepath.Join(d.writeDir, dir)); s != "noarch" && err == nil && fi.IsDir() {
+				dirs = append(dirs, dir)
+			}
 		}
 	}
 	start := time.Now()
-	for _, s := range subdirs {
-		if err := repodata.RemoveStaleTemps(filepath.Join(d.writeDir, s)); err != nil {
-			return fmt.Errorf("clean %s: %w", s, err)
+	for _, dir := range dirs {
+		if err := repodata.RemoveStaleTemps(filepath.Join(d.writeDir, dir)); err != nil {
+			return fmt.Errorf("clean %s: %w", dir, err)
+		}
+		if err := d.lifecycle.Refresh(dir); err != nil {
+			return fmt.Errorf("patch instructions of %s: %w", dir, err)
 		}
 		if d.cfg.CondaExe != "" {
-			_, err := os.Stat(filepath.Join(d.writeDir, s, "repodata.json"))
-			if s != "noarch" || !errors.Is(err, fs.ErrNotExist) {
+			_, err := os.Stat(filepath.Join(d.writeDir, dir, "repodata.json"))
+			if filepath.Base(dir) != "noarch" || !errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 		}
-		if err := d.sched.Index(ctx, s); err != nil {
-			return fmt.Errorf("index %s at start: %w", s, err)
+		if err := d.sched.Index(ctx, dir); err != nil {
+			return fmt.Errorf("index %s at start: %w", dir, err)
 		}
 	}
-	d.log.Info("channel index checked", "subdirs", slices.Clip(subdirs), "duration", time.Since(start).Round(time.Millisecond))
+	d.log.Info("channel index checked", "labels", len(labels), "subdirs", slices.Clip(dirs), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -92,6 +93,7 @@ type daemon struct {
 	store      *store.Store
 	indexerTmp string
 	sched      *index.Scheduler
+	lifecycle  *lifecycle.Manager
 	metrics    *metrics.Metrics
 	srv        *server.Server
 	conns      *server.ConnLimiter

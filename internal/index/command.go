@@ -28,11 +28,16 @@ type Command struct {
 // Name implements Runner.
 func (Command) Name() string { return "conda" }
 
-// args fills in the template.
-func (c Command) args(subdir string) []string {
+// args fills in the template. A label's subdir (label/<L>/<subdir>) is
+// indexed as a channel of its own: {channel} is the label's folder.
+func (c Command) args(dir string) []string {
+	channel, subdir := c.Channel, dir
+	if i := strings.LastIndexByte(dir, '/'); i >= 0 {
+		channel, subdir = filepath.Join(c.Channel, dir[:i]), dir[i+1:]
+	}
 	out := make([]string, len(c.Argv))
 	for i, a := range c.Argv {
-		a = strings.ReplaceAll(a, "{channel}", c.Channel)
+		a = strings.ReplaceAll(a, "{channel}", channel)
 		out[i] = strings.ReplaceAll(a, "{subdir}", subdir)
 	}
 	return out

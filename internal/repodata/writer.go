@@ -720,14 +720,8 @@ func (x *Writer) save(dir string, st *subdirState) error {
 // cache folder. It is called at start, before any update runs.
 func RemoveStaleTemps(subdirPath string) error {
 	for _, dir := range []string{subdirPath, filepath.Join(subdirPath, CacheDir)} {
-		matches, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
-		if err != nil {
+		if err := atomicfile.RemoveStale(dir); err != nil {
 			return err
-		}
-		for _, m := range matches {
-			if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
 		}
 	}
 	return nil

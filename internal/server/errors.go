@@ -11,6 +11,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
+	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
@@ -66,6 +67,8 @@ func errorOf(err error) *Error {
 		return e
 	case condapkg.IsInvalid(err):
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}
+	case errors.Is(err, lifecycle.ErrNoPackage) || errors.Is(err, lifecycle.ErrNoLabel) || errors.Is(err, lifecycle.ErrNoPatch):
+		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}
 	case errors.Is(err, store.ErrExists):
 		return &Error{Status: http.StatusConflict, Reason: "conflict", Msg: err.Error(), Err: err}
 	case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
@@ -133,6 +136,8 @@ func reasonOf(status int) string {
 		return "conflict"
 	case http.StatusRequestEntityTooLarge:
 		return "too_large"
+	case http.StatusUnsupportedMediaType:
+		return "bad_request"
 	case http.StatusTooManyRequests:
 		return "rate_limited"
 	case http.StatusInternalServerError:

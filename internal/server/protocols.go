@@ -13,6 +13,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
 // The upload protocols of rattler-build and pixi (conda/rattler,
@@ -25,12 +26,17 @@ import (
 // is a few KiB).
 const maxAttestation = 1 << 20
 
-// channelError refuses a {channel} that is not this server's.
-func (s *Server) checkChannel(name string) error {
+// channelLabel reads the {channel} of a quetz or prefix.dev path: the
+// server's channel_name means main, and any other label name a label
+// (with the admin API on, which labels belong to).
+func (s *Server) channelLabel(name string) (string, error) {
 	if name == s.o.ChannelName {
-		return nil
+		return store.MainLabel, nil
 	}
-	return newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.ChannelName))
+	if s.o.Lifecycle != nil && store.ValidLabel(name) {
+		return name, nil
+	}
+	return "", newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.ChannelName))
 }
 
 // headerToken authenticates the token of a request's headers, in any of
@@ -51,14 +57,35 @@ func (s *Server) headerToken(r *http.Request) (auth.Token, error) {
 }
 
 // protocolAuth does what every protocol route does before reading the
-// body: check the {channel}, authenticate the header token, read force.
+// body: find the label from the path, authenticate the header token and
+// check it may upload there, read force.
 func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
-	if err := s.checkChannel(r.PathValue("channel")); err != nil {
-		return auth.Token{}, false, err
+	lf := fieldsOf(r)
+	switch {
+	case r.PathValue("label") != "":
+		if lf.label = r.PathValue("label"); !store.ValidLabel(lf.label) || s.o.Lifecycle == nil {
+			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("label %q not found", oneLine(lf.label)))
+		}
+	case lf.protocol == "artifactory":
+		// Artifactory's {channel} is the channel; labels come as
+		// /label/<label>/.
+		if r.PathValue("channel") != s.o.ChannelName {
+			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(r.PathValue("channel")), s.o.ChannelName))
+		}
+		lf.label = store.MainLabel
+	default:
+		label, err := s.channelLabel(r.PathValue("channel"))
+		if err != nil {
+			return auth.Token{}, false, err
+		}
+		lf.label = label
 	}
 	token, err := s.headerToken(r)
 	if err != nil {
 		return auth.Token{}, false, err
+	}
+	if !token.AllowsLabel(lf.label) {
+		return auth.Token{}, false, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, lf.label))
 	}
 	f, err := force(r)
 	return token, f, err
@@ -139,8 +166,9 @@ func (s *Server) quetzUpload(w http.ResponseWriter, r *http.Request) (*Result, e
 	})
 }
 
-// artifactoryUpload: PUT /{channel}/{subdir}/{filename}, raw body, Bearer
-// or Basic. The subdir must be the package's own.
+// artifactoryUpload: PUT /{channel}/{subdir}/{filename} or
+// /label/{label}/{subdir}/{filename}, raw body, Bearer or Basic. The
+// subdir must be the package's own.
 func (s *Server) artifactoryUpload(w http.ResponseWriter, r *http.Request) (*Result, error) {
 	return s.uploading(w, r, "artifactory", func(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
 		return s.rawUpload(w, r, arrived, r.PathValue("filename"), publishing{subdir: r.PathValue("subdir")})

@@ -177,7 +177,7 @@ func TestProtocolRefusals(t *testing.T) {
 		{"quetz wrong sha256", func(e *env) *http.Request {
 			return e.quetzRequest("main", fn, data, apiKey(token), "force=false&sha256="+wrong)
 		}, 400, "sha256 mismatch"},
-		{"quetz wrong channel", func(e *env) *http.Request { return e.quetzRequest("conda-forge", fn, data, apiKey(token), "") }, 404, `this server holds channel "main"`},
+		{"quetz wrong channel", func(e *env) *http.Request { return e.quetzRequest("Conda_Forge", fn, data, apiKey(token), "") }, 404, `this server holds channel "main"`},
 		{"quetz no token", func(e *env) *http.Request { return e.quetzRequest("main", fn, data, cred{"none", "X-Other", "x"}, "") }, 401, "missing or invalid token"},
 		{"quetz wrong token", func(e *env) *http.Request { return e.quetzRequest("main", fn, data, apiKey("nope"), "") }, 401, "missing or invalid token"},
 		{"quetz read-only token", func(e *env) *http.Request { return e.quetzRequest("main", fn, data, apiKey(readToken), "") }, 403, "upload scope"},
@@ -206,7 +206,7 @@ func TestProtocolRefusals(t *testing.T) {
 			return e.prefixRequest("main", "", bearer(token), prefixPart{name: "attestation", data: []byte("not json")}, filePart(fn, data, true))
 		}, 400, "not JSON"},
 		{"prefix wrong channel", func(e *env) *http.Request {
-			return e.prefixRequest("nope", "", bearer(token), filePart(fn, data, true))
+			return e.prefixRequest("No.Pe", "", bearer(token), filePart(fn, data, true))
 		}, 404, "channel"},
 		{"prefix no token", func(e *env) *http.Request {
 			return e.prefixRequest("main", "", cred{"none", "X-Other", "x"}, filePart(fn, data, true))

@@ -68,6 +68,19 @@ func (s *Server) routes() []route {
 			http.MethodPut: {s.artifactoryUpload, Uploads},
 			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
 		}},
+		{pattern: "/label/{label}/{subdir}/{filename}", methods: map[string]endpoint{
+			http.MethodPut: {s.artifactoryUpload, Uploads},
+			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		}},
+		// The admin API: labels, promotion, yanks, deletes, patches.
+		{pattern: "/api/v1/packages/{label}/{subdir}", methods: s.admin(map[string]handler{
+			http.MethodGet: s.listPackages, http.MethodHead: s.listPackages})},
+		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}", methods: s.admin(map[string]handler{
+			http.MethodDelete: s.deletePackage})},
+		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}/{call}", methods: s.admin(map[string]handler{
+			http.MethodPost: s.packageCall})},
+		{pattern: "/api/v1/patches/{label}/{subdir}", methods: s.admin(map[string]handler{
+			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
 		{pattern: "/api/oidc/mint_token", methods: map[string]endpoint{http.MethodPost: {s.mintToken, Uploads}}},
 		{pattern: "/_/oidc/mint-token", methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, Uploads}}},
@@ -78,6 +91,19 @@ func (s *Server) routes() []route {
 		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
 		{pattern: "/", methods: get(s.download, Downloads)},
 	}
+}
+
+// admin gives the admin API's handlers the Uploads role, or none when
+// the server has no lifecycle manager (the route then answers 404).
+func (s *Server) admin(hs map[string]handler) map[string]endpoint {
+	eps := map[string]endpoint{}
+	if s.o.Lifecycle == nil {
+		return eps
+	}
+	for m, h := range hs {
+		eps[m] = endpoint{h, Uploads}
+	}
+	return eps
 }
 
 // mux builds the ServeMux of the route table's endpoints of roles.

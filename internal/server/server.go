@@ -14,6 +14,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -30,6 +31,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
@@ -42,6 +44,9 @@ type Indexer interface {
 	// Published asks for an index run that includes p, and returns a
 	// function that waits for it.
 	Published(p index.Package) func(context.Context) error
+	// Request asks for an index run of a label's subdir (store.Dir), and
+	// returns a function that waits for it.
+	Request(dir string) func(context.Context) error
 	// Has reports whether the subdir's index lists filename.
 	Has(subdir, filename string) (bool, error)
 	// Name names the indexer, for responses.
@@ -94,6 +99,9 @@ type Options struct {
 	// Trusted, if set, verifies the OIDC ID tokens of trusted
 	// publishers and keeps the tokens minted for them.
 	Trusted *trusted.Verifier
+	// Lifecycle, if set, serves the admin API: labels, promotion,
+	// yanks, deletes and patches.
+	Lifecycle *lifecycle.Manager
 }
 
 // Server handles uploads.
@@ -156,6 +164,9 @@ type logFields struct {
 	size                            int64
 	protocol, replaced              string
 	oidc                            *audit.OIDC
+	// label is the label uploaded to or changed; call, to and reason
+	// describe an admin call.
+	label, call, to, reason string
 }
 
 // pathToken is the context key of a token given as a /t/<token>/ prefix.
@@ -195,7 +206,9 @@ func (s *Server) handle(h handler) http.Handler {
 		// Uploads are what the metrics and the audit log count; minting
 		// a token for a trusted publisher is logged, and its uploads are
 		// audited with the job's identity.
-		upload := (r.Method == http.MethodPost || r.Method == http.MethodPut) && !strings.Contains(r.URL.Path, "/oidc/")
+		admin := lf.call != "" && r.Method != http.MethodGet && r.Method != http.MethodHead
+		upload := (r.Method == http.MethodPost || r.Method == http.MethodPut) && !strings.Contains(r.URL.Path, "/oidc/") &&
+			!strings.HasPrefix(r.URL.Path, "/api/v1/packages/") && !strings.HasPrefix(r.URL.Path, "/api/v1/patches/")
 		if res == handled && err == nil {
 			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
 			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
@@ -231,6 +244,8 @@ func (s *Server) handle(h handler) http.Handler {
 				reason = "replaced"
 			}
 			s.account(r, lf, start, status, reason, errText)
+		} else if admin {
+			s.auditAdmin(r, lf, start, status, reason, errText)
 		} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
 			s.o.Metrics.Download(strconv.Itoa(status), 0)
 		}
@@ -238,7 +253,7 @@ func (s *Server) handle(h handler) http.Handler {
 		// the client has its response.
 		s.o.Log.Log(r.Context(), level, "request",
 			"method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", status, "reason", reason,
-			"protocol", lf.protocol, "token", lf.token, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
+			"protocol", lf.protocol, "token", lf.token, "label", lf.label, "call", lf.call, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
 			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
 		if r.TLS != nil {
 			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
@@ -298,21 +313,33 @@ func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status
 	if status == http.StatusUnauthorized || status == http.StatusTooManyRequests || status == http.StatusForbidden {
 		s.o.Metrics.AuthFailure()
 	}
+	s.record(r, lf, start, status, reason, errText)
+}
+
+// record writes the audit record of an upload or admin call.
+func (s *Server) record(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {
 	if aerr := s.o.Audit.Record(audit.Record{
-		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Subdir: lf.subdir,
+		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Label: lf.label, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
-		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc,
+		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason,
 	}); aerr != nil {
-		// The upload happened; say so loudly rather than lie to the
+		// The change happened; say so loudly rather than lie to the
 		// client about it.
 		s.o.Log.Error("audit record not written", "err", aerr)
 	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	b, err := json.Marshal(body)
-	if err != nil {
+	// Not HTML-escaped: a JSON API response, sent with nosniff, and a
+	// stored document (a patch) comes back as it went in.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	var b []byte
+	if err := enc.Encode(body); err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error","status":500}`)
+	} else {
+		b = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

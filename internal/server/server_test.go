@@ -22,10 +22,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/corpus"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
+	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -36,6 +38,10 @@ const (
 	token          = "s3cret-ci-token"
 	readToken      = "r3ad-only-token"
 	overwriteToken = "0verwrite-t0ken"
+	// adminToken has every admin scope; devToken may upload and promote
+	// within label dev only.
+	adminToken = "adm1n-every-scope"
+	devToken   = "dev-label-only"
 )
 
 type env struct {
@@ -46,6 +52,7 @@ type env struct {
 	srv     *server.Server
 	httpSrv *httptest.Server
 	logs    *lockedBuffer
+	audit   string
 }
 
 // lockedBuffer collects the server's log, written from many goroutines.
@@ -102,7 +109,9 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 	h4, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, overwriteToken))
 	a, err := auth.New(auth.DefaultSalt, []auth.Token{{Name: "ci-linux", Hash: h}, {Name: "ci-osx", Hash: h2},
 		{Name: "reader", Hash: h3, Scopes: []string{auth.ScopeRead}},
-		{Name: "admin", Hash: h4, Scopes: []string{auth.ScopeUpload, auth.ScopeOverwrite}}})
+		{Name: "admin", Hash: h4, Scopes: []string{auth.ScopeUpload, auth.ScopeOverwrite}},
+		{Name: "operator", Hash: mustHash(adminToken), Scopes: []string{auth.ScopeUpload, auth.ScopeRead, auth.ScopePromote, auth.ScopeYank, auth.ScopeDelete, auth.ScopePatch}},
+		{Name: "dev-ci", Hash: mustHash(devToken), Scopes: []string{auth.ScopeUpload, auth.ScopePromote}, Labels: []string{"dev"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +123,15 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 	log := slog.New(slog.NewTextHandler(logw, nil))
 	rd := repodata.New(root, condapkg.DefaultLimits(), log)
 	arrivals := &index.Arrivals{}
+	auditFile := filepath.Join(t.TempDir(), "audit.jsonl")
+	al, err := audit.Open(auditFile, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := server.Options{
 		Store: st, Auth: a, Arrivals: arrivals, Limits: condapkg.DefaultLimits(),
 		MaxUploadSize: 64 << 20, MaxConcurrent: 16, WaitIndex: true, Log: log,
+		Lifecycle: lifecycle.New(st), Audit: al,
 	}
 	var runner index.Runner = rd
 	if indexDelay > 0 {
@@ -137,7 +152,15 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 	hs.Config.HTTP2 = server.HTTP2Config()
 	hs.StartTLS()
 	t.Cleanup(hs.Close)
-	return &env{url: hs.URL + "/", client: hs.Client(), root: root, ix: ix, srv: srv, httpSrv: hs, logs: logs}
+	return &env{url: hs.URL + "/", client: hs.Client(), root: root, ix: ix, srv: srv, httpSrv: hs, logs: logs, audit: auditFile}
+}
+
+func mustHash(tok string) [32]byte {
+	h, err := auth.ParseHash(auth.Hash(auth.DefaultSalt, tok))
+	if err != nil {
+		panic(err)
+	}
+	return h
 }
 
 // part is one multipart form part.

@@ -32,6 +32,7 @@ const (
 // Uploaded is the response body of an upload.
 type Uploaded struct {
 	Filename string `json:"filename"`
+	Label    string `json:"label"`
 	Subdir   string `json:"subdir"`
 	Size     int64  `json:"size"`
 	SHA256   string `json:"sha256"`
@@ -207,6 +208,15 @@ func (s *Server) readParts(req *http.Request, mr *form.Reader, token *auth.Token
 			if sum, err = readField(p, name, maxFieldLen); err != nil {
 				return in, token, sum, err
 			}
+		case name == "label":
+			// Optional: the label to upload to; main if absent.
+			v, err := readField(p, name, maxFieldLen)
+			if err != nil {
+				return in, token, sum, err
+			}
+			if lf.label = strings.TrimSpace(v); !store.ValidLabel(lf.label) {
+				return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("label %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", oneLine(v)))
+			}
 		default:
 			// Other small fields, such as the original client's optional
 			// arch, are read and ignored: the subdir comes from the
@@ -259,6 +269,7 @@ type publishing struct {
 	sha256     string // hex sha256 the client sent, or ""
 	sha256From string // where it came from, for the error message
 	subdir     string // the subdir the request path names, or ""
+	label      string // the label to store in; main if empty
 	force      bool
 	sigs       []byte // a CEP 50 attestation array to keep as <filename>.sigs
 }
@@ -281,29 +292,41 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 	if !token.Allows(info.Subdir) {
 		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", token.Name, info.Subdir))
 	}
+	label := p.label
+	if label == "" {
+		label = lf.label
+	}
+	if label == "" {
+		label = store.MainLabel
+	}
+	lf.label = label
+	if !token.AllowsLabel(label) {
+		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, label))
+	}
+	dir := store.Dir(label, info.Subdir)
 	name := in.fn.String()
-	outcome, fi, err := in.up.Publish(info.Subdir, name, in.sums.SHA256)
+	outcome, fi, err := in.up.Publish(dir, name, in.sums.SHA256)
 	if errors.Is(err, store.ErrExists) && p.force {
 		if !token.Can(auth.ScopeOverwrite) {
 			return nil, &Error{Status: http.StatusConflict, Reason: "conflict", Err: err,
 				Msg: fmt.Sprintf("a different package with this filename already exists; force=true needs a token with the overwrite scope, and token %q has none", token.Name)}
 		}
-		outcome, fi, lf.replaced, err = in.up.Replace(info.Subdir, name, in.sums.SHA256, time.Now())
+		outcome, fi, lf.replaced, err = in.up.Replace(dir, name, in.sums.SHA256, time.Now())
 		if lf.replaced != "" {
-			s.o.Log.Warn("package replaced by a forced upload", "subdir", info.Subdir, "filename", name, "token", token.Name, "old_bytes", lf.replaced)
+			s.o.Log.Warn("package replaced by a forced upload", "label", label, "subdir", info.Subdir, "filename", name, "token", token.Name, "old_bytes", lf.replaced)
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	if p.sigs != nil {
-		if err := s.o.Store.WriteSidecar(info.Subdir, name+".sigs", p.sigs); err != nil {
+		if err := s.o.Store.WriteSidecar(dir, name+".sigs", p.sigs); err != nil {
 			return nil, fmt.Errorf("keep attestation: %w", err)
 		}
 	}
 	s.uploads.Add(1)
 	res := &Uploaded{
-		Filename: name, Subdir: info.Subdir, Size: in.sums.Size, SHA256: in.sums.SHA256, MD5: in.sums.MD5,
+		Filename: name, Label: label, Subdir: info.Subdir, Size: in.sums.Size, SHA256: in.sums.SHA256, MD5: in.sums.MD5,
 		Created: outcome == store.Created, Replaced: lf.replaced != "", Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
 	}
 	if outcome == store.Identical {
@@ -312,14 +335,14 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 	// Stored first, so that the run this upload asks for does not wait
 	// for the upload itself to settle.
 	arrived()
-	wait := s.o.Indexer.Published(index.Package{
-		Subdir: info.Subdir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports,
+	wait := all(s.o.Indexer.Published(index.Package{
+		Subdir: dir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports,
 		Size: in.sums.Size, MD5: in.sums.MD5, SHA256: in.sums.SHA256,
-	})
+	}), s.noarchRun(dir))
 	if !s.o.WaitIndex {
 		return &Result{Status: res.Status, Body: res}, nil
 	}
-	if err := s.waitIndexed(ctx, wait, info.Subdir, name); err != nil {
+	if err := s.waitIndexed(ctx, wait, dir, name); err != nil {
 		if ctx.Err() != nil {
 			// The client is gone (or has half-closed its connection):
 			// the package is stored and its run goes on. That is the

@@ -128,11 +128,12 @@ const (
 	Identical
 )
 
-// Publish makes the upload visible as subdir/filename, which the caller
-// has validated. sha256 is the hex digest of the upload, used to tell an
-// identical re-upload from a conflicting one.
-func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileInfo, error) {
-	if err := checkName(subdir, filename); err != nil {
+// Publish makes the upload visible as dir/filename, where dir is a
+// label's subdir as Dir names it and the caller has validated both.
+// sha256 is the hex digest of the upload, used to tell an identical
+// re-upload from a conflicting one.
+func (u *Upload) Publish(dir, filename, sha256hex string) (Outcome, fs.FileInfo, error) {
+	if err := checkName(dir, filename); err != nil {
 		return 0, nil, err
 	}
 	if err := u.f.Sync(); err != nil {
@@ -141,11 +142,11 @@ func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileIn
 	if err := u.f.Chmod(0o644); err != nil { // readable by the web server that serves the channel
 		return 0, nil, fmt.Errorf("chmod upload: %w", err)
 	}
-	dir := filepath.Join(u.s.root, subdir)
-	if err := mkdirSynced(dir); err != nil {
+	abs := filepath.Join(u.s.root, dir)
+	if err := u.s.MkdirSynced(dir); err != nil {
 		return 0, nil, err
 	}
-	final := filepath.Join(dir, filename)
+	final := filepath.Join(abs, filename)
 	err := os.Link(u.f.Name(), final)
 	switch {
 	case errors.Is(err, fs.ErrExist):
@@ -163,14 +164,14 @@ func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileIn
 		u.Abort()
 		return Identical, fi, nil
 	case err != nil:
-		return 0, nil, fmt.Errorf("publish %s/%s: %w", subdir, filename, err)
+		return 0, nil, fmt.Errorf("publish %s/%s: %w", dir, filename, err)
 	}
 	u.done = true
 	u.f.Close()
 	if err := os.Remove(u.f.Name()); err != nil {
 		return 0, nil, fmt.Errorf("remove temp file: %w", err)
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(abs); err != nil {
 		return 0, nil, err
 	}
 	fi, err := os.Stat(final)
@@ -180,7 +181,7 @@ func (u *Upload) Publish(subdir, filename, sha256hex string) (Outcome, fs.FileIn
 	return Created, fi, nil
 }
 
-// WriteSidecar replaces subdir/name, a small file that goes with a
+// WriteSidecar replaces dir/name, a small file that goes with a
 // package (such as its CEP 50 attestations, <filename>.sigs), atomically.
 func (s *Store) WriteSidecar(subdir, name string, data []byte) error {
 	if err := checkName(subdir, name); err != nil {
@@ -194,18 +195,18 @@ func (s *Store) WriteSidecar(subdir, name string, data []byte) error {
 // the server, only moved aside.
 const TrashDir = ".trash"
 
-// Replace puts the upload in place of an existing subdir/filename, as a
+// Replace puts the upload in place of an existing dir/filename, as a
 // forced upload with the overwrite scope asks. The old file is first
-// hard-linked into WRITE_DIR/.trash/<UTC date>/main/<subdir>/, so that a
+// hard-linked into WRITE_DIR/.trash/<UTC date>/<label>/<subdir>/, so that a
 // crash at any point leaves the old bytes or the new ones in place and
 // the old ones never lost; then the upload is renamed over it. It returns
 // the new file's info and where the old bytes went (relative to the
 // channel root), or Identical with no trash if the bytes are the same.
-func (u *Upload) Replace(subdir, filename, sha256hex string, now time.Time) (Outcome, fs.FileInfo, string, error) {
-	if err := checkName(subdir, filename); err != nil {
+func (u *Upload) Replace(dir, filename, sha256hex string, now time.Time) (Outcome, fs.FileInfo, string, error) {
+	if err := checkName(dir, filename); err != nil {
 		return 0, nil, "", err
 	}
-	final := filepath.Join(u.s.root, subdir, filename)
+	final := filepath.Join(u.s.root, dir, filename)
 	if same, err := sameContent(final, sha256hex); err == nil && same {
 		fi, err := os.Stat(final)
 		u.Abort()
@@ -217,12 +218,12 @@ func (u *Upload) Replace(subdir, filename, sha256hex string, now time.Time) (Out
 	if err := u.f.Chmod(0o644); err != nil {
 		return 0, nil, "", fmt.Errorf("chmod upload: %w", err)
 	}
-	rel, err := u.s.trash(final, filepath.Join(now.UTC().Format("2006-01-02"), "main", subdir), filename)
+	rel, err := u.s.Trash(dir, filename, now)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, nil, "", err
 	}
 	if err := os.Rename(u.f.Name(), final); err != nil {
-		return 0, nil, "", fmt.Errorf("replace %s/%s: %w", subdir, filename, err)
+		return 0, nil, "", fmt.Errorf("replace %s/%s: %w", dir, filename, err)
 	}
 	u.done = true
 	u.f.Close()
@@ -236,11 +237,16 @@ func (u *Upload) Replace(subdir, filename, sha256hex string, now time.Time) (Out
 	return Created, fi, rel, nil
 }
 
-// trash hard-links path into .trash/<dir>/<name> (with a numbered suffix
-// if that name is taken) and makes the link durable. It returns the
-// link's path relative to the channel root.
-func (s *Store) trash(path, dir, name string) (string, error) {
-	abs := filepath.Join(s.root, TrashDir, dir)
+// Trash hard-links dir/name into .trash/<UTC date>/<label>/<subdir>/
+// (with a numbered suffix if that name is taken) and makes the link
+// durable. It returns the link's path relative to the channel root.
+func (s *Store) Trash(dir, name string, now time.Time) (string, error) {
+	if err := checkName(dir, name); err != nil {
+		return "", err
+	}
+	path := filepath.Join(s.root, dir, name)
+	label, subdir := SplitDir(dir)
+	abs := filepath.Join(s.root, TrashDir, now.UTC().Format("2006-01-02"), label, subdir)
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return "", fmt.Errorf("create trash: %w", err)
 	}
@@ -264,9 +270,11 @@ func (s *Store) trash(path, dir, name string) (string, error) {
 	}
 }
 
-func checkName(subdir, filename string) error {
-	if strings.ContainsAny(subdir, `/\`) || strings.ContainsAny(filename, `/\`) || subdir == ".." || subdir == "." || strings.HasPrefix(filename, ".") {
-		return fmt.Errorf("refusing unsafe path %q/%q", subdir, filename)
+func checkName(dir, filename string) error {
+	label, subdir := SplitDir(dir)
+	if !ValidLabel(label) || strings.ContainsAny(subdir, `/\`) || strings.ContainsAny(filename, `/\`) || subdir == ".." || subdir == "." || subdir == "" || (label == MainLabel && subdir == LabelDir) ||
+		strings.HasPrefix(subdir, ".") || strings.HasPrefix(filename, ".") || filename == "" {
+		return fmt.Errorf("refusing unsafe path %q/%q", dir, filename)
 	}
 	return nil
 }
@@ -288,16 +296,25 @@ func sameContent(path, sha256hex string) (bool, error) {
 	return bytes.Equal(h.Sum(nil), want), nil
 }
 
-// mkdirSynced creates dir if needed and makes its entry durable.
-func mkdirSynced(dir string) error {
-	err := os.Mkdir(dir, 0o755)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
+// MkdirSynced creates dir (relative to the root) and its parents if
+// needed, and makes each new entry durable.
+func (s *Store) MkdirSynced(dir string) error {
+	cur := s.root
+	for _, part := range strings.Split(filepath.ToSlash(dir), "/") {
+		next := filepath.Join(cur, part)
+		err := os.Mkdir(next, 0o755)
+		switch {
+		case errors.Is(err, fs.ErrExist):
+		case err != nil:
+			return fmt.Errorf("create %s: %w", dir, err)
+		default:
+			if err := atomicfile.SyncDir(cur); err != nil {
+				return err
+			}
+		}
+		cur = next
 	}
-	if err != nil {
-		return fmt.Errorf("create subdir: %w", err)
-	}
-	return atomicfile.SyncDir(filepath.Dir(dir))
+	return nil
 }
 
 // IsNoSpace reports whether err means the file system is full.

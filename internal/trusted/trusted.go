@@ -50,7 +50,9 @@ type Publisher struct {
 	// GitLab: project_path, ci_config_ref_uri, environment.
 	Claims  map[string]string
 	Subdirs []string
-	Scopes  []string // upload only if empty
+	// Labels, if set, are the only labels the publisher may upload to.
+	Labels []string
+	Scopes []string // upload only if empty
 	// JWKSFile, if set, holds the issuer's keys instead of discovery;
 	// CAFile, a CA bundle for a self-hosted issuer.
 	JWKSFile, CAFile string
@@ -367,7 +369,7 @@ func (p *publisher) identity(c claims) Identity {
 	}
 	return Identity{
 		Publisher: p.Name, Repository: repo, Ref: c.Ref, SHA: c.SHA, Subject: c.Subject,
-		Token:   auth.Token{Name: "oidc:" + p.Name, Scopes: scopes, Subdirs: p.Subdirs, Expires: time.Unix(*c.Expiry, 0)},
+		Token:   auth.Token{Name: "oidc:" + p.Name, Scopes: scopes, Subdirs: p.Subdirs, Labels: p.Labels, Expires: time.Unix(*c.Expiry, 0)},
 		Expires: time.Unix(*c.Expiry, 0),
 	}
 }
