@@ -223,10 +223,11 @@ func (p *proc) logged(s string) bool {
 	return true
 }
 
-// upload posts a package the way the original README's client does.
-func (p *proc) upload(t *testing.T, token, path string) (int, map[string]any) {
+// upload posts a package the way the original README's client does,
+// with extra form fields as name, value pairs (such as "label", "dev").
+func (p *proc) upload(t *testing.T, token, path string, fields ...string) (int, map[string]any) {
 	t.Helper()
-	ct, data := multipartBody(t, token, path)
+	ct, data := multipartBody(t, token, path, fields...)
 	resp, err := p.client.Post(p.url, ct, bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@
 //	conda-upload-server hash-token [--salt SALT] [--toml NAME] < token
 //	conda-upload-server check-config --config FILE
 //	conda-upload-server reload PID
+//	conda-upload-server admin [--url URL] [--token-file FILE] CALL ARGS... < token
 //
 // main wires the internal packages together and is the only place that
 // exits; see README.md for the contract.
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return checkConfig(args[1:], stdout, stderr)
 		case "reload":
 			return reloadPID(args[1:], stderr)
+		case "admin":
+			return admin(ctx, args[1:], stdin, stdout, stderr)
 		case "version", "--version", "-version":
 			fmt.Fprintln(stdout, versionString())
 			return 0

@@ -40,7 +40,7 @@ func startWith(t *testing.T, extra string) (*proc, string) {
 }
 
 // multipartBody returns a request body for one upload of path.
-func multipartBody(t *testing.T, token, path string) (string, []byte) {
+func multipartBody(t *testing.T, token, path string, fields ...string) (string, []byte) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -49,6 +49,9 @@ func multipartBody(t *testing.T, token, path string) (string, []byte) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	mw.WriteField("token", token)
+	for i := 0; i+1 < len(fields); i += 2 {
+		mw.WriteField(fields[i], fields[i+1])
+	}
 	w, _ := mw.CreateFormFile("artifact", filepath.Base(path))
 	w.Write(data)
 	mw.Close()
