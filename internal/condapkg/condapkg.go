@@ -210,4 +210,8 @@ type Info struct {
 	// RunExports is info/run_exports.json (a JSON object), or nil if the
 	// package has none.
 	RunExports []byte
+	// Channel is what channeldata.json takes from the package besides its
+	// record: about.json's descriptive fields, the recipe's source URLs,
+	// and what paths.json says about prefixes and scripts (a JSON object).
+	Channel []byte
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -16,12 +17,21 @@ const (
 	indexJSONName      = "info/index.json"
 	pathsJSONName      = "info/paths.json"
 	runExportsJSONName = "info/run_exports.json"
+	aboutJSONName      = "info/about.json"
 )
+
+// recipeNames are where a package may keep its rendered recipe; the first
+// found is used, as conda-index does.
+var recipeNames = []string{"info/recipe/meta.yaml", "info/recipe/meta.yaml.rendered", "info/meta.yaml"}
 
 // infoFiles are the files of info/ that inspection keeps.
 type infoFiles struct {
 	index      []byte
 	runExports []byte // nil if the package has none
+	// about is info/about.json and recipe the package's rendered recipe
+	// (nil if absent); post what its paths.json says.
+	about, recipe []byte
+	post          postInstall
 }
 
 // errScanLimit is returned by a limitedReader once its budget is spent.
@@ -69,6 +79,7 @@ func scanInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 	lr := &limitedReader{r: r, n: lim.MaxScanBytes}
 	tr := tar.NewReader(lr)
 	var index, runExports []byte
+	var files infoFiles
 	var sawDotSlash bool
 	for members := 0; ; members++ {
 		if members >= lim.MaxMembers {
@@ -110,15 +121,31 @@ func scanInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 			if hdr.Size > lim.MaxPathsJSON {
 				return infoFiles{}, errorf("%s: %s is %d bytes, over the limit of %d", what, pathsJSONName, hdr.Size, lim.MaxPathsJSON)
 			}
-			if err := checkJSON(tr); err != nil {
+			if files.post, err = scanPaths(tr); err != nil {
 				if IsInvalid(err) {
 					return infoFiles{}, errorf("%s: %s is not valid JSON: %v", what, pathsJSONName, err)
 				}
 				return infoFiles{}, streamError(what, err, lim)
 			}
+		case name == aboutJSONName || (slices.Contains(recipeNames, name) && files.recipe == nil):
+			// Kept for channeldata.json; one that is odd or too large
+			// is left out, as conda-index would leave out its fields.
+			if !isRegular(hdr) || hdr.Size > lim.MaxIndexJSON {
+				continue
+			}
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				return infoFiles{}, streamError(what, err, lim)
+			}
+			if name == aboutJSONName {
+				files.about = b
+			} else {
+				files.recipe = b
+			}
 		case index != nil && !strings.HasPrefix(name, "info/"):
 			// conda writes info/ first: the rest is payload.
-			return infoFiles{index: index, runExports: runExports}, nil
+			files.index, files.runExports = index, runExports
+			return files, nil
 		}
 	}
 	if index == nil {
@@ -127,7 +154,8 @@ func scanInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 		}
 		return infoFiles{}, errorf("%s: no %s; not a conda package", what, indexJSONName)
 	}
-	return infoFiles{index: index, runExports: runExports}, nil
+	files.index, files.runExports = index, runExports
+	return files, nil
 }
 
 func isRegular(h *tar.Header) bool {
@@ -167,31 +195,6 @@ func (p passReader) Read(b []byte) (int, error) {
 		err = &passError{err}
 	}
 	return n, err
-}
-
-// checkJSON reads one JSON value from r, token by token so that a large
-// paths.json is never held in memory, and fails on anything after it.
-func checkJSON(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	for depth := -1; depth != 0; {
-		tok, err := dec.Token()
-		if err != nil {
-			return jsonError(err)
-		}
-		if depth < 0 {
-			depth = 0
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return &Error{Reason: "trailing data after the JSON value"}
-	}
-	return nil
 }
 
 func jsonError(err error) error {
@@ -247,7 +250,8 @@ func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
 	if !lim.subdirAllowed(subdir) {
 		return nil, errorf("%s: subdir %q in %s is not an allowed platform subdir", fn, subdir, indexJSONName)
 	}
-	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index), RunExports: bytes.Clone(files.runExports)}, nil
+	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index), RunExports: bytes.Clone(files.runExports),
+		Channel: channelData(files)}, nil
 }
 
 // sniff names what the first bytes of a file look like, for error

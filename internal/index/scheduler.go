@@ -44,9 +44,12 @@ type Package struct {
 	IndexJSON []byte
 	// RunExports is info/run_exports.json, or nil if the package has none.
 	RunExports []byte
-	Size       int64
-	MD5        string // hex
-	SHA256     string // hex
+	// Channel is what channeldata.json takes from the package
+	// (condapkg.Info.Channel).
+	Channel []byte
+	Size    int64
+	MD5     string // hex
+	SHA256  string // hex
 }
 
 // A PackageNoter is a Runner that can take a stored package's metadata

@@ -166,13 +166,13 @@ func TestReconcile(t *testing.T) {
 	// ...but not a corrupt one, nor a record that lies about its file: a
 	// changed file (new mtime) is read again.
 	cache := filepath.Join(sd, repodata.CacheDir, "records.jsonl")
-	if err := os.WriteFile(cache, []byte("{\"version\":2}\n{\"name\":\"mock-2.0.0-py37_1000.conda\",\"size\":1}\n{\"name\":\"x\""), 0o644); err != nil {
+	if err := os.WriteFile(cache, []byte("{\"version\":3}\n{\"name\":\"mock-2.0.0-py37_1000.conda\",\"size\":1}\n{\"name\":\"x\""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if got := keys(repodata.New(root, condapkg.DefaultLimits(), quiet())); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after corrupt cache: %v, want %v", got, want)
 	}
-	if b := mustRead(t, cache); !strings.HasPrefix(string(b), "{\"version\":2}\n") || strings.Contains(string(b), `"size":1}`) {
+	if b := mustRead(t, cache); !strings.HasPrefix(string(b), "{\"version\":3}\n") || strings.Contains(string(b), `"size":1}`) {
 		t.Fatalf("cache not rewritten: %s", b)
 	}
 	// A torn last line, as a crash mid-append leaves, costs nothing.

@@ -44,8 +44,9 @@ const CacheDir = ".index-cache"
 // packages.
 const (
 	cacheFile = "records.jsonl"
-	// cacheVersion 2 added run_exports; a version 1 cache is rebuilt.
-	cacheVersion = 2
+	// cacheVersion 2 added run_exports, 3 the channeldata fields; an
+	// older cache is rebuilt.
+	cacheVersion = 3
 )
 
 // listed is an indexed package in a sorted list.
@@ -66,6 +67,9 @@ type entry struct {
 	// RunExports is the package's info/run_exports.json, normalised, or
 	// nil if it has none.
 	RunExports json.RawMessage
+	// Channel is what channeldata.json takes from the package besides
+	// its record (condapkg.Info.Channel).
+	Channel json.RawMessage
 	// Invalid holds why a package placed by hand was left out, so that
 	// it is not inspected again until it changes.
 	Invalid string
@@ -83,6 +87,7 @@ type cacheLine struct {
 	Mtime      int64           `json:"mtime_ns,omitempty"`
 	Record     json.RawMessage `json:"record,omitempty"`
 	RunExports json.RawMessage `json:"run_exports,omitempty"`
+	Channel    json.RawMessage `json:"channel,omitempty"`
 	Invalid    string          `json:"invalid,omitempty"`
 }
 
@@ -99,6 +104,8 @@ type Writer struct {
 
 	mu      sync.Mutex
 	subdirs map[string]*subdirState
+	// cdMu serialises the writing of channeldata.json.
+	cdMu sync.Mutex
 }
 
 // Files says which index files a Writer writes besides repodata.json.
@@ -112,6 +119,9 @@ type Files struct {
 	// RunExports writes run_exports.json, which rattler-build reads
 	// instead of downloading packages.
 	RunExports bool
+	// Channeldata writes the channel's channeldata.json, a summary by
+	// package name for front ends; solvers do not read it.
+	Channeldata bool
 	// ShardRetention is how long a shard no index refers to any more is
 	// kept, for clients that still hold an older shard index.
 	ShardRetention time.Duration
@@ -224,7 +234,7 @@ func (x *Writer) NotePackage(p index.Package) error {
 	if err != nil {
 		return err
 	}
-	st.put(p.Filename, &entry{Size: p.Info.Size(), Mtime: p.Info.ModTime().UnixNano(), Record: record, RunExports: runExports})
+	st.put(p.Filename, &entry{Size: p.Info.Size(), Mtime: p.Info.ModTime().UnixNano(), Record: record, RunExports: runExports, Channel: p.Channel})
 	return nil
 }
 
@@ -242,6 +252,13 @@ func (x *Writer) Has(subdir, filename string) (bool, error) {
 // files on disk and rewrites its index files. It creates the subdir if it
 // is missing, so that an empty noarch/repodata.json can always be served.
 func (x *Writer) Run(ctx context.Context, subdir string) error {
+	if err := x.run(ctx, subdir); err != nil {
+		return err
+	}
+	return x.channeldata(filepath.Dir(subdir))
+}
+
+func (x *Writer) run(ctx context.Context, subdir string) error {
 	dir := filepath.Join(x.root, subdir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create subdir: %w", err)
@@ -566,6 +583,7 @@ func (x *Writer) readEntry(dir, name string, fi fs.FileInfo) (*entry, error) {
 	e.Record, err = Record(info.IndexJSON, fi.Size(), hex.EncodeToString(m.Sum(nil)), hex.EncodeToString(s.Sum(nil)))
 	if err == nil {
 		e.RunExports, err = normalise(info.RunExports)
+		e.Channel = info.Channel
 	}
 	if err != nil {
 		e.Invalid = err.Error()
@@ -649,7 +667,7 @@ func readJournal(r io.Reader, entries map[string]*entry) (int, error) {
 		case (l.Record == nil) == (l.Invalid == ""):
 			pending = fmt.Errorf("line %d: bad entry for %q", lines+2, l.Name)
 		default:
-			entries[l.Name] = &entry{Size: l.Size, Mtime: l.Mtime, Record: l.Record, RunExports: l.RunExports, Invalid: l.Invalid}
+			entries[l.Name] = &entry{Size: l.Size, Mtime: l.Mtime, Record: l.Record, RunExports: l.RunExports, Channel: l.Channel, Invalid: l.Invalid}
 		}
 		lines++
 	}
@@ -670,7 +688,7 @@ func (x *Writer) save(dir string, st *subdirState) error {
 	appendLine := func(name string) error {
 		l := cacheLine{Name: name, Removed: true}
 		if e := st.entries[name]; e != nil {
-			l = cacheLine{Name: name, Size: e.Size, Mtime: e.Mtime, Record: e.Record, RunExports: e.RunExports, Invalid: e.Invalid}
+			l = cacheLine{Name: name, Size: e.Size, Mtime: e.Mtime, Record: e.Record, RunExports: e.RunExports, Channel: e.Channel, Invalid: e.Invalid}
 		}
 		line, err := json.Marshal(l)
 		if err != nil {

@@ -336,7 +336,7 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 	// for the upload itself to settle.
 	arrived()
 	wait := all(s.o.Indexer.Published(index.Package{
-		Subdir: dir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports,
+		Subdir: dir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports, Channel: info.Channel,
 		Size: in.sums.Size, MD5: in.sums.MD5, SHA256: in.sums.SHA256,
 	}), s.noarchRun(dir))
 	if !s.o.WaitIndex {
