@@ -55,3 +55,49 @@ func TestOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSpecMatch checks dependency specs as packages write them against
+// conda's MatchSpec semantics.
+func TestSpecMatch(t *testing.T) {
+	tests := []struct {
+		spec, name, version, build string
+		want                       bool
+	}{
+		{"python", "python", "3.9.1", "h1_0", true},
+		{"python", "pythonx", "3.9.1", "h1_0", false},
+		{"python >=3.7,<3.8.0a0", "python", "3.7.12", "0", true},
+		{"python >=3.7,<3.8.0a0", "python", "3.8.0", "0", false},
+		{"python >=3.7,<3.8.0a0", "python", "3.8.0rc1", "0", false},
+		{"zlib 1.2.*", "zlib", "1.2.11", "0", true},
+		{"zlib 1.2.*", "zlib", "1.3", "0", false},
+		{"zlib 1.2*", "zlib", "1.2.11", "0", true},
+		{"zlib =1.2", "zlib", "1.2.11", "0", true},
+		{"zlib=1.2", "zlib", "1.20", "0", false},
+		{"zlib ==1.2", "zlib", "1.2.0", "0", true},
+		{"zlib 1.2", "zlib", "1.2.1", "0", false},
+		{"zlib !=1.2.11", "zlib", "1.2.11", "0", false},
+		{"zlib 1.2.11|1.2.13", "zlib", "1.2.13", "0", true},
+		{"zlib >=1,<2|>=3", "zlib", "2.5", "0", false},
+		{"zlib >=1,<2|>=3", "zlib", "3.1", "0", true},
+		{"pkg 1.0 py37_0", "pkg", "1.0", "py37_0", true},
+		{"pkg 1.0 py37_0", "pkg", "1.0", "py38_0", false},
+		{"python_abi 3.9.* *_cp39", "python_abi", "3.9", "2_cp39", true},
+		{"python_abi 3.9.* *_cp39", "python_abi", "3.9", "2_cp310", false},
+		{"pkg=1.0=py37_0", "pkg", "1.0", "py37_0", true},
+		{"conda-forge::numpy >=1.20", "numpy", "1.26.4", "0", true},
+		{"foo ~=1.4.5", "foo", "1.4.9", "0", true},
+		{"foo ~=1.4.5", "foo", "1.5.0", "0", false},
+		{"foo 1.*.3", "foo", "1.7.3", "0", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec+" "+tt.version+" "+tt.build, func(t *testing.T) {
+			sp, err := condaversion.ParseSpec(tt.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sp.Match(tt.name, tt.version, tt.build); got != tt.want {
+				t.Errorf("Match = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -433,9 +433,6 @@ func (c *Config) Validate() error {
 	if c.Index.ShardRetention < Duration(time.Hour) {
 		add("index.shard_retention %s is under an hour; clients holding an older shard index would miss its shards", time.Duration(c.Index.ShardRetention))
 	}
-	if c.CondaExe == "" && c.Index.CurrentRepodata {
-		add("index.current_repodata is not written by the built-in indexer yet; leave it off, or set conda_exe and pass conda-index's --current-repodata in index.command")
-	}
 	switch c.Sandbox.Landlock {
 	case "enforce", "best-effort", "off":
 	default:

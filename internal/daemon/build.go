@@ -130,7 +130,8 @@ func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 	if d.cfg.CondaExe == "" {
 		ix := d.cfg.Index
 		return repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
-			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, Channeldata: ix.Channeldata, ShardRetention: ix.ShardRetention.D(),
+			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, Channeldata: ix.Channeldata,
+			CurrentRepodata: ix.CurrentRepodata, ShardRetention: ix.ShardRetention.D(),
 		})), nil
 	}
 	tmp := filepath.Join(d.writeDir, IndexerTempDir)

@@ -35,6 +35,7 @@ func crashChild(pool, root string) {
 	now := time.Now()
 	files := repodata.DefaultFiles()
 	files.ShardRetention = time.Hour
+	files.CurrentRepodata, files.Channeldata = true, true
 	x := repodata.New(root, condapkg.DefaultLimits(), quiet(), repodata.WithFiles(files),
 		repodata.WithClock(func() time.Time { return now }))
 	des, _ := os.ReadDir(pool)
@@ -83,6 +84,22 @@ func checkIndexFiles(t *testing.T, dir string) int {
 	}
 	if re, err := os.ReadFile(filepath.Join(dir, "run_exports.json")); err == nil && !json.Valid(re) {
 		t.Error("run_exports.json is not whole")
+	}
+	if cd, err := os.ReadFile(filepath.Join(dir, "..", repodata.ChanneldataFile)); err == nil && !json.Valid(cd) {
+		t.Error("channeldata.json is not whole")
+	}
+	if cur, err := os.ReadFile(filepath.Join(dir, repodata.CurrentRepodataFile)); err == nil {
+		var c struct {
+			PackagesConda map[string]any `json:"packages.conda"`
+		}
+		if err := json.Unmarshal(cur, &c); err != nil {
+			t.Errorf("current_repodata.json is not whole: %v", err)
+		}
+		for name := range c.PackagesConda {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				t.Errorf("current_repodata.json lists %s: %v", name, err)
+			}
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, repodata.ShardIndexFile)); err == nil {
 		for _, sum := range decodeShardIndex(t, dir)["shards"].(map[string]any) {
@@ -135,13 +152,15 @@ func TestKillDuringRuns(t *testing.T) {
 	if listed == 0 {
 		t.Fatal("no run ever completed before a kill: the test proved nothing")
 	}
-	x := repodata.New(root, condapkg.DefaultLimits(), quiet())
+	files := repodata.DefaultFiles()
+	files.CurrentRepodata, files.Channeldata = true, true
+	x := repodata.New(root, condapkg.DefaultLimits(), quiet(), repodata.WithFiles(files))
 	if err := x.Run(context.Background(), "linux-64"); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "linux-64")
 	checkIndexFiles(t, dir)
-	for _, f := range []string{"repodata.json", "run_exports.json"} {
+	for _, f := range []string{"repodata.json", "run_exports.json", repodata.CurrentRepodataFile} {
 		if !bytes.Equal(unzstd(t, mustRead(t, filepath.Join(dir, f+".zst"))), mustRead(t, filepath.Join(dir, f))) {
 			t.Errorf("%s.zst differs from %s after a clean run", f, f)
 		}

@@ -23,7 +23,8 @@ import (
 // state a client can see consistent, even across a crash at any point:
 //
 //  1. new shards, made durable before anything names them;
-//  2. run_exports.json (and .zst);
+//  2. run_exports.json (and .zst), and current_repodata.json (and .zst)
+//     when it is on;
 //  3. the shard index, which names the new shards;
 //  4. repodata.json.zst;
 //  5. repodata.json, last.
@@ -76,6 +77,17 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 			return err
 		}
 	} else if err := removeAll(dir, "run_exports.json", "run_exports.json.zst"); err != nil {
+		return err
+	}
+	if x.files.CurrentRepodata {
+		cur, err := renderCurrent(subdir, st)
+		if err != nil {
+			return fmt.Errorf("current_repodata.json: %w", err)
+		}
+		if err := x.writeJSON(dir, CurrentRepodataFile, cur); err != nil {
+			return err
+		}
+	} else if err := removeAll(dir, CurrentRepodataFile, CurrentRepodataFile+".zst"); err != nil {
 		return err
 	}
 	if x.files.Shards {

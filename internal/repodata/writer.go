@@ -122,6 +122,9 @@ type Files struct {
 	// Channeldata writes the channel's channeldata.json, a summary by
 	// package name for front ends; solvers do not read it.
 	Channeldata bool
+	// CurrentRepodata writes current_repodata.json (and .zst), the
+	// subset conda's classic solver tries before repodata.json.
+	CurrentRepodata bool
 	// ShardRetention is how long a shard no index refers to any more is
 	// kept, for clients that still hold an older shard index.
 	ShardRetention time.Duration
