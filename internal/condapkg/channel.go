@@ -162,7 +162,8 @@ var channelFields = []string{
 // conda-index's load_all_from_cache does: the recipe, then about.json,
 // then the post-install flags; the recipe's source fields as source_*;
 // description and summary on one line. The record's own fields are laid
-// over it when channeldata.json is written.
+// over it when channeldata.json is written. It is nil when there is
+// nothing to say.
 func channelData(files infoFiles) []byte {
 	data := map[string]any{}
 	source := recipeSource(files.recipe)
@@ -200,12 +201,19 @@ func channelData(files infoFiles) []byte {
 			out[k] = v
 		}
 	}
+	// Only the flags that are true: a missing one is false, and the
+	// cache holds this for every package in memory.
 	p := files.post
 	for k, v := range map[string]bool{
 		"binary_prefix": p.BinaryPrefix, "text_prefix": p.TextPrefix, "activate.d": p.Activate, "deactivate.d": p.Deactivate,
 		"pre_link": p.PreLink, "post_link": p.PostLink, "pre_unlink": p.PreUnlink,
 	} {
-		out[k] = v
+		if v {
+			out[k] = true
+		}
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
