@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 )
@@ -88,7 +89,38 @@ func Parse(b []byte, strict bool) (*Instructions, error) {
 			return nil, fmt.Errorf("patch instructions: the fix of %q is null", fn)
 		}
 	}
+	for _, fixes := range []map[string]map[string]any{in.Packages, in.PackagesConda} {
+		for fn, fix := range fixes {
+			if err := checkNumbers(fix); err != nil {
+				return nil, fmt.Errorf("patch instructions: %s: %w", fn, err)
+			}
+		}
+	}
 	return &in, nil
+}
+
+// checkNumbers refuses a number no client could read back, such as 1e400,
+// which would otherwise land in repodata.json.
+func checkNumbers(v any) error {
+	switch v := v.(type) {
+	case json.Number:
+		if f, err := v.Float64(); err != nil || math.IsInf(f, 0) {
+			return fmt.Errorf("number %s is out of range", v)
+		}
+	case map[string]any:
+		for _, x := range v {
+			if err := checkNumbers(x); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if err := checkNumbers(x); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Marshal encodes instructions compactly with sorted keys.

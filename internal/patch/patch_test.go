@@ -76,6 +76,7 @@ func TestParseRefuses(t *testing.T) {
 		{"null fix", `{"patch_instructions_version":1,"packages":{"x-1-0.tar.bz2":null}}`},
 		{"fix not an object", `{"patch_instructions_version":1,"packages":{"x-1-0.tar.bz2":[1]}}`},
 		{"remove not a list", `{"patch_instructions_version":1,"remove":"x-1-0.conda"}`},
+		{"number out of range", `{"patch_instructions_version":1,"packages":{"x-1-0.tar.bz2":{"size":1e400}}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
