@@ -147,12 +147,21 @@ func TestKillDuringChanges(t *testing.T) {
 	for round := range 30 {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "LIFECYCLE_CRASH_ROOT="+root, "LIFECYCLE_CRASH_POOL="+pool)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		var stderr bytes.Buffer
+		stdout := pkgtest.NewProgress()
+		cmd.Stdout, cmd.Stderr = stdout, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+rng.IntN(150)) * time.Millisecond)
+		// Kill it at a random moment after its first change, so that
+		// every round tests something however slow the machine is.
+		select {
+		case <-stdout.First():
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("round %d: the child made no change in 2 minutes\n%s", round, stderr.String())
+		}
+		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {

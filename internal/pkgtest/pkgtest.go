@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log"
 	"os/exec"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -258,3 +259,37 @@ func (b *Builder) Conda(t T, s Spec) []byte {
 
 // Close releases the encoder.
 func (b *Builder) Close() { b.enc.Close() }
+
+// Progress collects a child process's output and tells when its first
+// line arrived, so that a crash test kills the child only once it has
+// done some work, however slow the machine (or the race detector) is.
+type Progress struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	first chan struct{}
+	once  sync.Once
+}
+
+// NewProgress returns an empty Progress.
+func NewProgress() *Progress { return &Progress{first: make(chan struct{})} }
+
+// Write implements io.Writer.
+func (p *Progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.b.Write(b)
+	if bytes.IndexByte(b, '\n') >= 0 {
+		p.once.Do(func() { close(p.first) })
+	}
+	return len(b), nil
+}
+
+// First is closed when the first line has arrived.
+func (p *Progress) First() <-chan struct{} { return p.first }
+
+// String returns what was written.
+func (p *Progress) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.b.String()
+}

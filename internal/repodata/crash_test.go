@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 )
 
@@ -50,6 +51,7 @@ func crashChild(pool, root string) {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
+			fmt.Println("run")
 		}
 	}
 }
@@ -135,11 +137,20 @@ func TestKillDuringRuns(t *testing.T) {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "REPODATA_CRASH_CHILD="+pool, "REPODATA_CRASH_ROOT="+root)
 		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		progress := pkgtest.NewProgress()
+		cmd.Stdout, cmd.Stderr = progress, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(20+rng.IntN(200)) * time.Millisecond)
+		// Kill it at a random moment after its first whole run, so that
+		// every round tests something however slow the machine is.
+		select {
+		case <-progress.First():
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("the child finished no run in 2 minutes\n%s", stderr.String())
+		}
+		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
