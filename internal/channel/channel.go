@@ -234,6 +234,20 @@ func (c *Channel) cacheControl(k kind) string {
 	return fmt.Sprintf("%s, max-age=%d, must-revalidate", scope, int(IndexMaxAge.Seconds()))
 }
 
+// Headers returns the Content-Type and the public Cache-Control that the
+// channel serves a file of this name with, for copies of the channel
+// served by others (an object-storage mirror).
+func Headers(name string) (ctype, cacheControl string) {
+	base := name[strings.LastIndexByte(name, '/')+1:]
+	k := index
+	if _, err := condapkg.ParseFilename(base); err == nil {
+		k = pkg
+	} else if shardName.MatchString(base) {
+		k = shard
+	}
+	return contentType(name), (&Channel{}).cacheControl(k)
+}
+
 func contentType(name string) string {
 	switch {
 	case strings.HasSuffix(name, ".json"):

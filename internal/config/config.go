@@ -82,6 +82,59 @@ type Config struct {
 	Sandbox           SandboxConfig            `toml:"sandbox"`
 	Metrics           MetricsConfig            `toml:"metrics"`
 	Audit             AuditConfig              `toml:"audit"`
+	Mirror            MirrorConfig             `toml:"mirror"`
+}
+
+// MirrorConfig is [mirror]: a copy of the channel in S3-compatible object
+// storage, synced after every index run, for downloads at a scale one host
+// cannot serve.
+type MirrorConfig struct {
+	// ReconcileInterval is how often the bucket is listed again to
+	// correct what the mirror believes it holds.
+	ReconcileInterval Duration `toml:"reconcile_interval"`
+	// S3, if set, is the bucket.
+	S3 *MirrorS3Config `toml:"s3"`
+}
+
+// MirrorS3Config is [mirror.s3]. The keys come from access_key_file and
+// secret_key_file, or else from the systemd credentials s3-access-key
+// and s3-secret-key; never from the command line.
+type MirrorS3Config struct {
+	Endpoint      string `toml:"endpoint"`
+	Region        string `toml:"region"`
+	Bucket        string `toml:"bucket"`
+	Prefix        string `toml:"prefix"`
+	PathStyle     bool   `toml:"path_style"`
+	CAFile        string `toml:"ca_file"`
+	AccessKeyFile string `toml:"access_key_file"`
+	SecretKeyFile string `toml:"secret_key_file"`
+}
+
+// MirrorKeys reads the mirror's access and secret keys.
+func (c *Config) MirrorKeys(credDir string) (access, secret string, err error) {
+	m := c.Mirror.S3
+	read := func(file, cred string) (string, error) {
+		if file == "" && credDir != "" {
+			file = filepath.Join(credDir, cred)
+		}
+		if file == "" {
+			return "", fmt.Errorf("mirror.s3: no %s: set %s_file or pass the systemd credential %s", cred, strings.ReplaceAll(strings.TrimPrefix(cred, "s3-"), "-", "_"), cred)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("mirror.s3: %w", err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return "", fmt.Errorf("mirror.s3: %s is empty", file)
+		}
+		return v, nil
+	}
+	if access, err = read(m.AccessKeyFile, "s3-access-key"); err != nil {
+		return "", "", err
+	}
+	secret, err = read(m.SecretKeyFile, "s3-secret-key")
+	return access, secret, err
 }
 
 // MetricsConfig configures GET /metrics.
@@ -347,6 +400,7 @@ func Default() *Config {
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
+		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour)},
 	}
 }
 
@@ -461,6 +515,28 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParsePrefix(a); err != nil {
 			add("metrics.allow: %v", err)
 		}
+	}
+	if m := c.Mirror.S3; m != nil {
+		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			add("mirror.s3.endpoint %q: want https://host[:port]", m.Endpoint)
+		}
+		if m.Bucket == "" {
+			add("mirror.s3.bucket is empty")
+		}
+		if m.Prefix != "" && (strings.HasPrefix(m.Prefix, "/") || !strings.HasSuffix(m.Prefix, "/")) {
+			add("mirror.s3.prefix %q must not start with / and must end with /", m.Prefix)
+		}
+		for _, f := range []string{m.CAFile, m.AccessKeyFile, m.SecretKeyFile} {
+			if f != "" && !filepath.IsAbs(f) {
+				add("mirror.s3: %q must be an absolute path", f)
+			}
+		}
+		if (m.AccessKeyFile == "") != (m.SecretKeyFile == "") {
+			add("mirror.s3: set both access_key_file and secret_key_file, or neither (systemd credentials)")
+		}
+	}
+	if c.Mirror.ReconcileInterval.D() < time.Minute {
+		add("mirror.reconcile_interval must be at least 1m")
 	}
 	return errors.Join(errs...)
 }

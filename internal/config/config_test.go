@@ -25,6 +25,7 @@ func TestFiles(t *testing.T) {
 		"bad-subdir.bad.toml":        `"linux-fake" is not a conda platform subdir`,
 		"bad-label.bad.toml":         `labels: "../main" is not a label name`,
 		"bad-scope.bad.toml":         `scopes: "admin" is not a scope`,
+		"bad-mirror.bad.toml":        `mirror.s3.prefix "/channel" must not start with /`,
 		"two-hashes.bad.toml":        `only one of token_hash and token_hash_file`,
 		"cert-without-key.bad.toml":  `certfile and keyfile must be set together`,
 		"bad-token.bad.toml":         `tokens\[0\] \(ci\): token hash must be`,

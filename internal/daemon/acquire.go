@@ -10,6 +10,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
+	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
 )
@@ -22,6 +23,9 @@ func (d *daemon) acquire() error {
 		return err
 	}
 	if err := d.acquireTokens(); err != nil {
+		return err
+	}
+	if err := d.acquireMirror(); err != nil {
 		return err
 	}
 	if err := d.acquireListeners(); err != nil {
@@ -125,6 +129,28 @@ func (d *daemon) acquireTokens() error {
 	}
 	d.authn, err = auth.New(d.cfg.Salt, d.tokens)
 	return err
+}
+
+// acquireMirror reads the object-storage mirror's keys and CA
+// certificates, which may live outside what the sandbox lets it read.
+func (d *daemon) acquireMirror() error {
+	m := d.cfg.Mirror.S3
+	if m == nil {
+		return nil
+	}
+	var err error
+	mc := mirror.Config{Endpoint: m.Endpoint, Region: m.Region, Bucket: m.Bucket, Prefix: m.Prefix, PathStyle: m.PathStyle,
+		Retention: d.cfg.Index.ShardRetention.D()}
+	if mc.AccessKey, mc.SecretKey, err = d.cfg.MirrorKeys(d.credDir); err != nil {
+		return err
+	}
+	if m.CAFile != "" {
+		if mc.CAPEM, err = os.ReadFile(m.CAFile); err != nil {
+			return fmt.Errorf("mirror.s3.ca_file: %w", err)
+		}
+	}
+	d.mirrorCfg = &mc
+	return nil
 }
 
 // acquireNotifier dials the notify socket, once: it is outside what the

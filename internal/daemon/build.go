@@ -18,6 +18,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -61,6 +62,21 @@ func (d *daemon) build(ctx context.Context) error {
 			metricsAllow = append(metricsAllow, netip.MustParsePrefix(a))
 		}
 	}
+	if d.mirrorCfg != nil {
+		if d.mirror, err = mirror.New(*d.mirrorCfg, d.writeDir, d.log); err != nil {
+			return err
+		}
+		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
+			if err == nil {
+				d.mirror.Mark(dir)
+			}
+		}))
+		d.metrics.Mirror(d.mirror.Backlog, d.mirror.Conflicts)
+		mctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()
+		d.onClose(func() { stop(); <-done })
+	}
 	d.sched = index.New(runner, d.log, opts...)
 	d.onClose(d.sched.Close)
 	d.lifecycle = lifecycle.New(d.store)
@@ -84,6 +100,12 @@ func (d *daemon) build(ctx context.Context) error {
 		d.onClose(func() { d.channel.Close() })
 	}
 	d.conns = &server.ConnLimiter{Max: cfg.MaxConnections}
+	var mirrored interface {
+		Has(dir, filename string) bool
+	}
+	if d.mirror != nil {
+		mirrored = d.mirror
+	}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, Arrivals: arrivals, Limits: lim,
 		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads,
@@ -93,6 +115,7 @@ func (d *daemon) build(ctx context.Context) error {
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
 		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier, Lifecycle: d.lifecycle,
+		Degraded: d.degraded, Mirror: mirrored,
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.
@@ -105,6 +128,20 @@ func (d *daemon) build(ctx context.Context) error {
 		d.downloadHS = d.httpServer(d.srv.Handler(server.Downloads | server.Ops))
 	}
 	return nil
+}
+
+// degraded says why the server works but not fully, for /readyz.
+func (d *daemon) degraded() string {
+	if d.mirror == nil {
+		return ""
+	}
+	if n := d.mirror.Conflicts(); n > 0 {
+		return fmt.Sprintf("mirror: %d objects in the bucket differ from the package of that name; nothing was overwritten", n)
+	}
+	if e := d.mirror.Err(); e != "" {
+		return "mirror behind: " + e
+	}
+	return ""
 }
 
 // httpServer returns the server settings every listener shares.
@@ -196,6 +233,13 @@ func (d *daemon) indexAtStart(ctx context.Context) error {
 		}
 		if err := d.sched.Index(ctx, dir); err != nil {
 			return fmt.Errorf("index %s at start: %w", dir, err)
+		}
+	}
+	if d.mirror != nil {
+		// Synced once whatever the indexer did: the bucket may be
+		// behind from before the start.
+		for _, dir := range dirs {
+			d.mirror.Mark(dir)
 		}
 	}
 	d.log.Info("channel index checked", "labels", len(labels), "subdirs", slices.Clip(dirs), "duration", time.Since(start).Round(time.Millisecond))

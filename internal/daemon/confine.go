@@ -116,6 +116,11 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 			p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 		}
 	}
+	if m := cfg.Mirror.S3; m != nil {
+		// The mirror's endpoint, and for https the system's CAs.
+		p.ConnectTCP = append(p.ConnectTCP, endpointPort(m.Endpoint))
+		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
+	}
 	slices.Sort(p.ConnectTCP)
 	p.ConnectTCP = slices.Compact(p.ConnectTCP)
 	if cfg.CondaExe != "" {
@@ -134,6 +139,14 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.TempDirs = []string{"/dev/shm"}
 	}
 	return p, nil
+}
+
+// endpointPort is the TCP port of an http or https URL.
+func endpointPort(endpoint string) uint16 {
+	if u, err := url.Parse(endpoint); err == nil && u.Scheme == "http" && u.Port() == "" {
+		return 80
+	}
+	return issuerPort(endpoint)
 }
 
 // issuerPort is the TCP port of an issuer's https URL.

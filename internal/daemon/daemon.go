@@ -39,6 +39,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -94,6 +95,10 @@ type daemon struct {
 	indexerTmp string
 	sched      *index.Scheduler
 	lifecycle  *lifecycle.Manager
+	// mirrorCfg is the object-storage mirror's settings and keys, read
+	// before confinement; mirror syncs to it.
+	mirrorCfg  *mirror.Config
+	mirror     *mirror.Mirror
 	metrics    *metrics.Metrics
 	srv        *server.Server
 	conns      *server.ConnLimiter

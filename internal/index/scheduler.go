@@ -65,6 +65,7 @@ type Scheduler struct {
 	log      *slog.Logger
 	arrivals *Arrivals
 	observe  func(indexer string, d time.Duration, err error)
+	afterRun func(subdir string, err error)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -86,6 +87,12 @@ func WithTimeout(d time.Duration) Option { return func(s *Scheduler) { s.timeout
 // WithArrivals lets runs wait briefly for uploads still arriving, so that
 // a burst of uploads is indexed in a few runs rather than one run each.
 func WithArrivals(a *Arrivals) Option { return func(s *Scheduler) { s.arrivals = a } }
+
+// WithAfterRun sets a function called with the subdir and outcome of
+// every run, as the object-storage mirror needs.
+func WithAfterRun(f func(subdir string, err error)) Option {
+	return func(s *Scheduler) { s.afterRun = f }
+}
 
 // WithObserver sets a function called after every run, for metrics.
 func WithObserver(f func(indexer string, d time.Duration, err error)) Option {
@@ -234,6 +241,9 @@ func (s *Scheduler) run(name string) error {
 	d := time.Since(start)
 	if s.observe != nil {
 		s.observe(s.r.Name(), d, err)
+	}
+	if s.afterRun != nil {
+		s.afterRun(name, err)
 	}
 	if err != nil {
 		s.failures.Add(1)

@@ -187,6 +187,26 @@ func (m *Metrics) IndexRun(indexer string, d time.Duration, err error) {
 	}
 }
 
+// Mirror exports the object-storage mirror's state: the subdirs it is
+// behind on, how long the oldest change has waited, and the conflicting
+// objects found in the bucket.
+func (m *Metrics) Mirror(backlog func() (int, time.Duration), conflicts func() int64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_backlog_subdirs",
+			Help: "Subdirs with changes the object-storage mirror does not hold yet."},
+			func() float64 { n, _ := backlog(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_lag_seconds",
+			Help: "How long the oldest change not yet in the object-storage mirror has waited."},
+			func() float64 { _, d := backlog(); return d.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_conflicts",
+			Help: "Objects in the bucket that differ from the package or shard of the same name (an alarm)."},
+			func() float64 { return float64(conflicts()) }),
+	)
+}
+
 // CertExpiry sets the certificate's expiry time.
 func (m *Metrics) CertExpiry(t time.Time) {
 	if m != nil {

@@ -20,6 +20,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) (*Result, error)
 			return nil, &Error{Status: http.StatusServiceUnavailable, Reason: "unavailable", Msg: "not ready: " + oneLine(err.Error()), Err: err}
 		}
 	}
+	if s.o.Degraded != nil {
+		if why := s.o.Degraded(); why != "" {
+			return &Result{Status: http.StatusOK, Body: map[string]any{"status": "degraded", "reason": why}}, nil
+		}
+	}
 	return &Result{Status: http.StatusOK, Body: map[string]any{"status": "ready"}}, nil
 }
 

@@ -102,6 +102,14 @@ type Options struct {
 	// Lifecycle, if set, serves the admin API: labels, promotion,
 	// yanks, deletes and patches.
 	Lifecycle *lifecycle.Manager
+	// Mirror, if set, says whether the object-storage mirror holds a
+	// package, for the upload answer.
+	Mirror interface {
+		Has(dir, filename string) bool
+	}
+	// Degraded, if set, says why the server works but not fully (such as
+	// a mirror that is behind or in conflict), for GET /readyz.
+	Degraded func() string
 }
 
 // Server handles uploads.

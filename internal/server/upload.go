@@ -43,10 +43,13 @@ type Uploaded struct {
 	// bytes were kept in .trash/).
 	Replaced bool `json:"replaced,omitempty"`
 	// Indexed says whether repodata.json lists the package.
-	Indexed bool   `json:"indexed"`
-	Indexer string `json:"indexer"`
-	Error   string `json:"error,omitempty"`
-	Status  int    `json:"status"`
+	Indexed bool `json:"indexed"`
+	// Mirrored, with an object-storage mirror, says whether the bucket
+	// holds the package yet (false is normal at first).
+	Mirrored *bool  `json:"mirrored,omitempty"`
+	Indexer  string `json:"indexer"`
+	Error    string `json:"error,omitempty"`
+	Status   int    `json:"status"`
 }
 
 // admit runs the checks every upload route makes before it reads a body
@@ -354,6 +357,10 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 		return &Result{Status: res.Status, Body: res}, e
 	}
 	res.Indexed = true
+	if s.o.Mirror != nil {
+		m := s.o.Mirror.Has(dir, name)
+		res.Mirrored = &m
+	}
 	return &Result{Status: res.Status, Body: res}, nil
 }
 

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/s3test"
+)
+
+// mirrored starts the server with an object-storage mirror on a real S3
+// server, and returns it, the gateway, the channel root, and a function
+// that starts it again.
+func mirrored(t *testing.T) (*proc, *s3test.Gateway, string, func() *proc) {
+	t.Helper()
+	g := s3test.Start(t, "conda")
+	g.PublicRead(t)
+	dir := shared(t)
+	cert, key, pool, _ := certPair(t, dir, "")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
+	ak, sk := filepath.Join(dir, "s3-access-key"), filepath.Join(dir, "s3-secret-key")
+	os.WriteFile(ak, []byte(s3test.AccessKey+"\n"), 0o600)
+	os.WriteFile(sk, []byte(s3test.SecretKey+"\n"), 0o600)
+	port := freePort(t)
+	cfg := userConfig(t, dir, fmt.Sprintf(`
+[metrics]
+enabled = true
+[mirror.s3]
+endpoint = %q
+bucket = "conda"
+prefix = "ch/"
+path_style = true
+access_key_file = %q
+secret_key_file = %q
+`, g.URL(), ak, sk))
+	args := []string{"--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}
+	restart := func() *proc { return startServer(t, pool, port, args...) }
+	return restart(), g, root, restart
+}
+
+// bucketMatchesDisk waits until the bucket holds every package and index
+// file of the channel's subdirs, byte for byte.
+func bucketMatchesDisk(t *testing.T, g *s3test.Gateway, root string) {
+	t.Helper()
+	cl := g.Client()
+	var missing string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		missing = ""
+		for _, sd := range []string{"noarch", "linux-64"} {
+			des, _ := os.ReadDir(filepath.Join(root, sd))
+			for _, de := range des {
+				name := de.Name()
+				if de.IsDir() || strings.HasPrefix(name, ".") {
+					continue
+				}
+				want, _ := os.ReadFile(filepath.Join(root, sd, name))
+				out, err := cl.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("conda"), Key: aws.String("ch/" + sd + "/" + name)})
+				if err != nil {
+					missing = sd + "/" + name
+					break
+				}
+				got, _ := io.ReadAll(out.Body)
+				out.Body.Close()
+				if !bytes.Equal(got, want) {
+					missing = sd + "/" + name + " (differs)"
+					break
+				}
+			}
+		}
+		if missing == "" {
+			return
+		}
+	}
+	t.Fatalf("the bucket does not match the disk: %s", missing)
+}
+
+// TestMirrorEndToEnd uploads through the real server with a mirror, checks
+// that the bucket ends up equal to the disk, that rattler solves from the
+// bucket's URL alone, and that the answer, /readyz and the metrics say
+// what the mirror does.
+func TestMirrorEndToEnd(t *testing.T) {
+	p, g, root, _ := mirrored(t)
+	pkgs := []string{
+		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",
+		"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
+		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",
+	}
+	for _, pkg := range pkgs {
+		st, body := p.upload(t, testToken, corpusFile(pkg))
+		if st != 201 || body["indexed"] != true {
+			t.Fatalf("upload %s: %d %v", pkg, st, body)
+		}
+		if _, ok := body["mirrored"].(bool); !ok {
+			t.Errorf("the answer does not say whether the bucket holds the package: %v", body)
+		}
+	}
+	bucketMatchesDisk(t, g, root)
+	channel := g.URL() + "/conda/ch/"
+	recs, err := rattlerSolve(t, filepath.Join(root, "..", "cert.pem"), channel, "stub-run_exports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Version != "2.0.0" || recs[0].URL != channel+"noarch/stub-run_exports-2.0.0-0.conda" {
+		t.Errorf("solved from the bucket: %+v", recs)
+	}
+	resp, err := p.client.Get(p.url + "readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"ready"`) {
+		t.Errorf("readyz: %d %s", resp.StatusCode, b)
+	}
+	resp, err = p.client.Get(p.url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"conda_upload_mirror_backlog_subdirs 0", "conda_upload_mirror_conflicts 0", "conda_upload_mirror_lag_seconds 0"} {
+		if !strings.Contains(string(b), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+}
+
+// TestMirrorKillAndReconcile kills the server with -9 while it uploads and
+// mirrors a burst, starts it again, and checks that it reconciles: the
+// bucket ends up equal to the disk, every package stored is mirrored.
+func TestMirrorKillAndReconcile(t *testing.T) {
+	p, g, root, restart := mirrored(t)
+	dir := t.TempDir()
+	var paths []string
+	for i := range 12 {
+		path := filepath.Join(dir, fmt.Sprintf("burst-1.%d-0.conda", i))
+		writeSynthetic(t, path, "burst", fmt.Sprintf("1.%d", i), "0", "noarch")
+		paths = append(paths, path)
+	}
+	var wg sync.WaitGroup
+	for i, path := range paths {
+		if i == 6 {
+			time.Sleep(50 * time.Millisecond)
+			p.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ct, data := multipartBody(t, testToken, path)
+			if resp, err := p.client.Post(p.url, ct, bytes.NewReader(data)); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	err := <-p.done
+	p.done <- err
+	restart()
+	bucketMatchesDisk(t, g, root)
+	des, _ := os.ReadDir(filepath.Join(root, "noarch"))
+	n := 0
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), "burst-") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no upload was stored before the kill: the test proved little")
+	}
+	t.Logf("%d of %d packages stored around the kill, all mirrored after the restart", n, len(paths))
+}
