@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +24,52 @@ func TestServiceExposure(t *testing.T) {
 	t.Logf("exposure %.1f", score)
 	if err != nil || score > 1.0 {
 		t.Errorf("exposure %.1f (err %v), want ≤ 1.0", score, err)
+	}
+}
+
+// TestMirrorDropInExposure applies systemd/mirror.conf, the drop-in a
+// mirror needs (the service gets the network, and only the bucket's
+// address on it), to the service unit and scores the result: it must stay
+// at or below 1.0 too.
+func TestMirrorDropInExposure(t *testing.T) {
+	svc, err := os.ReadFile("../../systemd/conda-upload.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIn, err := os.ReadFile("../../systemd/mirror.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(svc)
+	for _, line := range strings.Split(string(dropIn), "\n") {
+		key, _, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		// A drop-in's setting replaces a single-valued one, and adds to
+		// a list.
+		if re := regexp.MustCompile("(?m)^" + regexp.QuoteMeta(key) + "=.*$"); key == "PrivateNetwork" && re.MatchString(unit) {
+			unit = re.ReplaceAllString(unit, line)
+		} else {
+			unit = strings.Replace(unit, "[Service]\n", "[Service]\n"+line+"\n", 1)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "conda-upload.service")
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=10", path).CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for conda-upload\.service: ([0-9.]+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze: %v\n%s", err, out)
+	}
+	score, _ := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("exposure with the mirror drop-in %.1f", score)
+	if err != nil || score > 1.0 {
+		t.Errorf("exposure with the mirror drop-in %.1f (err %v), want ≤ 1.0", score, err)
+	}
+	if !strings.Contains(unit, "PrivateNetwork=no") {
+		t.Error("the drop-in was not applied")
 	}
 }
 
