@@ -24,7 +24,7 @@ import (
 // mirrored starts the server with an object-storage mirror on a real S3
 // server, and returns it, the gateway, the channel root, and a function
 // that starts it again.
-func mirrored(t *testing.T) (*proc, *s3test.Gateway, string, func() *proc) {
+func mirrored(t *testing.T, extra ...string) (*proc, *s3test.Gateway, string, func() *proc) {
 	t.Helper()
 	g := s3test.Start(t, "conda")
 	g.PublicRead(t)
@@ -38,6 +38,8 @@ func mirrored(t *testing.T) (*proc, *s3test.Gateway, string, func() *proc) {
 	cfg := userConfig(t, dir, fmt.Sprintf(`
 [metrics]
 enabled = true
+[mirror]
+%s
 [mirror.s3]
 endpoint = %q
 bucket = "conda"
@@ -45,7 +47,7 @@ prefix = "ch/"
 path_style = true
 access_key_file = %q
 secret_key_file = %q
-`, g.URL(), ak, sk))
+`, strings.Join(extra, "\n"), g.URL(), ak, sk))
 	args := []string{"--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken)}
 	restart := func() *proc { return startServer(t, pool, port, args...) }
 	return restart(), g, root, restart
@@ -135,6 +137,26 @@ func TestMirrorEndToEnd(t *testing.T) {
 		if !strings.Contains(string(b), m) {
 			t.Errorf("metrics lack %q", m)
 		}
+	}
+}
+
+// TestMirrorWait checks [mirror] wait: the answer comes once the bucket
+// holds the package, so a CI job may fetch it from there next.
+func TestMirrorWait(t *testing.T) {
+	p, g, _, _ := mirrored(t, "wait = true", `wait_timeout = "60s"`)
+	pkg := corpusFile("conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda")
+	st, body := p.upload(t, testToken, pkg)
+	if st != 201 || body["mirrored"] != true {
+		t.Fatalf("upload with wait: %d %v", st, body)
+	}
+	out, err := g.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("conda"), Key: aws.String("ch/noarch/stub-run_exports-1.0.0-0.conda")})
+	if err != nil {
+		t.Fatalf("the answer said mirrored, but the bucket lacks the package: %v", err)
+	}
+	got, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if want, _ := os.ReadFile(pkg); !bytes.Equal(got, want) {
+		t.Error("the bucket's copy differs")
 	}
 }
 

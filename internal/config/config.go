@@ -92,6 +92,11 @@ type MirrorConfig struct {
 	// ReconcileInterval is how often the bucket is listed again to
 	// correct what the mirror believes it holds.
 	ReconcileInterval Duration `toml:"reconcile_interval"`
+	// Wait makes an upload's answer wait, up to WaitTimeout, until the
+	// bucket holds the package ("mirrored": true), for a CI job that
+	// fetches from the bucket next.
+	Wait        bool     `toml:"wait"`
+	WaitTimeout Duration `toml:"wait_timeout"`
 	// S3, if set, is the bucket.
 	S3 *MirrorS3Config `toml:"s3"`
 }
@@ -400,7 +405,7 @@ func Default() *Config {
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
-		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour)},
+		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour), WaitTimeout: Duration(30 * time.Second)},
 	}
 }
 
@@ -534,6 +539,12 @@ func (c *Config) Validate() error {
 		if (m.AccessKeyFile == "") != (m.SecretKeyFile == "") {
 			add("mirror.s3: set both access_key_file and secret_key_file, or neither (systemd credentials)")
 		}
+	}
+	if c.Mirror.Wait && c.Mirror.S3 == nil {
+		add("mirror.wait is set but there is no [mirror.s3]")
+	}
+	if c.Mirror.WaitTimeout.D() <= 0 || c.Mirror.WaitTimeout.D() > 10*time.Minute {
+		add("mirror.wait_timeout must be between 0 and 10m")
 	}
 	if c.Mirror.ReconcileInterval.D() < time.Minute {
 		add("mirror.reconcile_interval must be at least 1m")

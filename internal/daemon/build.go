@@ -100,11 +100,13 @@ func (d *daemon) build(ctx context.Context) error {
 		d.onClose(func() { d.channel.Close() })
 	}
 	d.conns = &server.ConnLimiter{Max: cfg.MaxConnections}
-	var mirrored interface {
-		Has(dir, filename string) bool
-	}
+	var mirrored server.Mirror
+	var mirrorWait time.Duration
 	if d.mirror != nil {
 		mirrored = d.mirror
+		if cfg.Mirror.Wait {
+			mirrorWait = cfg.Mirror.WaitTimeout.D()
+		}
 	}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, Arrivals: arrivals, Limits: lim,
@@ -115,7 +117,7 @@ func (d *daemon) build(ctx context.Context) error {
 		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
 		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier, Lifecycle: d.lifecycle,
-		Degraded: d.degraded, Mirror: mirrored,
+		Degraded: d.degraded, Mirror: mirrored, MirrorWait: mirrorWait,
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.

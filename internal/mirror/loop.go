@@ -100,6 +100,8 @@ func (m *Mirror) syncMarked(ctx context.Context) error {
 		if p, ok := m.dirty[dir]; ok && p.gen == gens[dir] {
 			delete(m.dirty, dir)
 		}
+		close(m.synced)
+		m.synced = make(chan struct{})
 		m.qmu.Unlock()
 	}
 	return first
@@ -120,6 +122,24 @@ func (m *Mirror) report(err error) {
 		m.log.Error("mirror sync failed; retrying", "err", err)
 	case msg == "" && last != "":
 		m.log.Info("mirror caught up after errors")
+	}
+}
+
+// WaitFor waits until the bucket holds dir/filename or ctx ends, and
+// reports whether it does.
+func (m *Mirror) WaitFor(ctx context.Context, dir, filename string) bool {
+	for {
+		m.qmu.Lock()
+		synced := m.synced
+		m.qmu.Unlock()
+		if m.Has(dir, filename) {
+			return true
+		}
+		select {
+		case <-synced:
+		case <-ctx.Done():
+			return m.Has(dir, filename)
+		}
 	}
 }
 

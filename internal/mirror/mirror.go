@@ -107,10 +107,12 @@ type Mirror struct {
 
 	conflicts atomic.Int64
 
-	qmu     sync.Mutex // guards dirty and lastErr
+	qmu     sync.Mutex // guards dirty, lastErr and synced
 	dirty   map[string]*pending
 	lastErr string
 	wake    chan struct{}
+	// synced is closed (and replaced) after every sync of a subdir.
+	synced chan struct{}
 }
 
 type fileID struct {
@@ -149,7 +151,7 @@ func New(cfg Config, root string, log *slog.Logger) (*Mirror, error) {
 	})
 	m := &Mirror{c: c, bucket: cfg.Bucket, prefix: cfg.Prefix, root: root, retention: cfg.Retention, log: log,
 		now: time.Now, objects: map[string]*object{}, sums: map[fileID]sums{},
-		dirty: map[string]*pending{}, wake: make(chan struct{}, 1)}
+		dirty: map[string]*pending{}, wake: make(chan struct{}, 1), synced: make(chan struct{})}
 	if err := os.MkdirAll(filepath.Join(root, StateDir), 0o700); err != nil {
 		return nil, fmt.Errorf("mirror state: %w", err)
 	}

@@ -53,6 +53,12 @@ type Indexer interface {
 	Name() string
 }
 
+// Mirror is what the server needs of the object-storage mirror.
+type Mirror interface {
+	Has(dir, filename string) bool
+	WaitFor(ctx context.Context, dir, filename string) bool
+}
+
 // Options configure a Server.
 type Options struct {
 	Store   *store.Store
@@ -103,10 +109,10 @@ type Options struct {
 	// yanks, deletes and patches.
 	Lifecycle *lifecycle.Manager
 	// Mirror, if set, says whether the object-storage mirror holds a
-	// package, for the upload answer.
-	Mirror interface {
-		Has(dir, filename string) bool
-	}
+	// package, for the upload answer; with MirrorWait, the answer waits
+	// that long at most for it.
+	Mirror     Mirror
+	MirrorWait time.Duration
 	// Degraded, if set, says why the server works but not fully (such as
 	// a mirror that is behind or in conflict), for GET /readyz.
 	Degraded func() string

@@ -358,7 +358,14 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 	}
 	res.Indexed = true
 	if s.o.Mirror != nil {
-		m := s.o.Mirror.Has(dir, name)
+		var m bool
+		if s.o.MirrorWait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, s.o.MirrorWait)
+			m = s.o.Mirror.WaitFor(wctx, dir, name)
+			cancel()
+		} else {
+			m = s.o.Mirror.Has(dir, name)
+		}
 		res.Mirrored = &m
 	}
 	return &Result{Status: res.Status, Body: res}, nil
