@@ -204,3 +204,137 @@ func TestMirrorKillAndReconcile(t *testing.T) {
 	}
 	t.Logf("%d of %d packages stored around the kill, all mirrored after the restart", n, len(paths))
 }
+
+// TestMirrorBurstReaders sends a burst of 100 uploads through the real
+// server while a reader polls the bucket as a client would: no view may
+// name an object the bucket lacks, and in the end the bucket equals the
+// disk.
+func TestMirrorBurstReaders(t *testing.T) {
+	p, g, root, _ := mirrored(t)
+	dir := t.TempDir()
+	var paths []string
+	for i := range 100 {
+		path := filepath.Join(dir, fmt.Sprintf("burst%d-1.%d-0.conda", i%9, i))
+		writeSynthetic(t, path, fmt.Sprintf("burst%d", i%9), fmt.Sprintf("1.%d", i), "0", "noarch")
+		paths = append(paths, path)
+	}
+	stop := make(chan struct{})
+	var problems []string
+	polls := 0
+	var pollers sync.WaitGroup
+	pollers.Add(1)
+	go func() {
+		defer pollers.Done()
+		cl := g.Client()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if m := s3test.Missing(cl, "conda", "ch/noarch/"); m != "" {
+				problems = append(problems, m)
+			}
+			polls++
+		}
+	}()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, path := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if st, body := p.upload(t, testToken, path); st != 201 {
+				t.Errorf("upload %s: %d %v", filepath.Base(path), st, body)
+			}
+		}()
+	}
+	wg.Wait()
+	bucketMatchesDisk(t, g, root)
+	close(stop)
+	pollers.Wait()
+	if len(problems) > 0 {
+		t.Fatalf("%d inconsistent views of the bucket, first: %s", len(problems), problems[0])
+	}
+	if polls < 5 {
+		t.Fatalf("only %d polls: the test proved little", polls)
+	}
+	t.Logf("%d polls during 100 uploads, all consistent", polls)
+}
+
+// TestMirrorOutageAndConflict stops the S3 server: uploads still succeed,
+// the backlog shows in the metrics and /readyz says degraded, the error is
+// logged once, and all is caught up once the server is back. Then a
+// package is planted in the bucket before it is uploaded: the alarm
+// fires and the planted object stays.
+func TestMirrorOutageAndConflict(t *testing.T) {
+	p, g, root, _ := mirrored(t)
+	g.Stop()
+	dir := t.TempDir()
+	for i := range 3 {
+		path := filepath.Join(dir, fmt.Sprintf("outage-1.%d-0.conda", i))
+		writeSynthetic(t, path, "outage", fmt.Sprintf("1.%d", i), "0", "noarch")
+		st, body := p.upload(t, testToken, path)
+		if st != 201 || body["indexed"] != true || body["mirrored"] != false {
+			t.Fatalf("upload while the bucket is down: %d %v", st, body)
+		}
+	}
+	get := func(path string) string {
+		resp, err := p.client.Get(p.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitUntil(t, func() bool { return strings.Contains(get("readyz"), `"degraded"`) })
+	if m := get("metrics"); !strings.Contains(m, "conda_upload_mirror_backlog_subdirs 1") {
+		t.Errorf("metrics while the bucket is down lack the backlog")
+	}
+	time.Sleep(3 * time.Second) // a few retries
+	if n := strings.Count(p.stderr.String(), "mirror sync failed"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once", n)
+	}
+	g.Restart(t)
+	bucketMatchesDisk(t, g, root)
+	waitUntil(t, func() bool { return strings.Contains(get("readyz"), `"ready"`) })
+	if !p.logged("mirror caught up after errors") {
+		t.Error("the recovery was not logged")
+	}
+
+	// A different object under a package's key, then the upload.
+	planted := "ch/noarch/clash-1.0-0.conda"
+	if _, err := g.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String("conda"), Key: aws.String(planted), Body: strings.NewReader("planted")}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "clash-1.0-0.conda")
+	writeSynthetic(t, path, "clash", "1.0", "0", "noarch")
+	if st, body := p.upload(t, testToken, path); st != 201 {
+		t.Fatalf("upload: %d %v", st, body)
+	}
+	waitUntil(t, func() bool { return strings.Contains(get("metrics"), "conda_upload_mirror_conflicts 1") })
+	if r := get("readyz"); !strings.Contains(r, `"degraded"`) || !strings.Contains(r, "differ") {
+		t.Errorf("readyz after a conflict: %s", r)
+	}
+	out, err := g.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("conda"), Key: aws.String(planted)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if string(b) != "planted" {
+		t.Error("the planted object was overwritten")
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}

@@ -107,7 +107,9 @@ func (m *Mirror) syncMarked(ctx context.Context) error {
 	return first
 }
 
-// report logs an error once while it lasts, and the recovery.
+// report logs the first error of an outage once (each retry's error,
+// which names another key or connection, goes to the debug level), and
+// the recovery.
 func (m *Mirror) report(err error) {
 	msg := ""
 	if err != nil {
@@ -118,9 +120,11 @@ func (m *Mirror) report(err error) {
 	m.lastErr = msg
 	m.qmu.Unlock()
 	switch {
-	case msg != "" && msg != last:
+	case msg != "" && last == "":
 		m.log.Error("mirror sync failed; retrying", "err", err)
-	case msg == "" && last != "":
+	case msg != "":
+		m.log.Debug("mirror sync failed again", "err", err)
+	case last != "":
 		m.log.Info("mirror caught up after errors")
 	}
 }

@@ -44,7 +44,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,7 +104,10 @@ type Mirror struct {
 	objects map[string]*object
 	sums    map[fileID]sums
 
-	conflicts atomic.Int64
+	// conflicting are the keys found to hold another object than the
+	// package or shard of that name; conflicts counts them.
+	conflicting map[string]bool
+	conflicts   atomic.Int64
 
 	qmu     sync.Mutex // guards dirty, lastErr and synced
 	dirty   map[string]*pending
@@ -150,7 +152,7 @@ func New(cfg Config, root string, log *slog.Logger) (*Mirror, error) {
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
 	m := &Mirror{c: c, bucket: cfg.Bucket, prefix: cfg.Prefix, root: root, retention: cfg.Retention, log: log,
-		now: time.Now, objects: map[string]*object{}, sums: map[fileID]sums{},
+		now: time.Now, objects: map[string]*object{}, sums: map[fileID]sums{}, conflicting: map[string]bool{},
 		dirty: map[string]*pending{}, wake: make(chan struct{}, 1), synced: make(chan struct{})}
 	if err := os.MkdirAll(filepath.Join(root, StateDir), 0o700); err != nil {
 		return nil, fmt.Errorf("mirror state: %w", err)
@@ -178,7 +180,8 @@ func (m *Mirror) save() error {
 	return atomicfile.Write(m.statePath(), b)
 }
 
-// Conflicts returns the number of conflicting objects found so far.
+// Conflicts returns the number of keys that hold another object than the
+// package or shard of that name, as the last attempt at each found.
 func (m *Mirror) Conflicts() int64 { return m.conflicts.Load() }
 
 // Has reports whether the bucket is known to hold dir/filename as it is
@@ -238,56 +241,87 @@ var phases = [][]string{
 // Sync brings the bucket's copy of dir (a label's subdir, as
 // store.Dir names it) up to date with the disk, in the order the package
 // comment gives.
+//
+// The index files are opened first, and the folder listed after: an index
+// names only packages that existed when it was written, so every package
+// the opened index files name is in the listing and uploaded before them,
+// even if index runs replace those files during the sync (replacement is
+// by rename, so an open file keeps its content).
 func (m *Mirror) Sync(ctx context.Context, dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	open := map[string]*os.File{}
+	defer func() {
+		for _, f := range open {
+			f.Close()
+		}
+	}()
+	for _, phase := range phases {
+		for _, name := range phase {
+			f, err := os.Open(filepath.Join(m.root, dir, name))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			open[name] = f
+		}
+	}
+	parent := path.Dir(dir)
+	channeldata, err := os.Open(filepath.Join(m.root, parent, "channeldata.json"))
+	if err == nil {
+		defer channeldata.Close()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	des, err := os.ReadDir(filepath.Join(m.root, dir))
 	if err != nil {
 		return fmt.Errorf("list %s: %w", dir, err)
 	}
 	local := map[string]bool{}
-	var immutable []string
+	var immutable, sigs []string
 	for _, de := range des {
 		name := de.Name()
 		if !de.Type().IsRegular() || strings.HasPrefix(name, ".") {
 			continue
 		}
 		_, pkgErr := condapkg.ParseFilename(name)
-		base, sigs := strings.CutSuffix(name, ".sigs")
+		base, isSigs := strings.CutSuffix(name, ".sigs")
 		_, sigErr := condapkg.ParseFilename(base)
 		switch {
 		case pkgErr == nil || shardName.MatchString(name):
 			immutable = append(immutable, name)
-		case sigs && sigErr == nil:
-		case slices.ContainsFunc(phases, func(p []string) bool { return slices.Contains(p, name) }):
+		case isSigs && sigErr == nil:
+			sigs = append(sigs, name)
+		case open[name] != nil:
 		default:
 			continue
 		}
 		local[name] = true
 	}
 	for _, name := range immutable {
-		if err := m.put(ctx, dir, name, true); err != nil {
+		if err := m.put(ctx, dir, name, nil, true); err != nil {
 			return err
 		}
 	}
-	for name := range local {
-		if strings.HasSuffix(name, ".sigs") {
-			if err := m.put(ctx, dir, name, false); err != nil {
-				return err
-			}
+	for _, name := range sigs {
+		if err := m.put(ctx, dir, name, nil, false); err != nil {
+			return err
 		}
 	}
 	for _, phase := range phases {
 		for _, name := range phase {
-			if local[name] {
-				if err := m.put(ctx, dir, name, false); err != nil {
+			if f := open[name]; f != nil {
+				local[name] = true
+				if err := m.put(ctx, dir, name, f, false); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(m.root, path.Dir(dir), "channeldata.json")); err == nil {
-		if err := m.put(ctx, path.Dir(dir), "channeldata.json", false); err != nil {
+	if channeldata != nil {
+		if err := m.put(ctx, parent, "channeldata.json", channeldata, false); err != nil {
 			return err
 		}
 	}
@@ -351,18 +385,22 @@ func (m *Mirror) hash(f *os.File, fi fs.FileInfo) (sums, error) {
 	return s, nil
 }
 
-// put uploads dir/name unless the bucket already holds its bytes. An
-// immutable file (a package, a shard) is never written over.
-func (m *Mirror) put(ctx context.Context, dir, name string, immutable bool) error {
+// put uploads dir/name, from f if it is already open, unless the bucket
+// already holds its bytes. An immutable file (a package, a shard) is
+// never written over.
+func (m *Mirror) put(ctx context.Context, dir, name string, f *os.File, immutable bool) error {
 	key := m.key(dir, name)
-	f, err := os.Open(filepath.Join(m.root, dir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // gone since the listing; the next sync sees it
+	if f == nil {
+		var err error
+		f, err = os.Open(filepath.Join(m.root, dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // gone since the listing; the next sync sees it
+		}
+		if err != nil {
+			return err
+		}
+		defer f.Close()
 	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -394,7 +432,8 @@ func (m *Mirror) put(ctx context.Context, dir, name string, immutable bool) erro
 			return herr
 		}
 		if !same {
-			m.conflicts.Add(1)
+			m.conflicting[key] = true
+			m.conflicts.Store(int64(len(m.conflicting)))
 			return fmt.Errorf("%s: %w; not overwritten, and %s is not synced until it is resolved", key, ErrConflict, dir)
 		}
 		err = nil
@@ -403,6 +442,10 @@ func (m *Mirror) put(ctx context.Context, dir, name string, immutable bool) erro
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	m.objects[key] = &object{Size: fi.Size(), MD5: md5hex}
+	if m.conflicting[key] {
+		delete(m.conflicting, key) // resolved by hand
+		m.conflicts.Store(int64(len(m.conflicting)))
+	}
 	return nil
 }
 

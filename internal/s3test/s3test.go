@@ -6,6 +6,9 @@ package s3test
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // The gateway's root keys.
@@ -99,4 +104,60 @@ func (g *Gateway) PublicRead(t testing.TB) {
 	if _, err := g.Client().PutBucketPolicy(context.Background(), &s3.PutBucketPolicyInput{Bucket: aws.String(g.Bucket), Policy: aws.String(policy)}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Missing reads the index files a client reads from dir (a key prefix
+// ending in "/") and returns the first object they name that the bucket
+// lacks, or a reason they cannot be read, or "" when the view is whole.
+func Missing(cl *s3.Client, bucket, dir string) string {
+	ctx := context.Background()
+	get := func(key string) []byte {
+		out, err := cl.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		if err != nil {
+			return nil
+		}
+		defer out.Body.Close()
+		b, _ := io.ReadAll(out.Body)
+		return b
+	}
+	has := func(key string) bool {
+		_, err := cl.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		return err == nil
+	}
+	if rd := get(dir + "repodata.json"); rd != nil {
+		var doc struct {
+			Packages      map[string]any `json:"packages"`
+			PackagesConda map[string]any `json:"packages.conda"`
+		}
+		if err := json.Unmarshal(rd, &doc); err != nil {
+			return "repodata.json is not whole: " + err.Error()
+		}
+		for _, m := range []map[string]any{doc.Packages, doc.PackagesConda} {
+			for fn := range m {
+				if !has(dir + fn) {
+					return "repodata.json names " + fn + ", which the bucket lacks"
+				}
+			}
+		}
+	}
+	if idx := get(dir + "repodata_shards.msgpack.zst"); idx != nil {
+		dec, _ := zstd.NewReader(nil)
+		raw, err := dec.DecodeAll(idx, nil)
+		dec.Close()
+		if err != nil {
+			return "shard index is not whole: " + err.Error()
+		}
+		var doc struct {
+			Shards map[string][]byte `msgpack:"shards"`
+		}
+		if err := msgpack.Unmarshal(raw, &doc); err != nil {
+			return "shard index does not decode: " + err.Error()
+		}
+		for name, sum := range doc.Shards {
+			if !has(dir + hex.EncodeToString(sum) + ".msgpack.zst") {
+				return "the shard index names the shard of " + name + ", which the bucket lacks"
+			}
+		}
+	}
+	return ""
 }
