@@ -133,7 +133,7 @@ func TestMirrorEndToEnd(t *testing.T) {
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, m := range []string{"conda_upload_mirror_backlog_subdirs 0", "conda_upload_mirror_conflicts 0", "conda_upload_mirror_lag_seconds 0"} {
+	for _, m := range []string{"conda_upload_mirror_backlog_subdirs 0", "conda_upload_mirror_conflicts 0", "conda_upload_mirror_lag_seconds 0", "conda_upload_mirror_behind_objects 0"} {
 		if !strings.Contains(string(b), m) {
 			t.Errorf("metrics lack %q", m)
 		}
@@ -291,8 +291,9 @@ func TestMirrorOutageAndConflict(t *testing.T) {
 		return string(b)
 	}
 	waitUntil(t, func() bool { return strings.Contains(get("readyz"), `"degraded"`) })
-	if m := get("metrics"); !strings.Contains(m, "conda_upload_mirror_backlog_subdirs 1") {
-		t.Errorf("metrics while the bucket is down lack the backlog")
+	if m := get("metrics"); !strings.Contains(m, "conda_upload_mirror_backlog_subdirs 1") || !strings.Contains(m, "conda_upload_mirror_behind_objects ") ||
+		strings.Contains(m, "conda_upload_mirror_behind_objects 0\n") {
+		t.Errorf("metrics while the bucket is down lack the backlog:\n%s", m)
 	}
 	time.Sleep(3 * time.Second) // a few retries
 	if n := strings.Count(p.stderr.String(), "mirror sync failed"); n != 1 {

@@ -71,7 +71,7 @@ func (d *daemon) build(ctx context.Context) error {
 				d.mirror.Mark(dir)
 			}
 		}))
-		d.metrics.Mirror(d.mirror.Backlog, d.mirror.Conflicts)
+		d.metrics.Mirror(d.mirror.Backlog, d.mirror.BehindObjects, d.mirror.Conflicts)
 		mctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()

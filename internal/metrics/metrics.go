@@ -187,10 +187,10 @@ func (m *Metrics) IndexRun(indexer string, d time.Duration, err error) {
 	}
 }
 
-// Mirror exports the object-storage mirror's state: the subdirs it is
-// behind on, how long the oldest change has waited, and the conflicting
-// objects found in the bucket.
-func (m *Metrics) Mirror(backlog func() (int, time.Duration), conflicts func() int64) {
+// Mirror exports the object-storage mirror's state: the subdirs and
+// objects it is behind on, how long the oldest change has waited, and the
+// conflicting objects found in the bucket.
+func (m *Metrics) Mirror(backlog func() (int, time.Duration), objects func() int, conflicts func() int64) {
 	if m == nil {
 		return
 	}
@@ -198,6 +198,9 @@ func (m *Metrics) Mirror(backlog func() (int, time.Duration), conflicts func() i
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_backlog_subdirs",
 			Help: "Subdirs with changes the object-storage mirror does not hold yet."},
 			func() float64 { n, _ := backlog(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_behind_objects",
+			Help: "Files of those subdirs that the bucket does not hold (a lower bound)."},
+			func() float64 { return float64(objects()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "conda_upload_mirror_lag_seconds",
 			Help: "How long the oldest change not yet in the object-storage mirror has waited."},
 			func() float64 { _, d := backlog(); return d.Seconds() }),

@@ -108,6 +108,8 @@ type Mirror struct {
 	// package or shard of that name; conflicts counts them.
 	conflicting map[string]bool
 	conflicts   atomic.Int64
+	// behind is the last count of BehindObjects.
+	behind atomic.Int64
 
 	qmu     sync.Mutex // guards dirty, lastErr and synced
 	dirty   map[string]*pending
