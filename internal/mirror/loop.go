@@ -47,13 +47,8 @@ func (m *Mirror) Backlog() (int, time.Duration) {
 // BehindObjects counts the files of the subdirs the bucket is behind on
 // that it does not hold: missing, or of another size (an index file of
 // the same size with other bytes is not seen, so this is a lower bound).
-// It lists those folders, so it is for a metrics scrape, not a hot path;
-// while a sync runs it returns the count of the last scrape.
+// It lists those folders, so it is for a metrics scrape, not a hot path.
 func (m *Mirror) BehindObjects() int {
-	if !m.mu.TryLock() {
-		return int(m.behind.Load())
-	}
-	defer m.mu.Unlock()
 	m.qmu.Lock()
 	dirs := slices.Collect(maps.Keys(m.dirty))
 	m.qmu.Unlock()
@@ -71,12 +66,15 @@ func (m *Mirror) BehindObjects() int {
 			if err != nil {
 				continue
 			}
-			if o, ok := m.objects[m.key(dir, de.Name())]; !ok || o.Size != fi.Size() {
+			m.omu.Lock()
+			o, ok := m.objects[m.key(dir, de.Name())]
+			behind := !ok || o.Size != fi.Size()
+			m.omu.Unlock()
+			if behind {
 				n++
 			}
 		}
 	}
-	m.behind.Store(int64(n))
 	return n
 }
 

@@ -100,16 +100,17 @@ type Mirror struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	mu      sync.Mutex // one sync at a time; guards objects and sums
+	mu   sync.Mutex // one sync at a time; guards sums
+	sums map[fileID]sums
+	// omu guards objects, held only briefly, so that an upload's answer
+	// (Has) never waits for a sync's network calls.
+	omu     sync.Mutex
 	objects map[string]*object
-	sums    map[fileID]sums
 
 	// conflicting are the keys found to hold another object than the
 	// package or shard of that name; conflicts counts them.
 	conflicting map[string]bool
 	conflicts   atomic.Int64
-	// behind is the last count of BehindObjects.
-	behind atomic.Int64
 
 	qmu     sync.Mutex // guards dirty, lastErr and synced
 	dirty   map[string]*pending
@@ -175,7 +176,9 @@ func New(cfg Config, root string, log *slog.Logger) (*Mirror, error) {
 func (m *Mirror) statePath() string { return filepath.Join(m.root, StateDir, "state.json") }
 
 func (m *Mirror) save() error {
+	m.omu.Lock()
 	b, err := json.Marshal(m.objects)
+	m.omu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -189,8 +192,8 @@ func (m *Mirror) Conflicts() int64 { return m.conflicts.Load() }
 // Has reports whether the bucket is known to hold dir/filename as it is
 // on disk.
 func (m *Mirror) Has(dir, filename string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.omu.Lock()
+	defer m.omu.Unlock()
 	o, ok := m.objects[m.key(dir, filename)]
 	return ok && o.Gone == nil
 }
@@ -207,6 +210,9 @@ func (m *Mirror) Reconcile(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	found := map[string]*object{}
+	m.omu.Lock()
+	old := m.objects
+	m.omu.Unlock()
 	p := s3.NewListObjectsV2Paginator(m.c, &s3.ListObjectsV2Input{Bucket: aws.String(m.bucket), Prefix: aws.String(m.prefix)})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
@@ -219,13 +225,17 @@ func (m *Mirror) Reconcile(ctx context.Context) error {
 				etag = "" // a multipart upload's ETag is no MD5
 			}
 			obj := &object{Size: aws.ToInt64(o.Size), MD5: etag}
-			if old, ok := m.objects[aws.ToString(o.Key)]; ok {
-				obj.Gone = old.Gone
+			m.omu.Lock()
+			if prev, ok := old[aws.ToString(o.Key)]; ok {
+				obj.Gone = prev.Gone
 			}
+			m.omu.Unlock()
 			found[aws.ToString(o.Key)] = obj
 		}
 	}
+	m.omu.Lock()
 	m.objects = found
+	m.omu.Unlock()
 	return m.save()
 }
 
@@ -338,26 +348,30 @@ func (m *Mirror) Sync(ctx context.Context, dir string) error {
 func (m *Mirror) expire(ctx context.Context, dir string, local map[string]bool) error {
 	prefix := m.key(dir, "")
 	now := m.now()
+	var doomed []string
+	m.omu.Lock()
 	for key, o := range m.objects {
 		name, ok := strings.CutPrefix(key, prefix)
 		if !ok || strings.Contains(name, "/") {
 			continue
 		}
-		if local[name] {
+		switch {
+		case local[name]:
 			o.Gone = nil
-			continue
-		}
-		if o.Gone == nil {
+		case o.Gone == nil:
 			o.Gone = &now
-			continue
+		case now.Sub(*o.Gone) >= m.retention:
+			doomed = append(doomed, key)
 		}
-		if now.Sub(*o.Gone) < m.retention {
-			continue
-		}
+	}
+	m.omu.Unlock()
+	for _, key := range doomed {
 		if _, err := m.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(m.bucket), Key: aws.String(key)}); err != nil {
 			return fmt.Errorf("delete %s: %w", key, err)
 		}
+		m.omu.Lock()
 		delete(m.objects, key)
+		m.omu.Unlock()
 	}
 	return nil
 }
@@ -412,8 +426,14 @@ func (m *Mirror) put(ctx context.Context, dir, name string, f *os.File, immutabl
 		return fmt.Errorf("hash %s: %w", key, err)
 	}
 	md5hex := hex.EncodeToString(s.md5)
-	if o, ok := m.objects[key]; ok && o.MD5 == md5hex && o.Size == fi.Size() {
+	m.omu.Lock()
+	o, ok := m.objects[key]
+	held := ok && o.MD5 == md5hex && o.Size == fi.Size()
+	if held {
 		o.Gone = nil
+	}
+	m.omu.Unlock()
+	if held {
 		return nil
 	}
 	ctype, cacheControl := channel.Headers(name)
@@ -443,7 +463,9 @@ func (m *Mirror) put(ctx context.Context, dir, name string, f *os.File, immutabl
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	m.omu.Lock()
 	m.objects[key] = &object{Size: fi.Size(), MD5: md5hex}
+	m.omu.Unlock()
 	if m.conflicting[key] {
 		delete(m.conflicting, key) // resolved by hand
 		m.conflicts.Store(int64(len(m.conflicting)))
