@@ -127,12 +127,17 @@ func TestMirrorEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"ready"`) {
 		t.Errorf("readyz: %d %s", resp.StatusCode, b)
 	}
-	resp, err = p.client.Get(p.url + "metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	// The bucket can match the disk a moment before the sync that made
+	// it so has finished (its state is saved last).
+	waitUntil(t, func() bool {
+		resp, err := p.client.Get(p.url + "metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(b), "conda_upload_mirror_backlog_subdirs 0")
+	})
 	for _, m := range []string{"conda_upload_mirror_backlog_subdirs 0", "conda_upload_mirror_conflicts 0", "conda_upload_mirror_lag_seconds 0", "conda_upload_mirror_behind_objects 0"} {
 		if !strings.Contains(string(b), m) {
 			t.Errorf("metrics lack %q", m)
