@@ -521,6 +521,12 @@ func (c *Config) Validate() error {
 			add("metrics.allow: %v", err)
 		}
 	}
+	c.validateMirror(add)
+	return errors.Join(errs...)
+}
+
+// validateMirror checks [mirror] and [mirror.s3].
+func (c *Config) validateMirror(add func(format string, args ...any)) {
 	if m := c.Mirror.S3; m != nil {
 		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 			add("mirror.s3.endpoint %q: want https://host[:port]", m.Endpoint)
@@ -549,7 +555,6 @@ func (c *Config) Validate() error {
 	if c.Mirror.ReconcileInterval.D() < time.Minute {
 		add("mirror.reconcile_interval must be at least 1m")
 	}
-	return errors.Join(errs...)
 }
 
 var channelName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)

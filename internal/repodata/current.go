@@ -160,48 +160,66 @@ func newCRRecord(fn string, raw json.RawMessage, subdir string) (*crRecord, erro
 // build_current_repodata does: the newest version of every package (all
 // its builds), then, once, the newest version of each dependency those
 // lack, then for a package with features the newest older build without
-// them. A .tar.bz2 with a .conda twin is left out, and each .conda record
-// gets legacy_bz2_md5, its twin's md5 (null without one).
+// them. A .tar.bz2 with a .conda twin is left out (as conda's SubdirData
+// does), and each .conda record gets legacy_bz2_md5, its twin's md5 (null
+// without one).
 func renderCurrent(subdir string, st *subdirState) ([]byte, error) {
-	tarbz2 := map[string]json.RawMessage{}
-	var all []*crRecord
-	conda := map[string]bool{}
-	for _, l := range st.conda {
-		rec, gone, err := st.plan.Apply(l.name, l.e.Record)
-		if err != nil {
-			return nil, err
-		}
-		if gone {
-			continue
-		}
-		r, err := newCRRecord(l.name, rec, subdir)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, r)
-		conda[strings.TrimSuffix(l.name, ".conda")] = true
+	pkgs, err := snapshot(st)
+	if err != nil {
+		return nil, err
 	}
-	for _, l := range st.tarbz2 {
-		rec, gone, err := st.plan.Apply(l.name, l.e.Record)
-		if err != nil {
-			return nil, err
-		}
-		if gone {
-			continue
-		}
-		tarbz2[l.name] = rec
-		if conda[strings.TrimSuffix(l.name, ".tar.bz2")] {
-			continue
-		}
-		r, err := newCRRecord(l.name, rec, subdir)
+	all := make([]*crRecord, 0, len(pkgs))
+	for _, p := range pkgs {
+		r, err := newCRRecord(p.name, p.record, subdir)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, r)
 	}
 	orig := newGroups(all)
+	keep := withFeatureFallbacks(withMissingDeps(newestVersions(orig), orig), orig)
 
-	// The newest version of each name, with all its builds.
+	packages, condaPackages := map[string]any{}, map[string]any{}
+	for _, r := range keep.flatten() {
+		stem, isConda := strings.CutSuffix(r.fn, ".conda")
+		if !isConda {
+			packages[r.fn] = r.record
+			continue
+		}
+		var md5 any
+		if l, ok := st.entries[stem+".tar.bz2"]; ok && !st.plan.Removed(stem+".tar.bz2") {
+			raw, _, err := st.plan.Apply(stem+".tar.bz2", l.Record)
+			if err != nil {
+				return nil, err
+			}
+			t, err := decodeObject(raw)
+			if err != nil {
+				return nil, err
+			}
+			md5 = t["md5"]
+		}
+		rec := maps.Clone(r.record)
+		rec["legacy_bz2_md5"] = md5
+		condaPackages[r.fn] = rec
+	}
+	removed := []string{}
+	for _, list := range [][]listed{st.tarbz2, st.conda} {
+		for _, l := range list {
+			if st.plan.Removed(l.name) {
+				removed = append(removed, l.name)
+			}
+		}
+	}
+	slices.Sort(removed)
+	return marshal(map[string]any{
+		"info": map[string]any{"subdir": subdir}, "packages": packages, "packages.conda": condaPackages,
+		"removed": removed, "repodata_version": 1,
+	})
+}
+
+// newestVersions keeps the newest version of each name, with all its
+// builds (conda's MatchSpec "name=version").
+func newestVersions(orig crGroups) crGroups {
 	var newest []*crRecord
 	for _, name := range slices.Sorted(maps.Keys(orig)) {
 		g := orig[name]
@@ -211,9 +229,12 @@ func renderCurrent(subdir string, st *subdirState) ([]byte, error) {
 		}
 		newest = append(newest, orig.sameVersion(name, g[0].v)...)
 	}
-	cur := newGroups(newest)
+	return newGroups(newest)
+}
 
-	// The newest version of each dependency they lack, once.
+// withMissingDeps adds, once and not recursively, the newest version of
+// each dependency of cur that cur does not satisfy (_add_missing_deps).
+func withMissingDeps(cur, orig crGroups) crGroups {
 	expanded := cur.clone()
 	seen := map[string]bool{}
 	for _, r := range cur.flatten() {
@@ -231,11 +252,13 @@ func renderCurrent(subdir string, st *subdirState) ([]byte, error) {
 			}
 		}
 	}
-	cur = newGroups(expanded.flatten())
+	return newGroups(expanded.flatten())
+}
 
-	// For a package with features, the newest build at most as new that
-	// has none.
-	expanded = cur.clone()
+// withFeatureFallbacks adds, for a name with a build that has features,
+// the newest build at most as new without any (_add_prev_ver_for_features).
+func withFeatureFallbacks(cur, orig crGroups) crGroups {
+	expanded := cur.clone()
 	for _, name := range slices.Sorted(maps.Keys(cur)) {
 		g := cur[name]
 		if !slices.ContainsFunc(g, func(r *crRecord) bool { return r.features }) {
@@ -248,37 +271,5 @@ func renderCurrent(subdir string, st *subdirState) ([]byte, error) {
 			}
 		}
 	}
-
-	packages, condaPackages := map[string]any{}, map[string]any{}
-	for _, r := range expanded.flatten() {
-		if strings.HasSuffix(r.fn, ".conda") {
-			twin := strings.TrimSuffix(r.fn, ".conda") + ".tar.bz2"
-			var md5 any
-			if raw, ok := tarbz2[twin]; ok {
-				t, err := decodeObject(raw)
-				if err != nil {
-					return nil, err
-				}
-				md5 = t["md5"]
-			}
-			rec := maps.Clone(r.record)
-			rec["legacy_bz2_md5"] = md5
-			condaPackages[r.fn] = rec
-		} else {
-			packages[r.fn] = r.record
-		}
-	}
-	removed := []string{}
-	for _, list := range [][]listed{st.tarbz2, st.conda} {
-		for _, l := range list {
-			if st.plan.Removed(l.name) {
-				removed = append(removed, l.name)
-			}
-		}
-	}
-	slices.Sort(removed)
-	return marshal(map[string]any{
-		"info": map[string]any{"subdir": subdir}, "packages": packages, "packages.conda": condaPackages,
-		"removed": removed, "repodata_version": 1,
-	})
+	return expanded
 }
