@@ -366,9 +366,10 @@ func (s *Server) patches(w http.ResponseWriter, r *http.Request) (*Result, error
 	return s.indexed(r.Context(), res, store.Dir(label, subdir))
 }
 
-// auditAdmin records an admin change in the audit log.
+// auditAdmin records an admin change in the audit log, and counts a
+// refused token (authorize has counted a wrong one already).
 func (s *Server) auditAdmin(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {
-	if status == http.StatusUnauthorized || status == http.StatusTooManyRequests || status == http.StatusForbidden {
+	if status == http.StatusTooManyRequests || status == http.StatusForbidden {
 		s.o.Metrics.AuthFailure()
 	}
 	s.record(r, lf, start, status, reason, errText)
