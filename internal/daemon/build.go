@@ -63,19 +63,15 @@ func (d *daemon) build(ctx context.Context) error {
 		}
 	}
 	if d.mirrorCfg != nil {
-		if d.mirror, err = mirror.New(*d.mirrorCfg, d.writeDir, d.log); err != nil {
+		if err := d.startMirror(ctx); err != nil {
 			return err
 		}
+		// Every index run that succeeds marks its subdir for the mirror.
 		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
 			if err == nil {
 				d.mirror.Mark(dir)
 			}
 		}))
-		d.metrics.Mirror(d.mirror.Backlog, d.mirror.BehindObjects, d.mirror.Conflicts)
-		mctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()
-		d.onClose(func() { stop(); <-done })
 	}
 	d.sched = index.New(runner, d.log, opts...)
 	d.onClose(d.sched.Close)
@@ -129,6 +125,21 @@ func (d *daemon) build(ctx context.Context) error {
 	if len(d.downloadListeners) > 0 {
 		d.downloadHS = d.httpServer(d.srv.Handler(server.Downloads | server.Ops))
 	}
+	return nil
+}
+
+// startMirror opens the object-storage mirror, exports its metrics and
+// runs its sync loop until the daemon closes.
+func (d *daemon) startMirror(ctx context.Context) error {
+	var err error
+	if d.mirror, err = mirror.New(*d.mirrorCfg, d.writeDir, d.log); err != nil {
+		return err
+	}
+	d.metrics.Mirror(d.mirror.Backlog, d.mirror.BehindObjects, d.mirror.Conflicts)
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()
+	d.onClose(func() { stop(); <-done })
 	return nil
 }
 
