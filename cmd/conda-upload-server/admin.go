@@ -3,24 +3,31 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
+	"flag"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/admincli"
 )
 
 // admin runs the operator's admin API client: 2 for a wrong command line,
 // 1 for a call that failed.
-func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	err := admincli.Run(ctx, args, stdin, stdout, stderr)
+func admin(ctx context.Context, args []string, s stdio) int {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	var o admincli.Options
+	o.Register(fs)
+	if code, done := parseFlags(fs, args, "admin", admincli.Usage(), s.out, s.err); done {
+		return code
+	}
+	err := admincli.Run(ctx, o, fs.Args(), s.in, s.out)
 	if err == nil {
-		return 0
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "conda-upload-server: admin: %v\n", err)
+	var hints []string
 	var e *admincli.Error
-	if errors.As(err, &e) && e.Usage {
-		fmt.Fprint(stderr, "\n", admincli.Usage)
-		return 2
+	if errors.As(err, &e) && e.Hint != "" {
+		hints = append(hints, e.Hint)
 	}
-	return 1
+	if e != nil && e.Usage {
+		return usageError(s.err, "admin", err, hints...)
+	}
+	return errorWithHint(s.err, exitFailure, err, hints...)
 }

@@ -1,71 +1,65 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
 )
 
-// checkConfig validates a configuration file and everything it names (the
-// token hashes and tokens file, the certificate and key, conda, the
-// channel) without starting the server, and says what is wrong.
-func checkConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/conda-upload-server/config.toml", "configuration `file` to check")
-	if err := fs.Parse(args); err != nil {
-		return 2
+const checkConfigUsage = `usage: conda-upload-server check-config [--config FILE]
+
+Checks a configuration file and everything it names (the token hashes and
+tokens file, the certificate and key, conda, the channel) without starting
+the server. It prints a report, and one error line for each problem.
+`
+
+// checkConfig validates a configuration file and everything it names
+// without starting the server, and says what is wrong.
+func checkConfig(_ context.Context, args []string, s stdio) int {
+	flags := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	path := flags.String("config", "/etc/conda-upload-server/config.toml", "configuration `file` to check")
+	if code, done := parseFlags(flags, args, "check-config", checkConfigUsage, s.out, s.err); done {
+		return code
 	}
-	var problems []error
-	fail := func(err error) { problems = append(problems, err) }
+	if flags.NArg() > 0 {
+		return usageError(s.err, "check-config", fmt.Errorf("unexpected argument %q", flags.Arg(0)),
+			"name the file with --config: conda-upload-server check-config --config "+flags.Arg(0))
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "conda-upload-server: error: %v\n", err)
-		return 1
+		return errorf(s.err, "%v", err)
 	}
-	if err := cfg.Validate(); err != nil {
-		fail(err)
-	}
-	if err := checkTokens(cfg, stdout); err != nil {
-		fail(err)
-	}
-	if err := checkCertificate(cfg, stdout); err != nil {
-		fail(err)
-	}
-	if cfg.CondaExe != "" {
-		if fi, err := os.Stat(cfg.CondaExe); err != nil {
-			fail(fmt.Errorf("conda_exe: %w", err))
-		} else if fi.Mode()&0o111 == 0 {
-			fail(fmt.Errorf("conda_exe %s is not executable", cfg.CondaExe))
-		}
-	}
-	if cfg.WriteDir != "" {
-		if fi, err := os.Stat(cfg.WriteDir); err != nil {
-			fail(fmt.Errorf("write_dir: %w", err))
-		} else if !fi.IsDir() {
-			fail(fmt.Errorf("write_dir %s is not a directory", cfg.WriteDir))
+	var report strings.Builder
+	var problems []error
+	for _, check := range []func(*config.Config, io.Writer, io.Writer) error{
+		func(c *config.Config, _, _ io.Writer) error { return c.Validate() },
+		checkTokens, checkCertificate, checkCondaExe, checkWriteDir,
+	} {
+		if err := check(cfg, &report, s.err); err != nil {
+			problems = append(problems, err)
 		}
 	}
 	if len(problems) > 0 {
 		for _, e := range problems {
-			for _, line := range splitJoined(e) {
-				fmt.Fprintf(stderr, "conda-upload-server: error: %s\n", line)
-			}
+			errorf(s.err, "%v", e)
 		}
-		return 1
+		return exitFailure
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
-	return 0
+	fmt.Fprintf(s.out, "%s%s: ok\n", report.String(), *path)
+	return exitOK
 }
 
-// checkTokens loads the tokens and warns of expired ones.
-func checkTokens(cfg *config.Config, stdout io.Writer) error {
+// checkTokens loads the tokens, reports how many, and warns of expired
+// ones.
+func checkTokens(cfg *config.Config, report, stderr io.Writer) error {
 	toks, err := cfg.AuthTokens("")
 	if err != nil {
 		return err
@@ -73,16 +67,16 @@ func checkTokens(cfg *config.Config, stdout io.Writer) error {
 	now := time.Now()
 	for _, t := range toks {
 		if t.Expired(now) {
-			fmt.Fprintf(stdout, "warning: token %q expired on %s\n", t.Name, t.Expires.Format(time.DateOnly))
+			warningf(stderr, "token %q expired on %s", t.Name, t.Expires.Format(time.DateOnly))
 		}
 	}
-	fmt.Fprintf(stdout, "tokens: %d\n", len(toks))
+	fmt.Fprintf(report, "tokens: %d\n", len(toks))
 	return nil
 }
 
 // checkCertificate loads the certificate and key, if set, and says how
 // long they are valid.
-func checkCertificate(cfg *config.Config, stdout io.Writer) error {
+func checkCertificate(cfg *config.Config, report, stderr io.Writer) error {
 	if cfg.CertFile == "" {
 		return nil
 	}
@@ -96,22 +90,33 @@ func checkCertificate(cfg *config.Config, stdout io.Writer) error {
 		return fmt.Errorf("certificate %s is not valid before %s", cfg.CertFile, cert.Leaf.NotBefore.Format(time.RFC3339))
 	}
 	left := time.Until(cert.Leaf.NotAfter)
-	fmt.Fprintf(stdout, "certificate: %s, valid until %s (%d days)\n", cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.Format(time.DateOnly), int(left.Hours()/24))
+	fmt.Fprintf(report, "certificate: %s, valid until %s (%d days)\n", cert.Leaf.Subject.CommonName, cert.Leaf.NotAfter.Format(time.DateOnly), int(left.Hours()/24))
 	if left < 30*24*time.Hour {
-		fmt.Fprintf(stdout, "warning: certificate expires in less than 30 days\n")
+		warningf(stderr, "certificate expires in less than 30 days")
 	}
 	return nil
 }
 
-// splitJoined lists the errors inside an errors.Join.
-func splitJoined(err error) []string {
-	var j interface{ Unwrap() []error }
-	if errors.As(err, &j) {
-		var out []string
-		for _, e := range j.Unwrap() {
-			out = append(out, splitJoined(e)...)
-		}
-		return out
+func checkCondaExe(cfg *config.Config, _, _ io.Writer) error {
+	return checkPath("conda_exe", cfg.CondaExe, "executable", func(fi fs.FileInfo) bool { return fi.Mode()&0o111 != 0 })
+}
+
+func checkWriteDir(cfg *config.Config, _, _ io.Writer) error {
+	return checkPath("write_dir", cfg.WriteDir, "a directory", fs.FileInfo.IsDir)
+}
+
+// checkPath checks that the file that key names, if set, exists and is
+// what it must be.
+func checkPath(key, path, must string, is func(fs.FileInfo) bool) error {
+	if path == "" {
+		return nil
 	}
-	return []string{err.Error()}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", key, err)
+	case !is(fi):
+		return fmt.Errorf("%s %s is not %s", key, path, must)
+	}
+	return nil
 }

@@ -17,15 +17,9 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/daemon"
 )
 
-const usage = `usage: conda-upload-server [-h] -d WRITE_DIR -p PORT -e CONDA_EXE -c CERTFILE -k KEYFILE -t TOKEN_HASH
-       conda-upload-server --config FILE [flags]
-       conda-upload-server --dev
-       conda-upload-server hash-token [--salt SALT] < token
-       conda-upload-server --version
-
-A hardened HTTPS endpoint that CI jobs upload conda packages to.
-
-flags (override the config file):
+// serveFlags is the flags' part of usage, in the layout of the original's
+// argparse help.
+const serveFlags = `flags (override the config file):
   -h, --help            show this help message and exit
   -d WRITE_DIR, --write_dir WRITE_DIR
                         channel root; packages go to WRITE_DIR/<subdir>/
@@ -69,11 +63,11 @@ type flags struct {
 // shortNames maps the original's short flags to their long names.
 var shortNames = map[string]string{"d": "write_dir", "p": "port", "e": "conda_exe", "c": "certfile", "k": "keyfile", "t": "token_hash"}
 
-func parseFlags(args []string, stderr io.Writer) (*flags, error) {
-	f := &flags{set: map[string]bool{}}
+// parseServeFlags parses the server's command line; done says that the
+// program is to stop, with code.
+func parseServeFlags(args []string, s stdio) (f *flags, code int, done bool) {
+	f = &flags{set: map[string]bool{}}
 	fs := flag.NewFlagSet("conda-upload-server", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	strs := map[string]*string{"write_dir": &f.writeDir, "conda_exe": &f.condaExe, "certfile": &f.certFile,
 		"keyfile": &f.keyFile, "token_hash": &f.tokenHash}
 	for short, long := range shortNames {
@@ -89,11 +83,11 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.configPath, "config", "", "")
 	fs.BoolVar(&f.dev, "dev", false, "")
 	fs.BoolVar(&f.insecureHTTP, "insecure-http", false, "")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	if code, done := parseFlags(fs, args, "", usage(), s.out, s.err); done {
+		return nil, code, true
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, usageError(s.err, "", fmt.Errorf("unexpected argument %q", fs.Arg(0))), true
 	}
 	fs.Visit(func(fl *flag.Flag) {
 		name := fl.Name
@@ -102,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 		f.set[name] = true
 	})
-	return f, nil
+	return f, exitOK, false
 }
 
 // apply overrides config values with the flags that were given.
@@ -137,39 +131,33 @@ func (f *flags) apply(c *config.Config) {
 	}
 }
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+// serve runs the server until ctx ends.
+func serve(ctx context.Context, args []string, s stdio) int {
+	f, code, done := parseServeFlags(args, s)
+	if done {
+		return code
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "conda-upload-server: error: %v\n", err)
-		fmt.Fprint(stderr, "conda-upload-server: hint: see conda-upload-server --help\n")
-		return 2
-	}
-	log := newLogger(stderr)
 	cfg := config.Default()
 	if f.configPath != "" {
+		var err error
 		if cfg, err = config.Load(f.configPath); err != nil {
-			fmt.Fprintf(stderr, "conda-upload-server: error: %v\n", err)
-			return 1
+			return errorf(s.err, "%v", err)
 		}
 	}
 	f.apply(cfg)
 	if f.set["token_hash"] {
-		log.Warn("token_hash was given on the command line, where other local users can read it; prefer token_hash_file in the config file or the token-hash credential")
+		warningf(s.err, "token_hash was given on the command line, where other local users can read it; prefer token_hash_file in the config file or the token-hash credential")
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	v, rev := versionInfo()
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Dev: f.dev, InsecureHTTP: f.insecureHTTP, Log: log,
-		Stdout: stdout, Version: v, Revision: rev, Reload: hup})
+	err := daemon.Run(ctx, daemon.Options{Config: cfg, Dev: f.dev, InsecureHTTP: f.insecureHTTP, Log: newLogger(s.err),
+		Stdout: s.out, Version: v, Revision: rev, Reload: hup})
 	if err != nil {
-		fmt.Fprintf(stderr, "conda-upload-server: error: %v\n", err)
-		return 1
+		return errorf(s.err, "%v", err)
 	}
-	return 0
+	return exitOK
 }
 
 // newLogger logs logfmt lines to stderr. Under systemd (JOURNAL_STREAM
@@ -187,21 +175,29 @@ func newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// reloadPID sends SIGHUP to a running server. The unit's ExecReload uses
-// it, so that systemctl reload needs no kill(1) on minimal systems.
-func reloadPID(args []string, stderr io.Writer) int {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: conda-upload-server reload PID")
-		return 2
+const reloadUsage = `usage: conda-upload-server reload PID
+
+Makes the server running as PID reload its certificate and key, its tokens
+and its audit log file, by sending it SIGHUP. The unit's ExecReload uses
+it, so that systemctl reload needs no kill(1) on minimal systems.
+`
+
+// reloadPID sends SIGHUP to a running server.
+func reloadPID(_ context.Context, args []string, s stdio) int {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	if code, done := parseFlags(fs, args, "reload", reloadUsage, s.out, s.err); done {
+		return code
 	}
-	pid, err := strconv.Atoi(args[0])
+	if fs.NArg() != 1 {
+		return usageError(s.err, "reload", errors.New("reload takes one PID"))
+	}
+	arg := fs.Arg(0)
+	pid, err := strconv.Atoi(arg)
 	if err != nil || pid <= 1 {
-		fmt.Fprintf(stderr, "conda-upload-server: error: bad pid %q\n", args[0])
-		return 2
+		return usageError(s.err, "reload", fmt.Errorf("bad pid %q", arg))
 	}
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		fmt.Fprintf(stderr, "conda-upload-server: error: reload %d: %v\n", pid, err)
-		return 1
+		return errorf(s.err, "reload %d: %v", pid, err)
 	}
-	return 0
+	return exitOK
 }

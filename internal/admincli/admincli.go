@@ -4,6 +4,9 @@
 // index, its audit log and its locks see every change), and it reads the
 // token from standard input or a file, never from the command line, where
 // other users could read it in the process list or a shell history.
+//
+// The package prints nothing but the server's answer: its failures are
+// returned as an *Error, for the command to print by its output policy.
 package admincli
 
 import (
@@ -27,117 +30,125 @@ import (
 // maxToken bounds a token read from stdin or a file.
 const maxToken = 1024
 
-// Usage is the command's help.
-const Usage = `usage: conda-upload-server admin [--url URL] [--token-file FILE] [--cacert FILE] CALL ARGS...
+// maxAnswer bounds the server's answer (a label's listing can be long).
+const maxAnswer = 256 << 20
+
+// Usage is the command's help; the flags' defaults follow it.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString(`usage: conda-upload-server admin [--url URL] [--token-file FILE] [--cacert FILE] [--timeout D] CALL ARGS...
 
 The token is read from --token-file, or from standard input; never from
 the command line. Each call prints the server's one-line JSON answer.
 
 calls:
-  list    LABEL SUBDIR                    files with size, sha256, yanked     (scope read)
-  copy    LABEL SUBDIR FILENAME TO        hard-link into label TO, index it   (scope promote)
-  move    LABEL SUBDIR FILENAME TO        copy, then remove from LABEL        (scope promote)
-  yank    LABEL SUBDIR FILENAME [REASON]  hide from solves, keep downloadable (scope yank)
-  unyank  LABEL SUBDIR FILENAME                                               (scope yank)
-  delete  LABEL SUBDIR FILENAME           move to .trash/<date>/, unindex     (scope delete)
-  patch get    LABEL SUBDIR               print the label's repodata patch    (scope patch)
-  patch set    LABEL SUBDIR FILE          set it from a patch_instructions.json
-  patch delete LABEL SUBDIR               remove it
+`)
+	for _, c := range calls() {
+		fmt.Fprintf(&b, "  %-13s %-31s %s\n", c.name, c.synopsis, c.summary)
+	}
+	b.WriteString("\nLABEL \"main\" is the channel root.\n")
+	return b.String()
+}
 
-LABEL "main" is the channel root.
-`
+// Options are the command's flags.
+type Options struct {
+	URL       string
+	TokenFile string
+	CACert    string
+	Timeout   time.Duration
+}
 
-// Error is a failed call: the message to print, and whether the server
-// was reached (a refused call) or not.
+// Register defines the options' flags on fs.
+func (o *Options) Register(fs *flag.FlagSet) {
+	fs.StringVar(&o.URL, "url", "https://localhost:8443/", "the server's `URL`")
+	fs.StringVar(&o.TokenFile, "token-file", "", "read the token from `FILE` (default: standard input)")
+	fs.StringVar(&o.CACert, "cacert", "", "trust the CA certificates in `FILE` (such as a self-signed server's own)")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up after this long")
+}
+
+// Error is a failed call: the message to print, whether the command line
+// was wrong, and what to do about it.
 type Error struct {
 	Msg string
-	// Usage marks a wrong command line.
+	// Usage marks a wrong command line: nothing was sent.
 	Usage bool
+	// Hint, if set, says what to do next.
+	Hint string
 }
 
 func (e *Error) Error() string { return e.Msg }
 
-func usageError(format string, args ...any) error {
+func usageError(format string, args ...any) *Error {
 	return &Error{Msg: fmt.Sprintf(format, args...), Usage: true}
 }
 
-// request is one API call.
-type request struct {
-	method, path string
-	body         []byte
+func failure(format string, args ...any) *Error {
+	return &Error{Msg: fmt.Sprintf(format, args...)}
 }
 
-// parse turns a call's words into a request.
-func parse(args []string, readFile func(string) ([]byte, error)) (request, error) {
-	if len(args) == 0 {
-		return request{}, usageError("no call given")
+// Run makes the call that args name, with the token from stdin or
+// o.TokenFile, and prints the server's answer to stdout. An error is an
+// *Error.
+func Run(ctx context.Context, o Options, args []string, stdin io.Reader, stdout io.Writer) error {
+	req, err := parse(args)
+	if err != nil {
+		return err
 	}
-	want := func(n int, form string) error {
-		if len(args)-1 != n {
-			return usageError("%s takes %s", args[0], form)
-		}
-		return nil
+	base, err := o.base()
+	if err != nil {
+		return err
 	}
-	seg := url.PathEscape
-	pkg := func() string {
-		return "/api/v1/packages/" + seg(args[1]) + "/" + seg(args[2]) + "/" + seg(args[3])
+	if err := req.load(os.ReadFile); err != nil {
+		return err
 	}
-	jsonBody := func(v any) []byte { b, _ := json.Marshal(v); return b }
-	switch call := args[0]; call {
-	case "list":
-		if err := want(2, "LABEL SUBDIR"); err != nil {
-			return request{}, err
-		}
-		return request{method: http.MethodGet, path: "/api/v1/packages/" + seg(args[1]) + "/" + seg(args[2])}, nil
-	case "copy", "move":
-		if err := want(4, "LABEL SUBDIR FILENAME TO"); err != nil {
-			return request{}, err
-		}
-		return request{method: http.MethodPost, path: pkg() + "/" + call, body: jsonBody(map[string]string{"to": args[4]})}, nil
-	case "yank":
-		if len(args) != 4 && len(args) != 5 {
-			return request{}, usageError("yank takes LABEL SUBDIR FILENAME [REASON]")
-		}
-		reason := ""
-		if len(args) == 5 {
-			reason = args[4]
-		}
-		return request{method: http.MethodPost, path: pkg() + "/yank", body: jsonBody(map[string]string{"reason": reason})}, nil
-	case "unyank":
-		if err := want(3, "LABEL SUBDIR FILENAME"); err != nil {
-			return request{}, err
-		}
-		return request{method: http.MethodPost, path: pkg() + "/unyank"}, nil
-	case "delete":
-		if err := want(3, "LABEL SUBDIR FILENAME"); err != nil {
-			return request{}, err
-		}
-		return request{method: http.MethodDelete, path: pkg()}, nil
-	case "patch":
-		if len(args) < 2 {
-			return request{}, usageError("patch takes get, set or delete")
-		}
-		sub, rest := args[1], args[2:]
-		if (sub == "set" && len(rest) != 3) || (sub != "set" && len(rest) != 2) {
-			return request{}, usageError("patch get|delete LABEL SUBDIR, or patch set LABEL SUBDIR FILE")
-		}
-		path := "/api/v1/patches/" + seg(rest[0]) + "/" + seg(rest[1])
-		switch sub {
-		case "get":
-			return request{method: http.MethodGet, path: path}, nil
-		case "delete":
-			return request{method: http.MethodDelete, path: path}, nil
-		case "set":
-			b, err := readFile(rest[2])
-			if err != nil {
-				return request{}, &Error{Msg: fmt.Sprintf("read patch: %v", err)}
-			}
-			return request{method: http.MethodPut, path: path, body: b}, nil
-		}
-		return request{}, usageError("patch takes get, set or delete, not %q", sub)
-	default:
-		return request{}, usageError("unknown call %q", call)
+	tok, err := o.token(stdin)
+	if err != nil {
+		return err
 	}
+	client, err := o.client()
+	if err != nil {
+		return err
+	}
+	answer, err := send(ctx, client, base+req.path, tok, req)
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(answer); err != nil {
+		return failure("write answer: %v", err)
+	}
+	return nil
+}
+
+// base checks o.URL and returns it without its trailing slash.
+func (o Options) base() (string, error) {
+	u, err := url.Parse(o.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", usageError("--url %q: want https://host[:port]/", o.URL)
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// token reads the token from o.TokenFile, or from stdin when that is
+// unset or "-".
+func (o Options) token(stdin io.Reader) (string, error) {
+	const hint = "give the token on standard input, or name its file with --token-file FILE"
+	if o.TokenFile == "" || o.TokenFile == "-" {
+		tok, err := readToken(stdin)
+		if err != nil {
+			return "", &Error{Msg: fmt.Sprintf("token on standard input: %v", err), Hint: hint}
+		}
+		return tok, nil
+	}
+	f, err := os.Open(o.TokenFile)
+	if err != nil {
+		return "", failure("token file: %v", err)
+	}
+	defer f.Close()
+	tok, err := readToken(f)
+	if err != nil {
+		return "", failure("token file %s: %v", o.TokenFile, err)
+	}
+	return tok, nil
 }
 
 // readToken reads one token line.
@@ -156,64 +167,34 @@ func readToken(r io.Reader) (string, error) {
 	return tok, nil
 }
 
-// Run executes one admin command line. It prints the server's answer to
-// stdout; an error is an *Error.
-func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	base := fs.String("url", "https://localhost:8443/", "the server's `URL`")
-	tokenFile := fs.String("token-file", "", "read the token from `FILE` (default: standard input)")
-	cacert := fs.String("cacert", "", "trust the CA certificates in `FILE` (such as a self-signed server's own)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, Usage, "\nflags:\n")
-		fs.PrintDefaults()
+// client returns the HTTP client, trusting only o.CACert when it is set.
+func (o Options) client() (*http.Client, error) {
+	client := &http.Client{Timeout: o.Timeout}
+	if o.CACert == "" {
+		return client, nil
 	}
-	if err := fs.Parse(args); err != nil {
-		return &Error{Msg: err.Error(), Usage: true}
-	}
-	req, err := parse(fs.Args(), os.ReadFile)
+	pem, err := os.ReadFile(o.CACert)
 	if err != nil {
-		return err
+		return nil, failure("--cacert: %v", err)
 	}
-	u, err := url.Parse(*base)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return usageError("--url %q: want https://host[:port]/", *base)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, failure("--cacert %s: no PEM certificate in it", o.CACert)
 	}
-	var tok string
-	if *tokenFile != "" && *tokenFile != "-" {
-		f, err := os.Open(*tokenFile)
-		if err != nil {
-			return &Error{Msg: fmt.Sprintf("token file: %v", err)}
-		}
-		tok, err = readToken(f)
-		f.Close()
-		if err != nil {
-			return &Error{Msg: fmt.Sprintf("token file %s: %v", *tokenFile, err)}
-		}
-	} else if tok, err = readToken(stdin); err != nil {
-		return &Error{Msg: fmt.Sprintf("token on standard input: %v", err)}
-	}
-	client := &http.Client{Timeout: *timeout}
-	if *cacert != "" {
-		pem, err := os.ReadFile(*cacert)
-		if err != nil {
-			return &Error{Msg: fmt.Sprintf("--cacert: %v", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return &Error{Msg: fmt.Sprintf("--cacert %s: no PEM certificate in it", *cacert)}
-		}
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	}
-	target := strings.TrimSuffix(u.String(), "/") + req.path
+	client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return client, nil
+}
+
+// send makes the call and returns the server's answer. A refusal is an
+// error with the server's status and reason.
+func send(ctx context.Context, client *http.Client, target, tok string, req request) ([]byte, error) {
 	var body io.Reader
 	if req.body != nil {
 		body = bytes.NewReader(req.body)
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.method, target, body)
 	if err != nil {
-		return &Error{Msg: err.Error()}
+		return nil, failure("%v", err)
 	}
 	hr.Header.Set("Authorization", "Bearer "+tok)
 	if req.body != nil {
@@ -221,22 +202,31 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	resp, err := client.Do(hr)
 	if err != nil {
-		return &Error{Msg: fmt.Sprintf("%s %s: %v", req.method, req.path, err)}
+		e := failure("%s %s: %v", req.method, req.path, err)
+		if errors.As(err, new(x509.UnknownAuthorityError)) {
+			e.Hint = "trust the server's certificate with --cacert FILE"
+		}
+		return nil, e
 	}
 	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return &Error{Msg: fmt.Sprintf("read answer: %v", err)}
+		return nil, failure("read answer: %v", err)
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(answer, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(answer))
-		}
-		return &Error{Msg: fmt.Sprintf("%s %s: %d: %s", req.method, req.path, resp.StatusCode, e.Error)}
+		return nil, failure("%s %s: %d: %s", req.method, req.path, resp.StatusCode, reason(answer))
 	}
-	stdout.Write(answer)
-	return nil
+	return answer, nil
+}
+
+// reason is the error in the server's one-line JSON answer, or the answer
+// itself when it is not one.
+func reason(answer []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(answer, &e) != nil || e.Error == "" {
+		return strings.TrimSpace(string(answer))
+	}
+	return e.Error
 }

@@ -1,0 +1,145 @@
+package admincli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// request is one API call.
+type request struct {
+	method, path string
+	body         []byte
+	// bodyFile names a file whose content is the body (patch set).
+	bodyFile string
+}
+
+// call is one call of the command line: its name ("list", or "patch get"
+// for a call with a sub-call), the arguments it takes ("[X]" for one that
+// may be left out), and the request it makes from them.
+type call struct {
+	name, synopsis, summary string
+	request                 func(a []string) request
+}
+
+// calls lists the calls in the order usage shows them.
+func calls() []call {
+	return []call{
+		{"list", "LABEL SUBDIR", "files with size, sha256, yanked (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("packages", a[0], a[1])}
+		}},
+		{"copy", "LABEL SUBDIR FILENAME TO", "hard-link into label TO, index it (scope promote)", func(a []string) request {
+			return request{method: http.MethodPost, path: path("packages", a[:3]...) + "/copy", body: jsonBody("to", a[3])}
+		}},
+		{"move", "LABEL SUBDIR FILENAME TO", "copy, then remove from LABEL (scope promote)", func(a []string) request {
+			return request{method: http.MethodPost, path: path("packages", a[:3]...) + "/move", body: jsonBody("to", a[3])}
+		}},
+		{"yank", "LABEL SUBDIR FILENAME [REASON]", "hide from solves, keep downloadable (scope yank)", func(a []string) request {
+			reason := ""
+			if len(a) == 4 {
+				reason = a[3]
+			}
+			return request{method: http.MethodPost, path: path("packages", a[:3]...) + "/yank", body: jsonBody("reason", reason)}
+		}},
+		{"unyank", "LABEL SUBDIR FILENAME", "undo a yank (scope yank)", func(a []string) request {
+			return request{method: http.MethodPost, path: path("packages", a...) + "/unyank"}
+		}},
+		{"delete", "LABEL SUBDIR FILENAME", "move to .trash/<date>/, unindex (scope delete)", func(a []string) request {
+			return request{method: http.MethodDelete, path: path("packages", a...)}
+		}},
+		{"patch get", "LABEL SUBDIR", "print the label's repodata patch (scope patch)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("patches", a...)}
+		}},
+		{"patch set", "LABEL SUBDIR FILE", "set it from a patch_instructions.json", func(a []string) request {
+			return request{method: http.MethodPut, path: path("patches", a[:2]...), bodyFile: a[2]}
+		}},
+		{"patch delete", "LABEL SUBDIR", "remove it", func(a []string) request {
+			return request{method: http.MethodDelete, path: path("patches", a...)}
+		}},
+	}
+}
+
+// path is the API path of a collection and its escaped segments.
+func path(collection string, segs ...string) string {
+	p := "/api/v1/" + collection
+	for _, s := range segs {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+func jsonBody(key, value string) []byte {
+	b, _ := json.Marshal(map[string]string{key: value})
+	return b
+}
+
+// parse turns a call's words into a request: it finds the call, then
+// checks its number of arguments.
+func parse(args []string) (request, error) {
+	c, rest, err := find(args)
+	if err != nil {
+		return request{}, err
+	}
+	words := strings.Fields(c.synopsis)
+	optional := 0
+	for _, w := range words {
+		if strings.HasPrefix(w, "[") {
+			optional++
+		}
+	}
+	if len(rest) < len(words)-optional || len(rest) > len(words) {
+		return request{}, usageError("%s takes %s", c.name, c.synopsis)
+	}
+	return c.request(rest), nil
+}
+
+// find returns the call that args start with, and the words after its
+// name.
+func find(args []string) (call, []string, error) {
+	if len(args) == 0 {
+		return call{}, nil, &Error{Msg: "no call given", Usage: true, Hint: "the calls are " + callNames()}
+	}
+	name, rest := args[0], args[1:]
+	if name == "patch" {
+		if len(rest) == 0 {
+			return call{}, nil, usageError("patch takes get, set or delete")
+		}
+		name, rest = "patch "+rest[0], rest[1:]
+	}
+	for _, c := range calls() {
+		if c.name == name {
+			return c, rest, nil
+		}
+	}
+	if sub, ok := strings.CutPrefix(name, "patch "); ok {
+		return call{}, nil, usageError("patch takes get, set or delete, not %q", sub)
+	}
+	return call{}, nil, &Error{Msg: fmt.Sprintf("unknown call %q", name), Usage: true, Hint: "the calls are " + callNames()}
+}
+
+// callNames lists the calls' first words: "list, copy, ... and patch".
+func callNames() string {
+	var names []string
+	for _, c := range calls() {
+		first, _, _ := strings.Cut(c.name, " ")
+		if len(names) == 0 || names[len(names)-1] != first {
+			names = append(names, first)
+		}
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// load reads the body from r.bodyFile, if the call has one.
+func (r *request) load(readFile func(string) ([]byte, error)) error {
+	if r.bodyFile == "" {
+		return nil
+	}
+	b, err := readFile(r.bodyFile)
+	if err != nil {
+		return failure("read patch: %v", err)
+	}
+	r.body = b
+	return nil
+}
