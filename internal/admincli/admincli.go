@@ -98,7 +98,7 @@ func Run(ctx context.Context, o Options, args []string, stdin io.Reader, stdout 
 	if err != nil {
 		return err
 	}
-	if err := req.load(os.ReadFile); err != nil {
+	if err := req.load(); err != nil {
 		return err
 	}
 	tok, err := o.token(stdin)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -132,11 +133,11 @@ func callNames() string {
 }
 
 // load reads the body from r.bodyFile, if the call has one.
-func (r *request) load(readFile func(string) ([]byte, error)) error {
+func (r *request) load() error {
 	if r.bodyFile == "" {
 		return nil
 	}
-	b, err := readFile(r.bodyFile)
+	b, err := os.ReadFile(r.bodyFile)
 	if err != nil {
 		return failure("read patch: %v", err)
 	}
