@@ -4,7 +4,7 @@ package main
 //
 //   - Standard output carries only what a command was asked for: a token's
 //     hash, check-config's report, an admin call's answer, the version, the
-//     help that -h asked for, --dev's upload line. Scripts read it, so on an
+//     help that -h asked for, --dev's banner. Scripts read it, so on an
 //     error nothing is written there.
 //
 //   - Everything else goes to standard error, one message a line, each
