@@ -1,10 +1,12 @@
 package config_test
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,10 +80,11 @@ func TestValues(t *testing.T) {
 	}
 }
 
-// TestExample checks that config.example.toml loads and validates, and
-// that it and README.md document every key the program reads: the keys
-// come from the Config type's toml tags, so a new key without
-// documentation fails here.
+// TestExample checks that config.example.toml loads and validates, that
+// it mentions every key the program reads, and that docs/configuration.md
+// documents every key in its table's section and no key that does not
+// exist. The keys come from the Config type's toml tags, so a key added,
+// moved or renamed without its documentation fails here.
 func TestExample(t *testing.T) {
 	c, err := config.Load("../../config.example.toml")
 	if err != nil {
@@ -90,45 +93,105 @@ func TestExample(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	keys := tomlKeys(reflect.TypeFor[config.Config](), "")
-	if len(keys) < 40 {
-		t.Fatalf("only %d keys found: %v", len(keys), keys)
+	keys, tables := tomlKeys(reflect.TypeFor[config.Config](), "")
+	if len(keys) < 60 || len(tables) < 10 {
+		t.Fatalf("only %d keys and %d tables found: %v %v", len(keys), len(tables), keys, tables)
 	}
-	for _, doc := range []string{"../../config.example.toml", "../../README.md"} {
-		b, err := os.ReadFile(doc)
-		if err != nil {
-			t.Fatal(err)
+	example, err := os.ReadFile("../../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range append(slices.Clone(tables), keys...) {
+		if name := k[strings.LastIndex(k, ".")+1:]; !strings.Contains(string(example), name) {
+			t.Errorf("config.example.toml does not mention %s (%s)", name, k)
 		}
-		for _, key := range keys {
-			if !strings.Contains(string(b), key) {
-				t.Errorf("%s does not mention %s", filepath.Base(doc), key)
-			}
+	}
+	const doc = "../../docs/configuration.md"
+	b, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented, headings := documentedKeys(string(b))
+	section := func(key string) string {
+		table := ""
+		if i := strings.LastIndex(key, "."); i >= 0 {
+			table = key[:i]
+		}
+		if h, ok := headings[table]; ok {
+			return h
+		}
+		return "a new heading \"### `[" + table + "]`\""
+	}
+	for _, k := range keys {
+		if !documented[k] {
+			t.Errorf("docs/configuration.md does not document %s: add a row for `%s` to the table under %q", k, k[strings.LastIndex(k, ".")+1:], section(k))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(documented)) {
+		if !slices.Contains(keys, k) {
+			t.Errorf("docs/configuration.md documents %s under %q, a key the program does not read: remove or fix the row", k, section(k))
 		}
 	}
 }
 
-// tomlKeys lists the keys of a struct type's toml tags, tables as
-// "[name]" and arrays of tables as "[[name]]", with their keys.
-func tomlKeys(typ reflect.Type, _ string) []string {
-	var out []string
+// tomlKeys lists the keys of a struct type's toml tags, qualified by
+// their table ("write_dir", "index.zst", "tokens.name",
+// "mirror.s3.endpoint"), and the tables ("index", "tokens", "mirror.s3").
+func tomlKeys(typ reflect.Type, prefix string) (keys, tables []string) {
 	for f := range typ.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if name == "" || name == "-" {
 			continue
 		}
 		ft := f.Type
+		for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.PkgPath() == typ.PkgPath() {
+			k, tb := tomlKeys(ft, prefix+name+".")
+			keys, tables = append(keys, k...), append(append(tables, prefix+name), tb...)
+			continue
+		}
+		keys = append(keys, prefix+name)
+	}
+	return keys, tables
+}
+
+var (
+	codeSpan   = regexp.MustCompile("`([^`]+)`")
+	tableTitle = regexp.MustCompile("^### `\\[{1,2}([a-z0-9_.]+)\\]{1,2}`")
+)
+
+// documentedKeys reads the key tables of docs/configuration.md: under
+// "## Keys", each "### `[table]`" (or "### `[[table]]`") heading starts a
+// table's section, and any other "###" heading the top level's; the code
+// spans in the first column of a table row are keys of that table. It
+// returns the keys, qualified as tomlKeys does, and each table's heading.
+func documentedKeys(doc string) (keys map[string]bool, headings map[string]string) {
+	keys, headings = map[string]bool{}, map[string]string{}
+	inKeys, table := false, ""
+	for line := range strings.Lines(doc) {
 		switch {
-		case ft.Kind() == reflect.Struct && ft.PkgPath() == typ.PkgPath() && ft.Name() != "Duration":
-			out = append(out, "["+name+"]")
-			out = append(out, tomlKeys(ft, name)...)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			out = append(out, "[["+name+"]]")
-			out = append(out, tomlKeys(ft.Elem(), name)...)
-		default:
-			out = append(out, name)
+		case strings.HasPrefix(line, "## "):
+			inKeys = strings.TrimSpace(line) == "## Keys"
+		case !inKeys:
+		case strings.HasPrefix(line, "### "):
+			table = ""
+			if m := tableTitle.FindStringSubmatch(line); m != nil {
+				table = m[1]
+			}
+			headings[table] = strings.TrimSpace(line)
+		case strings.HasPrefix(line, "| `"):
+			first, _, _ := strings.Cut(line[1:], "|")
+			for _, m := range codeSpan.FindAllStringSubmatch(first, -1) {
+				if table != "" {
+					m[1] = table + "." + m[1]
+				}
+				keys[m[1]] = true
+			}
 		}
 	}
-	return out
+	return keys, headings
 }
 
 func TestTokenSources(t *testing.T) {
