@@ -41,6 +41,14 @@ for f in /usr/bin/conda-upload-server /usr/lib/systemd/system/conda-upload.servi
 	grep -qx "$f" <<<"$rpmfiles" || { echo "rpm lacks $f" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
 done
+# The manual: every page of docs/ in both, and marked %doc in the rpm
+# (nfpm.yaml names the rpm's pages one by one).
+rpmdocs=$(rpm -qp --docfiles "$rpm")
+for page in docs/*.md; do
+	f=/usr/share/doc/conda-upload-server/$page
+	grep -qx "$f" <<<"$rpmdocs" || { echo "rpm lacks $f as %doc: add it to nfpm.yaml" >&2; exit 1; }
+	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
+done
 rpm -qp --configfiles "$rpm" | grep -x /etc/conda-upload-server/config.toml >/dev/null # not -q: rpm must not get SIGPIPE under pipefail
 dpkg-deb -f "$deb" Version | grep -v "^0\.0\.0" >/dev/null
 scripts=$(rpm -qp --scripts "$rpm")

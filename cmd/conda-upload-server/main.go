@@ -14,7 +14,7 @@
 //	conda-upload-server version
 //
 // main wires the internal packages together and is the only place that
-// exits; see README.md for the contract, and output.go for what the
+// exits; see docs/ for the manual, and output.go for what the
 // command line prints where.
 package main
 

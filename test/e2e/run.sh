@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the packages in a real systemd: boots systemd as PID 1
 # with systemd-nspawn on a debootstrapped Debian 12 rootfs, installs the
-# .deb, follows the README's "Install on a server" steps exactly, and checks
+# .deb, follows docs/install.md's steps exactly, and checks
 # socket activation, Type=notify, the privilege drop, Landlock, the
 # watchdog, a stop during an upload, removal and purge. Run as root on a
 # Debian 12 host (PID 1 need not be systemd).
@@ -175,8 +175,8 @@ check "channel directory created, owned by conda-upload" test "$(cx stat -c %U:%
 check "units not enabled by the install" test "$(cx systemctl is-enabled conda-upload.socket || true)" = disabled
 check "service not started by the install" test "$(show ActiveState)" = inactive
 
-# The README's "Install on a server" steps, as an admin types them.
-log "admin steps from the README"
+# docs/install.md's steps, as an admin types them.
+log "admin steps from docs/install.md"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
 	-addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 # 1. Certificate and key; the key root:conda-upload 0640.
@@ -231,7 +231,7 @@ check "reload re-read certificate and tokens" bash -c "nsenter -t $LEADER -a jou
 check "journal lines carry no second timestamp" bash -c "! nsenter -t $LEADER -a journalctl -b -u conda-upload.service --no-pager -o cat | grep -q '^time='"
 
 # ------------------------------------------------------------ serving the channel
-log "serving the channel: [download] enabled, as the README says"
+log "serving the channel: [download] enabled, as docs/serving.md says"
 check "the shipped config serves nothing" test "$(curl -sS --cacert "$WORK/cert.pem" --max-time 10 -o /dev/null -w '%{http_code}' "${URL}linux-64/repodata.json")" = 404
 cx sed -i '/^\[download\]/,/^\[/ s/^enabled = false/enabled = true/' /etc/conda-upload-server/config.toml
 cx systemctl restart conda-upload.service
