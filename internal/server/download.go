@@ -29,7 +29,7 @@ var errBadPath = newError(http.StatusBadRequest, "malformed request path")
 // backslashes. What passes is checked again against the channel's
 // allow-list, and opened through os.Root.
 func (s *Server) guard(next http.Handler) http.Handler {
-	refuse := s.handle(func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
+	refuse := s.handle(kindDownload, func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !cleanPath(r.URL) {
 			refuse.ServeHTTP(w, r)

@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -201,79 +200,133 @@ func fieldsOf(r *http.Request) *logFields {
 	return f
 }
 
-// handle adapts a handler: it writes the one JSON response, logs one line
-// per request, and for uploads updates the metrics and the audit log.
-func (s *Server) handle(h handler) http.Handler {
+// handle adapts a handler of kind k: it writes the one JSON response,
+// logs one line per request, and records what the kind asks for (see
+// Kind).
+func (s *Server) handle(k Kind, h handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		lf := &logFields{}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, lf))
 		w := &recorder{ResponseWriter: rw}
-		var res *Result
-		var err error
-		if s.o.Conns.over() {
-			w.Header().Set("Connection", "close")
-			err = errTooManyConns
-		} else {
-			res, err = h(w, r)
-		}
-		// Uploads are what the metrics and the audit log count; minting
-		// a token for a trusted publisher is logged, and its uploads are
-		// audited with the job's identity.
-		admin := lf.call != "" && r.Method != http.MethodGet && r.Method != http.MethodHead
-		upload := (r.Method == http.MethodPost || r.Method == http.MethodPut) && !strings.Contains(r.URL.Path, "/oidc/") &&
-			!strings.HasPrefix(r.URL.Path, "/api/v1/packages/") && !strings.HasPrefix(r.URL.Path, "/api/v1/patches/")
+		res, err := s.run(w, r, h)
 		if res == handled && err == nil {
-			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
-			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
-				"token", lf.token, "size", w.sent, "duration", time.Since(start).Round(time.Microsecond))
+			s.wrote(k, w, r, lf, start)
 			return
 		}
-		status, reason, body := http.StatusOK, "", any(nil)
-		if res != nil {
-			status, reason, body = res.Status, "ok", res.Body
-			if upload {
-				reason = reasonOf(res.Status)
-			}
-		}
-		level := slog.LevelInfo
-		var errText string
-		if err != nil {
-			e := errorOf(err)
-			status, reason = e.Status, e.Reason
-			if e.RetryAfter > 0 {
-				w.Header().Set("Retry-After", retryAfterHeader(e.RetryAfter))
-			}
-			if body == nil {
-				body = map[string]any{"error": e.Msg, "status": e.Status}
-			}
-			errText = err.Error()
-			level = slog.LevelWarn
-			if status >= 500 {
-				level = slog.LevelError
-			}
-		}
-		if upload {
-			if lf.replaced != "" && status < 300 {
-				reason = "replaced"
-			}
-			s.account(r, lf, start, status, reason, errText)
-		} else if admin {
-			s.auditAdmin(r, lf, start, status, reason, errText)
-		} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			s.o.Metrics.Download(strconv.Itoa(status), 0)
-		}
+		o := outcomeOf(k, w, res, err, lf)
+		s.note(k, r, lf, start, o)
 		// Log before answering, so that the log has the line by the time
 		// the client has its response.
-		s.o.Log.Log(r.Context(), level, "request",
-			"method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", status, "reason", reason,
-			"protocol", lf.protocol, "token", lf.token, "label", lf.label, "call", lf.call, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
-			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
+		s.logRequest(r, lf, start, o)
 		if r.TLS != nil {
 			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 		}
-		writeJSON(w, status, body)
+		writeJSON(w, o.status, o.body)
 	})
+}
+
+// run calls h, unless the server holds too many connections.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result, error) {
+	if s.o.Conns.over() {
+		w.Header().Set("Connection", "close")
+		return nil, errTooManyConns
+	}
+	return h(w, r)
+}
+
+// wrote logs a response the handler wrote itself (a download, the
+// metrics, a minted token) and counts a download.
+func (s *Server) wrote(k Kind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
+	if k == kindDownload {
+		s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
+	}
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
+		slog.Int("status", w.status)}
+	attrs = appendSet(attrs, "token", lf.token)
+	attrs = append(attrs, slog.Int64("size", w.sent), slog.Duration("duration", time.Since(start).Round(time.Microsecond)))
+	s.o.Log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// outcome is what handle answers and logs.
+type outcome struct {
+	status  int
+	reason  string
+	body    any
+	errText string
+	level   slog.Level
+}
+
+// outcomeOf turns a handler's result and error into the outcome of a
+// request of kind k. An error's Retry-After goes into w's header.
+func outcomeOf(k Kind, w http.ResponseWriter, res *Result, err error, lf *logFields) outcome {
+	o := outcome{status: http.StatusOK, level: slog.LevelInfo}
+	if res != nil {
+		o.status, o.reason, o.body = res.Status, "ok", res.Body
+		if k == kindUpload {
+			o.reason = reasonOf(res.Status)
+		}
+	}
+	if err != nil {
+		e := errorOf(err)
+		o.status, o.reason, o.errText, o.level = e.Status, e.Reason, err.Error(), slog.LevelWarn
+		if e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", retryAfterHeader(e.RetryAfter))
+		}
+		if o.body == nil {
+			o.body = map[string]any{"error": e.Msg, "status": e.Status}
+		}
+		if o.status >= 500 {
+			o.level = slog.LevelError
+		}
+	}
+	if k == kindUpload && lf.replaced != "" && o.status < 300 {
+		o.reason = "replaced"
+	}
+	return o
+}
+
+// note records a request as its kind asks: uploads in the counters,
+// metrics and audit log, admin calls that change something in the audit
+// log, downloads in the download metrics.
+func (s *Server) note(k Kind, r *http.Request, lf *logFields, start time.Time, o outcome) {
+	switch k {
+	case kindUpload:
+		s.account(r, lf, start, o.status, o.reason, o.errText)
+	case kindAdmin:
+		if lf.call != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.auditAdmin(r, lf, start, o.status, o.reason, o.errText)
+		}
+	case kindDownload:
+		s.o.Metrics.Download(strconv.Itoa(o.status), 0)
+	}
+}
+
+// logRequest writes the request's log line, with the fields that apply
+// to it.
+func (s *Server) logRequest(r *http.Request, lf *logFields, start time.Time, o outcome) {
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
+		slog.Int("status", o.status)}
+	attrs = appendSet(attrs, "reason", o.reason, "protocol", lf.protocol, "token", lf.token, "label", lf.label,
+		"call", lf.call, "subdir", lf.subdir, "filename", lf.filename)
+	if lf.size > 0 {
+		attrs = append(attrs, slog.Int64("size", lf.size))
+	}
+	attrs = appendSet(attrs, "sha256", lf.sha256)
+	attrs = append(attrs, slog.Duration("duration", time.Since(start).Round(time.Microsecond)))
+	attrs = appendSet(attrs, "err", o.errText)
+	s.o.Log.LogAttrs(r.Context(), o.level, "request", attrs...)
+}
+
+// appendSet appends the string attributes of kv, pairs of key and value,
+// whose value is not empty.
+func appendSet(attrs []slog.Attr, kv ...string) []slog.Attr {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			attrs = append(attrs, slog.String(kv[i], kv[i+1]))
+		}
+	}
+	return attrs
 }
 
 // recorder notes the status and body bytes of a response that a handler
