@@ -19,7 +19,7 @@ import (
 // reads and trusted publishing's audience are neither.
 func TestKindsDecideRecords(t *testing.T) {
 	m := metrics.New("test", "", false)
-	e := startServing(t, false, func(o *server.Options) { o.Metrics = m })
+	e := startServing(t, false, func(o *server.Options) { o.Observe.Metrics = m })
 	downloads := func() int {
 		rec := httptest.NewRecorder()
 		m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

@@ -30,13 +30,13 @@ const maxAttestation = 1 << 20
 // server's channel_name means main, and any other label name a label
 // (with the admin API on, which labels belong to).
 func (s *Server) channelLabel(name string) (string, error) {
-	if name == s.o.ChannelName {
+	if name == s.o.Channel.Name {
 		return store.MainLabel, nil
 	}
 	if s.o.Lifecycle != nil && store.ValidLabel(name) {
 		return name, nil
 	}
-	return "", newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.ChannelName))
+	return "", newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.Channel.Name))
 }
 
 // headerToken authenticates the token of a request's headers, in any of
@@ -69,8 +69,8 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	case lf.protocol == "artifactory":
 		// Artifactory's {channel} is the channel; labels come as
 		// /label/<label>/.
-		if r.PathValue("channel") != s.o.ChannelName {
-			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(r.PathValue("channel")), s.o.ChannelName))
+		if r.PathValue("channel") != s.o.Channel.Name {
+			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(r.PathValue("channel")), s.o.Channel.Name))
 		}
 		lf.label = store.MainLabel
 	default:

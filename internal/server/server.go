@@ -58,21 +58,35 @@ type Mirror interface {
 	WaitFor(ctx context.Context, dir, filename string) bool
 }
 
-// Options configure a Server.
+// Options configure a Server: its core parts, then one group per
+// concern, each filled by one builder of the daemon.
 type Options struct {
 	Store   *store.Store
 	Auth    *auth.Authenticator
 	Indexer Indexer
-	// Arrivals, if set, counts uploads from their first byte until they
-	// are stored or refused, for the index scheduler.
-	Arrivals      *index.Arrivals
-	Limits        condapkg.Limits
-	MaxUploadSize int64
-	MaxConcurrent int
-	// WaitIndex makes responses wait for the index run that includes
-	// the package.
+	// WaitIndex makes upload answers wait for the index run that
+	// includes the package.
 	WaitIndex bool
 	Log       *slog.Logger
+	// Trusted, if set, verifies the OIDC ID tokens of trusted
+	// publishers and keeps the tokens minted for them.
+	Trusted *trusted.Verifier
+	// Lifecycle, if set, serves the admin API: labels, promotion,
+	// yanks, deletes and patches.
+	Lifecycle *lifecycle.Manager
+
+	Limits  Limits
+	Observe Observability
+	Channel ChannelOptions
+	Mirror  MirrorOptions
+}
+
+// Limits bound what clients may take of the server.
+type Limits struct {
+	MaxUploadSize int64
+	MaxConcurrent int
+	// Package bounds what a package may hold.
+	Package condapkg.Limits
 	// AuthLimiter, if set, rate-limits failed authentication per address.
 	AuthLimiter *AuthLimiter
 	// MinUploadRate, in bytes per second over each RateWindow, cuts
@@ -81,40 +95,49 @@ type Options struct {
 	RateWindow    time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
+	// Arrivals, if set, counts uploads from their first byte until they
+	// are stored or refused, for the index scheduler.
+	Arrivals *index.Arrivals
+}
+
+// Observability is what the server tells operators besides its log.
+type Observability struct {
 	// Metrics, if set, records requests; MetricsAllow lists who may read
 	// GET /metrics on this handler (nobody if empty).
 	Metrics      *metrics.Metrics
 	MetricsAllow []netip.Prefix
-	// Audit, if set, gets one record per upload attempt.
+	// Audit, if set, gets one record per upload attempt and admin change.
 	Audit *audit.Log
 	// Health, if set, says why the server is not healthy (GET /readyz).
 	// The daemon's watchdog asks the same function.
 	Health func() error
-	// Channel, if set, is served under GET and HEAD; TokenDownloads
-	// requires a token with the read scope for it.
-	Channel        *channel.Channel
+	// Degraded, if set, says why the server works but not fully (such as
+	// a mirror that is behind or in conflict), for GET /readyz.
+	Degraded func() string
+}
+
+// ChannelOptions say how the channel is named and served.
+type ChannelOptions struct {
+	// Files, if set, is the channel served under GET and HEAD;
+	// TokenDownloads requires a token with the read scope for it.
+	Files          *channel.Channel
 	TokenDownloads bool
-	// ChannelName is the {channel} of the quetz, prefix.dev and
-	// Artifactory upload paths; "main" if empty.
-	ChannelName string
+	// Name is the {channel} of the quetz, prefix.dev and Artifactory
+	// upload paths; "main" if empty.
+	Name string
 	// DownloadRateWhileUploading, in bytes per second, is what all
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
-	// Trusted, if set, verifies the OIDC ID tokens of trusted
-	// publishers and keeps the tokens minted for them.
-	Trusted *trusted.Verifier
-	// Lifecycle, if set, serves the admin API: labels, promotion,
-	// yanks, deletes and patches.
-	Lifecycle *lifecycle.Manager
-	// Mirror, if set, says whether the object-storage mirror holds a
-	// package, for the upload answer; with MirrorWait, the answer waits
-	// that long at most for it.
-	Mirror     Mirror
-	MirrorWait time.Duration
-	// Degraded, if set, says why the server works but not fully (such as
-	// a mirror that is behind or in conflict), for GET /readyz.
-	Degraded func() string
+}
+
+// MirrorOptions tell the upload answer about the object-storage mirror.
+type MirrorOptions struct {
+	// Bucket, if set, says whether the mirror holds a package, for the
+	// upload answer; with Wait, the answer waits that long at most for
+	// it.
+	Bucket Mirror
+	Wait   time.Duration
 }
 
 // Server handles uploads.
@@ -133,11 +156,11 @@ type Server struct {
 
 // New returns a Server.
 func New(o Options) *Server {
-	if o.ChannelName == "" {
-		o.ChannelName = "main"
+	if o.Channel.Name == "" {
+		o.Channel.Name = "main"
 	}
-	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
-	s.pace = &pacer{rate: float64(o.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
+	s := &Server{o: o, sem: make(chan struct{}, o.Limits.MaxConcurrent)}
+	s.pace = &pacer{rate: float64(o.Channel.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
 	return s
@@ -149,7 +172,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Handler returns a handler for the endpoints of roles only.
 func (s *Server) Handler(roles Role) http.Handler { return s.guard(s.mux(roles)) }
 
-func (s *Server) downloads() bool { return s.o.Channel != nil }
+func (s *Server) downloads() bool { return s.o.Channel.Files != nil }
 
 // SetAuth replaces the tokens, for a reload; requests in flight keep the
 // tokens they started with.
@@ -228,7 +251,7 @@ func (s *Server) handle(k Kind, h handler) http.Handler {
 
 // run calls h, unless the server holds too many connections.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result, error) {
-	if s.o.Conns.over() {
+	if s.o.Limits.Conns.over() {
 		w.Header().Set("Connection", "close")
 		return nil, errTooManyConns
 	}
@@ -239,7 +262,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result
 // metrics, a minted token) and counts a download.
 func (s *Server) wrote(k Kind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
 	if k == kindDownload {
-		s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
+		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
 	}
 	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
 		slog.Int("status", w.status)}
@@ -298,7 +321,7 @@ func (s *Server) note(k Kind, r *http.Request, lf *logFields, start time.Time, o
 			s.auditAdmin(r, lf, start, o.status, o.reason, o.errText)
 		}
 	case kindDownload:
-		s.o.Metrics.Download(strconv.Itoa(o.status), 0)
+		s.o.Observe.Metrics.Download(strconv.Itoa(o.status), 0)
 	}
 }
 
@@ -376,16 +399,16 @@ func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status
 	if status >= 300 {
 		s.failures.Add(1)
 	}
-	s.o.Metrics.Upload(strconv.Itoa(status), reason, lf.token, time.Since(start))
+	s.o.Observe.Metrics.Upload(strconv.Itoa(status), reason, lf.token, time.Since(start))
 	if status == http.StatusUnauthorized || status == http.StatusTooManyRequests || status == http.StatusForbidden {
-		s.o.Metrics.AuthFailure()
+		s.o.Observe.Metrics.AuthFailure()
 	}
 	s.record(r, lf, start, status, reason, errText)
 }
 
 // record writes the audit record of an upload or admin call.
 func (s *Server) record(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {
-	if aerr := s.o.Audit.Record(audit.Record{
+	if aerr := s.o.Observe.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Label: lf.label, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
 		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason,

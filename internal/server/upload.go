@@ -59,7 +59,7 @@ func (s *Server) admit(r *http.Request) (release func(), err error) {
 	if s.draining.Load() {
 		return nil, errShuttingDown
 	}
-	if wait, blocked := s.o.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
+	if wait, blocked := s.o.Limits.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
 		return nil, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
 			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
 	}
@@ -68,9 +68,9 @@ func (s *Server) admit(r *http.Request) (release func(), err error) {
 	default:
 		return nil, errBusy
 	}
-	s.o.Metrics.InFlight(1)
+	s.o.Observe.Metrics.InFlight(1)
 	return func() {
-		s.o.Metrics.InFlight(-1)
+		s.o.Observe.Metrics.InFlight(-1)
 		<-s.sem
 	}, nil
 }
@@ -92,11 +92,11 @@ func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol stri
 		return nil, err
 	}
 	defer release()
-	arrived := s.o.Arrivals.Begin()
+	arrived := s.o.Limits.Arrivals.Begin()
 	defer arrived()
 	res, err := h(w, r, arrived)
 	if err != nil && errorOf(err).Status == http.StatusUnauthorized {
-		s.o.AuthLimiter.Fail(remoteIP(r), time.Now())
+		s.o.Limits.AuthLimiter.Fail(remoteIP(r), time.Now())
 		s.authFailures.Add(1)
 	}
 	return res, err
@@ -105,7 +105,7 @@ func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol stri
 // limitBody bounds an upload's body to max_upload_size plus slack, and
 // cuts one that trickles in slower than min_upload_rate.
 func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) error {
-	limit := s.o.MaxUploadSize + slack
+	limit := s.o.Limits.MaxUploadSize + slack
 	if r.ContentLength > limit {
 		return store.ErrTooLarge
 	}
@@ -113,7 +113,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) 
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
+	}{newRateReader(body, w, s.o.Limits.MinUploadRate, s.o.Limits.RateWindow), body}
 	return nil
 }
 
@@ -256,8 +256,8 @@ func (s *Server) receive(r io.Reader, filename string, lf *logFields) (*incoming
 	if err != nil {
 		return nil, err
 	}
-	in := &incoming{fn: fn, up: up, scanner: condapkg.NewScanner(fn, s.o.Limits)}
-	in.sums, err = up.Receive(countingReader{r, s.o.Metrics}, s.o.MaxUploadSize, in.scanner)
+	in := &incoming{fn: fn, up: up, scanner: condapkg.NewScanner(fn, s.o.Limits.Package)}
+	in.sums, err = up.Receive(countingReader{r, s.o.Observe.Metrics}, s.o.Limits.MaxUploadSize, in.scanner)
 	if err != nil {
 		in.abort()
 		return nil, readError(err)
@@ -357,14 +357,14 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 		return &Result{Status: res.Status, Body: res}, e
 	}
 	res.Indexed = true
-	if s.o.Mirror != nil {
+	if s.o.Mirror.Bucket != nil {
 		var m bool
-		if s.o.MirrorWait > 0 {
-			wctx, cancel := context.WithTimeout(ctx, s.o.MirrorWait)
-			m = s.o.Mirror.WaitFor(wctx, dir, name)
+		if s.o.Mirror.Wait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, s.o.Mirror.Wait)
+			m = s.o.Mirror.Bucket.WaitFor(wctx, dir, name)
 			cancel()
 		} else {
-			m = s.o.Mirror.Has(dir, name)
+			m = s.o.Mirror.Bucket.Has(dir, name)
 		}
 		res.Mirrored = &m
 	}
