@@ -34,17 +34,17 @@ const (
 	All = Uploads | Downloads | Ops
 )
 
-// Kind is what an endpoint is. It decides the listener role that serves
+// routeKind is what an endpoint is. It decides the listener role that serves
 // it and what handle records of its requests besides the log line, so
 // that a route's nature is known in one place, its entry in the table.
-type Kind int
+type routeKind int
 
-// The zero Kind is none: a table entry that forgot its kind, which
+// The zero routeKind is none: a table entry that forgot its kind, which
 // TestRouteKinds refuses.
 const (
 	// kindUpload: an upload protocol. Every attempt, refused or not, goes
 	// to the upload counters and metrics and gets an audit record.
-	kindUpload Kind = iota + 1
+	kindUpload routeKind = iota + 1
 	// kindAdmin: the admin API. A call that changes something gets an
 	// audit record.
 	kindAdmin
@@ -59,7 +59,7 @@ const (
 )
 
 // role is the listener role that serves endpoints of kind k.
-func (k Kind) role() Role {
+func (k routeKind) role() Role {
 	switch k {
 	case kindUpload, kindAdmin, kindMint:
 		return Uploads
@@ -74,7 +74,7 @@ func (k Kind) role() Role {
 // endpoint is one method of a route.
 type endpoint struct {
 	h    handler
-	kind Kind
+	kind routeKind
 }
 
 // route is one entry of the route table.
@@ -84,7 +84,7 @@ type route struct {
 	// kind is what the route is for: the kind of a request with a
 	// method the route does not serve (a 405, or a 404 when it serves
 	// none).
-	kind Kind
+	kind routeKind
 	// methods maps each method the route serves to its endpoint.
 	methods map[string]endpoint
 }
@@ -94,7 +94,7 @@ type route struct {
 // rather than by ServeMux, so that a wrong method gets the same one-line
 // JSON error as everything else.
 func (s *Server) routes() []route {
-	get := func(h handler, kind Kind) map[string]endpoint {
+	get := func(h handler, kind routeKind) map[string]endpoint {
 		return map[string]endpoint{http.MethodGet: {h, kind}, http.MethodHead: {h, kind}}
 	}
 	return []route{

@@ -1,16 +1,32 @@
-// Package server is the HTTP side of the service. Its route table
-// (routes.go) lists every path it answers; today that is the original's
-// upload, POST / with one conda package per request as multipart form data
-// with a token field and an artifact file field, and the health and
-// metrics endpoints.
+// Package server is the HTTP side of the service: every endpoint the
+// daemon serves, over one route table (routes.go) that gives each
+// endpoint its kind:
 //
-// The body is streamed, never held in memory: the token is checked before
-// any artifact byte is accepted (from an Authorization: Bearer header, or
-// from the token field, which must come first), the artifact streams into
-// a temp file while being hashed and, for .tar.bz2, inspected, and only a
-// valid package is published and handed to the indexer. Handlers return a
-// Result or an error; errorOf (errors.go) is the one place where an error
-// becomes a status, and every response is one line of JSON.
+//   - upload: the original's POST / (multipart form with token and
+//     artifact fields), and the protocols of rattler-build and pixi:
+//     quetz, prefix.dev and Artifactory (protocols.go, upload.go);
+//   - admin: the admin API of labels, promotion, yanks, deletes and
+//     patches (admin.go);
+//   - mint: trusted publishing, which trades a CI job's OIDC ID token for
+//     a short-lived upload token (oidc.go);
+//   - download: the channel itself, with optional token access and the
+//     path guard in front of every route (download.go);
+//   - ops: /healthz, /readyz and /metrics (ops.go).
+//
+// A route's kind decides the listener role that serves it and what
+// handle records besides the request's log line: upload attempts go to
+// the counters, metrics and audit log, admin changes to the audit log,
+// downloads to the download metrics.
+//
+// An upload body is streamed, never held in memory: the token is checked
+// before any package byte is accepted, the package streams into a temp
+// file while being hashed and, for .tar.bz2, inspected, and only a valid
+// package is published (publish, in named steps) and handed to the
+// indexer. Handlers return a Result or an error; errorOf (errors.go),
+// over the one classifier of known errors, is the one place where an
+// error becomes a status, and every response the server writes itself
+// is one line of JSON. The limits that bound clients are in limits.go
+// and pace.go, the TLS settings in tls.go.
 package server
 
 import (
@@ -225,8 +241,8 @@ func fieldsOf(r *http.Request) *logFields {
 
 // handle adapts a handler of kind k: it writes the one JSON response,
 // logs one line per request, and records what the kind asks for (see
-// Kind).
-func (s *Server) handle(k Kind, h handler) http.Handler {
+// routeKind).
+func (s *Server) handle(k routeKind, h handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		lf := &logFields{}
@@ -260,7 +276,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result
 
 // wrote logs a response the handler wrote itself (a download, the
 // metrics, a minted token) and counts a download.
-func (s *Server) wrote(k Kind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
+func (s *Server) wrote(k routeKind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
 	if k == kindDownload {
 		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
 	}
@@ -282,7 +298,7 @@ type outcome struct {
 
 // outcomeOf turns a handler's result and error into the outcome of a
 // request of kind k. An error's Retry-After goes into w's header.
-func outcomeOf(k Kind, w http.ResponseWriter, res *Result, err error, lf *logFields) outcome {
+func outcomeOf(k routeKind, w http.ResponseWriter, res *Result, err error, lf *logFields) outcome {
 	o := outcome{status: http.StatusOK, level: slog.LevelInfo}
 	if res != nil {
 		o.status, o.reason, o.body = res.Status, "ok", res.Body
@@ -312,7 +328,7 @@ func outcomeOf(k Kind, w http.ResponseWriter, res *Result, err error, lf *logFie
 // note records a request as its kind asks: uploads in the counters,
 // metrics and audit log, admin calls that change something in the audit
 // log, downloads in the download metrics.
-func (s *Server) note(k Kind, r *http.Request, lf *logFields, start time.Time, o outcome) {
+func (s *Server) note(k routeKind, r *http.Request, lf *logFields, start time.Time, o outcome) {
 	switch k {
 	case kindUpload:
 		s.account(r, lf, start, o.status, o.reason, o.errText)
