@@ -33,145 +33,56 @@ import (
 const IndexerTempDir = ".indexer-tmp"
 
 // build opens the channel, sets up the indexer and the HTTP server, and
-// brings the index up to date with the disk.
+// brings the index up to date with the disk. Each part has a builder of
+// its own, called in the order the parts need each other: the metrics
+// before the mirror and the scheduler that report to them, the mirror
+// before the scheduler that marks it, the index before serving.
 func (d *daemon) build(ctx context.Context) error {
-	cfg := d.cfg
-	var err error
-	if d.store, err = store.Open(d.writeDir); err != nil {
-		return err
-	}
-	if err := d.store.CheckWritable(); err != nil {
+	if err := d.openStore(); err != nil {
 		return err
 	}
 	lim := condapkg.DefaultLimits()
-	lim.AllowedSubdirs = cfg.AllowedSubdirs
+	lim.AllowedSubdirs = d.cfg.AllowedSubdirs
 	runner, err := d.runner(lim)
 	if err != nil {
 		return err
 	}
-	arrivals := &index.Arrivals{}
-	opts := []index.Option{index.WithTimeout(cfg.Index.Timeout.D()), index.WithArrivals(arrivals)}
-	var metricsAllow []netip.Prefix
-	if cfg.Metrics.Enabled {
-		d.metrics = metrics.New(d.o.Version, d.o.Revision, cfg.Metrics.TokenNames)
-		opts = append(opts, index.WithObserver(d.metrics.IndexRun))
-		if d.cert != nil {
-			d.metrics.CertExpiry(d.cert.Leaf().NotAfter)
-		}
-		for _, a := range cfg.Metrics.Allow {
-			metricsAllow = append(metricsAllow, netip.MustParsePrefix(a))
-		}
-	}
+	d.startMetrics()
 	if d.mirrorCfg != nil {
 		if err := d.startMirror(ctx); err != nil {
 			return err
 		}
-		// Every index run that succeeds marks its subdir for the mirror.
-		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
-			if err == nil {
-				d.mirror.Mark(dir)
-			}
-		}))
 	}
-	d.sched = index.New(runner, d.log, opts...)
-	d.onClose(d.sched.Close)
+	arrivals := &index.Arrivals{}
+	d.startScheduler(runner, arrivals)
 	d.lifecycle = lifecycle.New(d.store)
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
-	var verifier *trusted.Verifier
-	if len(cfg.TrustedPublishers) > 0 {
-		opts := []trusted.Option{trusted.WithTokenTTL(cfg.OIDC.TokenTTL.D()), trusted.WithKeyFailures(func(issuer string) {
-			d.log.Error("cannot fetch a trusted publisher issuer's keys; its tokens are refused until they can be had", "issuer", issuer)
-			d.metrics.OIDCKeyFailure(issuer)
-		})}
-		if verifier, err = trusted.New(cfg.Publishers(), opts...); err != nil {
-			return err
-		}
-	}
-	if cfg.Download.Enabled {
-		if d.channel, err = channel.Open(d.writeDir, cfg.Download.Access == "token"); err != nil {
-			return err
-		}
-		d.onClose(func() { d.channel.Close() })
-	}
-	d.conns = &server.ConnLimiter{Max: cfg.MaxConnections}
-	var mirrored server.Mirror
-	var mirrorWait time.Duration
-	if d.mirror != nil {
-		mirrored = d.mirror
-		if cfg.Mirror.Wait {
-			mirrorWait = cfg.Mirror.WaitTimeout.D()
-		}
-	}
-	d.srv = server.New(server.Options{
-		Store: d.store, Auth: d.authn, Indexer: d.sched, Arrivals: arrivals, Limits: lim,
-		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads,
-		WaitIndex: cfg.Index.Wait, Log: d.log,
-		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
-		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
-		Conns: d.conns, Metrics: d.metrics, MetricsAllow: metricsAllow, Audit: d.auditLog,
-		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
-		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier, Lifecycle: d.lifecycle,
-		Degraded: d.degraded, Mirror: mirrored, MirrorWait: mirrorWait,
-	})
-	// With a listener of their own, downloads are served there only, and
-	// uploads only on the main listeners.
-	mainRoles := server.All
-	if len(d.downloadListeners) > 0 {
-		mainRoles = server.Uploads | server.Ops
-	}
-	d.hs = d.httpServer(d.srv.Handler(mainRoles))
-	if len(d.downloadListeners) > 0 {
-		d.downloadHS = d.httpServer(d.srv.Handler(server.Downloads | server.Ops))
-	}
-	return nil
-}
-
-// startMirror opens the object-storage mirror, exports its metrics and
-// runs its sync loop until the daemon closes.
-func (d *daemon) startMirror(ctx context.Context) error {
-	var err error
-	if d.mirror, err = mirror.New(*d.mirrorCfg, d.writeDir, d.log); err != nil {
+	verifier, err := d.trustedVerifier()
+	if err != nil {
 		return err
 	}
-	d.metrics.Mirror(d.mirror.Backlog, d.mirror.BehindObjects, d.mirror.Conflicts)
-	mctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()
-	d.onClose(func() { stop(); <-done })
+	if err := d.openChannel(); err != nil {
+		return err
+	}
+	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
+	d.srv = server.New(server.Options{
+		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
+		Trusted: verifier, Lifecycle: d.lifecycle,
+		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
+	})
+	d.startHTTPServers()
 	return nil
 }
 
-// degraded says why the server works but not fully, for /readyz.
-func (d *daemon) degraded() string {
-	if d.mirror == nil {
-		return ""
+// openStore opens the channel for writing, and checks that it can.
+func (d *daemon) openStore() error {
+	var err error
+	if d.store, err = store.Open(d.writeDir); err != nil {
+		return err
 	}
-	if n := d.mirror.Conflicts(); n > 0 {
-		return fmt.Sprintf("mirror: %d objects in the bucket differ from the package of that name; nothing was overwritten", n)
-	}
-	if e := d.mirror.Err(); e != "" {
-		return "mirror behind: " + e
-	}
-	return ""
-}
-
-// httpServer returns the server settings every listener shares.
-func (d *daemon) httpServer(h http.Handler) *http.Server {
-	hs := &http.Server{
-		Handler:           h,
-		ConnState:         d.conns.ConnState,
-		ReadHeaderTimeout: d.cfg.ReadHeaderTimeout.D(),
-		IdleTimeout:       d.cfg.IdleTimeout.D(),
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-		HTTP2:             server.HTTP2Config(),
-	}
-	if d.cert != nil {
-		hs.TLSConfig = d.cert.TLSConfig()
-	}
-	return hs
+	return d.store.CheckWritable()
 }
 
 // runner chooses the indexer: conda, when conda_exe is set, or the
@@ -202,6 +113,51 @@ func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 		Channel: d.writeDir,
 		TempDir: tmp,
 	}, nil
+}
+
+// startMetrics creates the metrics, if enabled.
+func (d *daemon) startMetrics() {
+	if !d.cfg.Metrics.Enabled {
+		return
+	}
+	d.metrics = metrics.New(d.o.Version, d.o.Revision, d.cfg.Metrics.TokenNames)
+	if d.cert != nil {
+		d.metrics.CertExpiry(d.cert.Leaf().NotAfter)
+	}
+}
+
+// startMirror opens the object-storage mirror, exports its metrics and
+// runs its sync loop until the daemon closes.
+func (d *daemon) startMirror(ctx context.Context) error {
+	var err error
+	if d.mirror, err = mirror.New(*d.mirrorCfg, d.writeDir, d.log); err != nil {
+		return err
+	}
+	d.metrics.Mirror(d.mirror.Backlog, d.mirror.BehindObjects, d.mirror.Conflicts)
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.mirror.Run(mctx, d.cfg.Mirror.ReconcileInterval.D()); close(done) }()
+	d.onClose(func() { stop(); <-done })
+	return nil
+}
+
+// startScheduler starts the index scheduler over runner. Its runs are
+// observed by the metrics, and each that succeeds marks its subdir for
+// the mirror.
+func (d *daemon) startScheduler(runner index.Runner, arrivals *index.Arrivals) {
+	opts := []index.Option{index.WithTimeout(d.cfg.Index.Timeout.D()), index.WithArrivals(arrivals)}
+	if d.metrics != nil {
+		opts = append(opts, index.WithObserver(d.metrics.IndexRun))
+	}
+	if d.mirror != nil {
+		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
+			if err == nil {
+				d.mirror.Mark(dir)
+			}
+		}))
+	}
+	d.sched = index.New(runner, d.log, opts...)
+	d.onClose(d.sched.Close)
 }
 
 // indexAtStart removes temp files left by a crash and brings the index of
@@ -257,4 +213,117 @@ func (d *daemon) indexAtStart(ctx context.Context) error {
 	}
 	d.log.Info("channel index checked", "labels", len(labels), "subdirs", slices.Clip(dirs), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// trustedVerifier returns the verifier of the trusted publishers' OIDC
+// tokens, or nil if none are configured.
+func (d *daemon) trustedVerifier() (*trusted.Verifier, error) {
+	if len(d.cfg.TrustedPublishers) == 0 {
+		return nil, nil
+	}
+	return trusted.New(d.cfg.Publishers(), trusted.WithTokenTTL(d.cfg.OIDC.TokenTTL.D()), trusted.WithKeyFailures(func(issuer string) {
+		d.log.Error("cannot fetch a trusted publisher issuer's keys; its tokens are refused until they can be had", "issuer", issuer)
+		d.metrics.OIDCKeyFailure(issuer)
+	}))
+}
+
+// openChannel opens the channel for serving, if downloads are enabled.
+func (d *daemon) openChannel() error {
+	if !d.cfg.Download.Enabled {
+		return nil
+	}
+	var err error
+	if d.channel, err = channel.Open(d.writeDir, d.cfg.Download.Access == "token"); err != nil {
+		return err
+	}
+	d.onClose(func() { d.channel.Close() })
+	return nil
+}
+
+// limits are the server's limits from the config.
+func (d *daemon) limits(lim condapkg.Limits, arrivals *index.Arrivals) server.Limits {
+	cfg := d.cfg
+	return server.Limits{
+		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads, Package: lim,
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
+		Conns: d.conns, Arrivals: arrivals,
+	}
+}
+
+// observability is what the server reports to: the metrics and who may
+// read them, the audit log, the health checks.
+func (d *daemon) observability() server.Observability {
+	o := server.Observability{Metrics: d.metrics, Audit: d.auditLog, Health: d.health, Degraded: d.degraded}
+	if d.metrics != nil {
+		for _, a := range d.cfg.Metrics.Allow {
+			o.MetricsAllow = append(o.MetricsAllow, netip.MustParsePrefix(a))
+		}
+	}
+	return o
+}
+
+// channelOptions say how the server names and serves the channel.
+func (d *daemon) channelOptions() server.ChannelOptions {
+	return server.ChannelOptions{
+		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
+		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
+	}
+}
+
+// mirrorOptions tell the upload answer about the mirror, if there is one.
+func (d *daemon) mirrorOptions() server.MirrorOptions {
+	if d.mirror == nil {
+		return server.MirrorOptions{}
+	}
+	o := server.MirrorOptions{Bucket: d.mirror}
+	if d.cfg.Mirror.Wait {
+		o.Wait = d.cfg.Mirror.WaitTimeout.D()
+	}
+	return o
+}
+
+// degraded says why the server works but not fully, for /readyz.
+func (d *daemon) degraded() string {
+	if d.mirror == nil {
+		return ""
+	}
+	if n := d.mirror.Conflicts(); n > 0 {
+		return fmt.Sprintf("mirror: %d objects in the bucket differ from the package of that name; nothing was overwritten", n)
+	}
+	if e := d.mirror.Err(); e != "" {
+		return "mirror behind: " + e
+	}
+	return ""
+}
+
+// startHTTPServers sets up the http.Servers of the listeners. With a
+// listener of their own, downloads are served there only, and uploads
+// only on the main listeners.
+func (d *daemon) startHTTPServers() {
+	mainRoles := server.All
+	if len(d.downloadListeners) > 0 {
+		mainRoles = server.Uploads | server.Ops
+	}
+	d.hs = d.httpServer(d.srv.Handler(mainRoles))
+	if len(d.downloadListeners) > 0 {
+		d.downloadHS = d.httpServer(d.srv.Handler(server.Downloads | server.Ops))
+	}
+}
+
+// httpServer returns the server settings every listener shares.
+func (d *daemon) httpServer(h http.Handler) *http.Server {
+	hs := &http.Server{
+		Handler:           h,
+		ConnState:         d.conns.ConnState,
+		ReadHeaderTimeout: d.cfg.ReadHeaderTimeout.D(),
+		IdleTimeout:       d.cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		HTTP2:             server.HTTP2Config(),
+	}
+	if d.cert != nil {
+		hs.TLSConfig = d.cert.TLSConfig()
+	}
+	return hs
 }

@@ -5,8 +5,10 @@
 //     hashes, the service manager's notify socket, the audit log;
 //   - confine: drop root for the service user, set no_new_privs, and apply
 //     one Landlock policy to the process and every child it starts;
-//   - build: the store, the indexer and its scheduler, the HTTP handler;
-//     then bring every subdir's index up to date with the disk;
+//   - build: the store, the metrics, the object-storage mirror, the
+//     indexer and its scheduler; bring every subdir's index up to date
+//     with the disk; then the trusted publishers' verifier, the served
+//     channel and the HTTP handler, one builder per part (build.go);
 //   - serve: accept connections, tell the service manager we are ready,
 //     ping its watchdog while healthy, reload on request;
 //   - drain: refuse new uploads, let those in flight finish, stop.

@@ -370,7 +370,7 @@ func (s *Server) patches(w http.ResponseWriter, r *http.Request) (*Result, error
 // refused token (authorize has counted a wrong one already).
 func (s *Server) auditAdmin(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {
 	if status == http.StatusTooManyRequests || status == http.StatusForbidden {
-		s.o.Metrics.AuthFailure()
+		s.o.Observe.Metrics.AuthFailure()
 	}
 	s.record(r, lf, start, status, reason, errText)
 }

@@ -23,7 +23,7 @@ import (
 func BenchmarkUpload(b *testing.B) {
 	for _, size := range []int64{1 << 20, 100 << 20} {
 		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
-			e := start(b, func(o *server.Options) { o.MaxUploadSize = 1 << 30 })
+			e := start(b, func(o *server.Options) { o.Limits.MaxUploadSize = 1 << 30 })
 			// One body for every round, built before the clock (and
 			// the profile) start; the stored copy is removed between
 			// rounds, so that each upload is a new package.

@@ -29,7 +29,7 @@ var errBadPath = newError(http.StatusBadRequest, "malformed request path")
 // backslashes. What passes is checked again against the channel's
 // allow-list, and opened through os.Root.
 func (s *Server) guard(next http.Handler) http.Handler {
-	refuse := s.handle(func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
+	refuse := s.handle(kindDownload, func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !cleanPath(r.URL) {
 			refuse.ServeHTTP(w, r)
@@ -110,7 +110,7 @@ func credentials(r *http.Request) (token string, present bool, err error) {
 func (s *Server) authorize(r *http.Request, scope string) (auth.Token, error) {
 	lf := fieldsOf(r)
 	ip := remoteIP(r)
-	if wait, blocked := s.o.AuthLimiter.Blocked(ip, time.Now()); blocked {
+	if wait, blocked := s.o.Limits.AuthLimiter.Blocked(ip, time.Now()); blocked {
 		return auth.Token{}, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
 			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
 	}
@@ -125,9 +125,9 @@ func (s *Server) authorize(r *http.Request, scope string) (auth.Token, error) {
 	if err != nil {
 		if errorOf(err).Status == http.StatusUnauthorized {
 			if present {
-				s.o.AuthLimiter.Fail(ip, time.Now())
+				s.o.Limits.AuthLimiter.Fail(ip, time.Now())
 				s.authFailures.Add(1)
-				s.o.Metrics.AuthFailure()
+				s.o.Observe.Metrics.AuthFailure()
 			}
 		}
 		return auth.Token{}, err
@@ -147,7 +147,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 		}
 		return nil, errNotFound
 	}
-	if s.o.TokenDownloads {
+	if s.o.Channel.TokenDownloads {
 		if _, err := s.authorize(r, auth.ScopeRead); err != nil {
 			if errorOf(err).Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Basic realm="conda channel", charset="UTF-8"`)
@@ -158,7 +158,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 	if s.pace != nil && s.pace.rate > 0 {
 		w = pacedWriter{w, s.pace}
 	}
-	err := s.o.Channel.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	err := s.o.Channel.Files.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, channel.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))
 	}

@@ -31,7 +31,7 @@ func startServing(t *testing.T, tokenAccess bool, opts ...option) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ch.Close() })
-	opts = append(opts, func(o *server.Options) { o.Channel, o.TokenDownloads = ch, tokenAccess })
+	opts = append(opts, func(o *server.Options) { o.Channel.Files, o.Channel.TokenDownloads = ch, tokenAccess })
 	return startAt(t, root, 0, opts...)
 }
 
@@ -291,7 +291,7 @@ func TestHostilePaths(t *testing.T) {
 // with a challenge, a token without read is 403, a wrong one counts
 // toward the address's limit, and no token ever reaches the log.
 func TestTokenDownloads(t *testing.T) {
-	e := startServing(t, true, func(o *server.Options) { o.AuthLimiter = &server.AuthLimiter{Limit: 3, Window: time.Minute} })
+	e := startServing(t, true, func(o *server.Options) { o.Limits.AuthLimiter = &server.AuthLimiter{Limit: 3, Window: time.Minute} })
 	data := pkgtest.Conda(t, pkgtest.Simple("demo", "1.0", "0", "noarch"))
 	if r := e.upload(t, "demo-1.0-0.conda", data); r.status != 201 {
 		t.Fatal(r.raw)

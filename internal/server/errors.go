@@ -58,55 +58,60 @@ func notIndexed(err error) *Error {
 }
 
 // errorOf maps any error a handler returns to what the client gets. It is
-// the one place where errors become HTTP statuses.
+// the one place where errors become HTTP statuses; an error classify does
+// not know is a 500 whose cause is logged, not sent.
 func errorOf(err error) *Error {
+	e, _ := classify(err)
+	return e
+}
+
+// classify is the one list of the errors the server knows: it returns
+// what the client gets for err, and whether err is one of them.
+func classify(err error) (_ *Error, known bool) {
 	var e *Error
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &e):
-		return e
+		return e, true
 	case condapkg.IsInvalid(err):
-		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}
+		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, lifecycle.ErrNoPackage) || errors.Is(err, lifecycle.ErrNoLabel) || errors.Is(err, lifecycle.ErrNoPatch):
-		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}
+		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, store.ErrExists):
-		return &Error{Status: http.StatusConflict, Reason: "conflict", Msg: err.Error(), Err: err}
+		return &Error{Status: http.StatusConflict, Reason: "conflict", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):
-		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: "upload exceeds max_upload_size", Err: err}
+		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: "upload exceeds max_upload_size", Err: err}, true
 	case errors.Is(err, errTooSlow):
-		return &Error{Status: http.StatusRequestTimeout, Reason: "too_slow", Msg: "upload slower than the server's minimum rate; closed", Err: err}
+		return &Error{Status: http.StatusRequestTimeout, Reason: "too_slow", Msg: "upload slower than the server's minimum rate; closed", Err: err}, true
 	case store.IsNoSpace(err):
-		return &Error{Status: http.StatusInsufficientStorage, Reason: "no_space", Msg: "no space left in the channel's file system", Err: err}
+		return &Error{Status: http.StatusInsufficientStorage, Reason: "no_space", Msg: "no space left in the channel's file system", Err: err}, true
 	case errors.As(err, new(*store.WriteError)):
-		return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}
+		return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}, true
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "request body ended before the multipart form was complete", Err: err}
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "request body ended before the multipart form was complete", Err: err}, true
 	case form.IsMalformed(err):
-		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: oneLine(err.Error()), Err: err}
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: oneLine(err.Error()), Err: err}, true
 	case errors.As(err, new(*bodyError)):
-		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "cannot read request body: " + oneLine(errors.Unwrap(err).Error()), Err: err}
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "cannot read request body: " + oneLine(errors.Unwrap(err).Error()), Err: err}, true
 	}
-	return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}
+	return &Error{Status: http.StatusInternalServerError, Reason: "internal_error", Msg: "internal error", Err: err}, false
 }
 
-// bodyError marks a failure to read the request body that no other case
-// of errorOf explains: the client's connection, not the server, failed.
+// bodyError marks a failure to read the request body that classify does
+// not otherwise know: the client's connection, not the server, failed.
 type bodyError struct{ err error }
 
 func (e *bodyError) Error() string { return "read body: " + e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
 
 // readError wraps an error from reading the request body, once, where it
-// happens.
+// happens: an error classify knows keeps its meaning, any other is the
+// client's connection failing.
 func readError(err error) error {
 	if err == nil {
 		return nil
 	}
-	var e *Error
-	var mbe *http.MaxBytesError
-	if errors.As(err, &e) || errors.As(err, &mbe) || condapkg.IsInvalid(err) || errors.Is(err, store.ErrTooLarge) ||
-		errors.Is(err, errTooSlow) || store.IsNoSpace(err) || errors.As(err, new(*store.WriteError)) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || form.IsMalformed(err) {
+	if _, known := classify(err); known {
 		return err
 	}
 	return &bodyError{err}

@@ -62,8 +62,8 @@ func FuzzUpload(f *testing.F) {
 	f.Cleanup(ix.Close)
 	lim := condapkg.DefaultLimits()
 	lim.MaxScanBytes = 4 << 20
-	srv := server.New(server.Options{Store: st, Auth: a, Indexer: ix, Limits: lim,
-		MaxUploadSize: 8 << 20, MaxConcurrent: 4, WaitIndex: true, Log: log})
+	srv := server.New(server.Options{Store: st, Auth: a, Indexer: ix, WaitIndex: true, Log: log,
+		Limits: server.Limits{Package: lim, MaxUploadSize: 8 << 20, MaxConcurrent: 4}})
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))

@@ -53,13 +53,13 @@ func (s *Server) verifyJWT(r *http.Request, raw string) (trusted.Identity, error
 	var ke *trusted.KeysError
 	switch {
 	case errors.As(err, &ke):
-		s.o.Metrics.OIDCToken("", "unverifiable")
+		s.o.Observe.Metrics.OIDCToken("", "unverifiable")
 		return id, &Error{Status: http.StatusServiceUnavailable, Reason: "oidc_keys_unavailable", Msg: oneLine(err.Error()), RetryAfter: 30 * time.Second, Err: err}
 	case err != nil:
-		s.o.Metrics.OIDCToken("", "refused")
+		s.o.Observe.Metrics.OIDCToken("", "refused")
 		return id, &Error{Status: http.StatusUnauthorized, Reason: "unauthorized", Msg: oneLine(err.Error()), Err: err}
 	}
-	s.o.Metrics.OIDCToken(id.Publisher, "accepted")
+	s.o.Observe.Metrics.OIDCToken(id.Publisher, "accepted")
 	return id, nil
 }
 
@@ -87,7 +87,7 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request) (string, time.Time
 		return "", time.Time{}, newError(http.StatusNotFound, "trusted publishing is not configured on this server")
 	}
 	ip := remoteIP(r)
-	if wait, blocked := s.o.AuthLimiter.Blocked(ip, time.Now()); blocked {
+	if wait, blocked := s.o.Limits.AuthLimiter.Blocked(ip, time.Now()); blocked {
 		return "", time.Time{}, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
 			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
 	}
@@ -98,7 +98,7 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request) (string, time.Time
 	id, err := s.verifyJWT(r, raw)
 	if err != nil {
 		if errorOf(err).Status == http.StatusUnauthorized {
-			s.o.AuthLimiter.Fail(ip, time.Now())
+			s.o.Limits.AuthLimiter.Fail(ip, time.Now())
 			s.authFailures.Add(1)
 		}
 		return "", time.Time{}, err

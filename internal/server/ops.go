@@ -15,13 +15,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) (*Result, error)
 	if s.draining.Load() {
 		return nil, errShuttingDown
 	}
-	if s.o.Health != nil {
-		if err := s.o.Health(); err != nil {
+	if s.o.Observe.Health != nil {
+		if err := s.o.Observe.Health(); err != nil {
 			return nil, &Error{Status: http.StatusServiceUnavailable, Reason: "unavailable", Msg: "not ready: " + oneLine(err.Error()), Err: err}
 		}
 	}
-	if s.o.Degraded != nil {
-		if why := s.o.Degraded(); why != "" {
+	if s.o.Observe.Degraded != nil {
+		if why := s.o.Observe.Degraded(); why != "" {
 			return &Result{Status: http.StatusOK, Body: map[string]any{"status": "degraded", "reason": why}}, nil
 		}
 	}
@@ -30,12 +30,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) (*Result, error)
 
 // metrics serves the Prometheus metrics to allowed addresses only.
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request) (*Result, error) {
-	if s.o.Metrics == nil {
+	if s.o.Observe.Metrics == nil {
 		return nil, newError(http.StatusNotFound, "metrics are disabled")
 	}
 	ip, err := netip.ParseAddr(remoteIP(r))
 	allowed := false
-	for _, p := range s.o.MetricsAllow {
+	for _, p := range s.o.Observe.MetricsAllow {
 		if err == nil && p.Contains(ip.Unmap()) {
 			allowed = true
 		}
@@ -43,6 +43,6 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) (*Result, error
 	if !allowed {
 		return nil, newError(http.StatusForbidden, "metrics are not served to this address")
 	}
-	s.o.Metrics.Handler().ServeHTTP(w, r)
+	s.o.Observe.Metrics.Handler().ServeHTTP(w, r)
 	return handled, nil
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,13 +28,13 @@ const maxAttestation = 1 << 20
 // server's channel_name means main, and any other label name a label
 // (with the admin API on, which labels belong to).
 func (s *Server) channelLabel(name string) (string, error) {
-	if name == s.o.ChannelName {
+	if name == s.o.Channel.Name {
 		return store.MainLabel, nil
 	}
 	if s.o.Lifecycle != nil && store.ValidLabel(name) {
 		return name, nil
 	}
-	return "", newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.ChannelName))
+	return "", newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(name), s.o.Channel.Name))
 }
 
 // headerToken authenticates the token of a request's headers, in any of
@@ -69,8 +67,8 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	case lf.protocol == "artifactory":
 		// Artifactory's {channel} is the channel; labels come as
 		// /label/<label>/.
-		if r.PathValue("channel") != s.o.ChannelName {
-			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(r.PathValue("channel")), s.o.ChannelName))
+		if r.PathValue("channel") != s.o.Channel.Name {
+			return auth.Token{}, false, newError(http.StatusNotFound, fmt.Sprintf("channel %q not found: this server holds channel %q", oneLine(r.PathValue("channel")), s.o.Channel.Name))
 		}
 		lf.label = store.MainLabel
 	default:
@@ -155,7 +153,7 @@ func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(
 		return nil, err
 	}
 	defer in.abort()
-	return s.publish(r.Context(), in, token, lf, arrived, p)
+	return s.publish(r, in, token, arrived, p)
 }
 
 // quetzUpload: POST /api/channels/{channel}/upload/{filename}
@@ -182,83 +180,70 @@ func (s *Server) prefixUpload(w http.ResponseWriter, r *http.Request) (*Result, 
 	return s.uploading(w, r, "prefix", s.receivePrefix)
 }
 
+// receivePrefix reads the prefix.dev form, stores the package and asks
+// for its index run.
 func (s *Server) receivePrefix(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
-	lf := fieldsOf(r)
 	token, f, err := s.protocolAuth(r)
 	if err != nil {
 		return nil, err
 	}
-	p := publishing{force: f}
+	fu := &formUpload{p: publishing{force: f}}
 	if err := s.limitBody(w, r, envelopeSlack+maxAttestation); err != nil {
 		return nil, err
 	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return nil, newError(http.StatusBadRequest, "request must be multipart/form-data with a part named file")
-	}
-	mr, err := form.NewReader(r.Body, params["boundary"])
+	mr, err := formReader(r, "a part named file")
 	if err != nil {
-		return nil, readError(err)
+		return nil, err
 	}
-	var in *incoming
-	defer func() {
-		if in != nil {
-			in.abort()
-		}
-	}()
-	for parts := 0; ; parts++ {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, readError(err)
-		}
-		if parts >= maxParts {
-			return nil, newError(http.StatusBadRequest, fmt.Sprintf("too many form parts (more than %d)", maxParts))
-		}
-		name, filename, hasFilename := formNames(part.Header)
-		switch {
-		case name == "file":
-			if in != nil {
-				return nil, newError(http.StatusBadRequest, "one file part per request")
-			}
-			if !hasFilename {
-				return nil, newError(http.StatusBadRequest, "the file part must have a filename")
-			}
-			if x := part.Header.Get("X-File-Name"); x != "" && x != filename {
-				return nil, newError(http.StatusBadRequest, fmt.Sprintf("X-File-Name %q disagrees with the part's filename %q", oneLine(x), oneLine(filename)))
-			}
-			if x := part.Header.Get("X-File-SHA256"); x != "" {
-				p.sha256, p.sha256From = x, "X-File-SHA256"
-			}
-			if in, err = s.receive(part, filename, lf); err != nil {
-				return nil, err
-			}
-		case name == "attestation":
-			a, err := readField(part, name, maxAttestation)
-			if err != nil {
-				return nil, err
-			}
-			if !json.Valid([]byte(a)) {
-				return nil, newError(http.StatusBadRequest, "the attestation part is not JSON")
-			}
-			// CEP 50: <filename>.sigs holds a JSON array of them. It is
-			// kept as sent, not verified.
-			p.sigs = []byte("[" + strings.TrimSpace(a) + "]")
-		case hasFilename:
-			return nil, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))
-		default:
-			if _, err := readField(part, name, maxFieldLen); err != nil {
-				return nil, err
-			}
-		}
+	defer fu.abort()
+	if err := eachPart(mr, "parts", func(p *form.Part) error { return s.readPrefixPart(r, p, fu) }); err != nil {
+		return nil, err
 	}
-	if in == nil {
+	if fu.in == nil {
 		return nil, newError(http.StatusBadRequest, "no part named file in the form")
 	}
 	if err := formEnd(mr); err != nil {
 		return nil, err
 	}
-	return s.publish(r.Context(), in, token, lf, arrived, p)
+	return s.publish(r, fu.in, token, arrived, fu.p)
+}
+
+// readPrefixPart reads one part of the prefix.dev form: the package as
+// file, a Sigstore attestation, or a small field read and ignored.
+func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload) error {
+	name, filename, hasFilename := formNames(part.Header)
+	switch {
+	case name == "file":
+		if fu.in != nil {
+			return newError(http.StatusBadRequest, "one file part per request")
+		}
+		if !hasFilename {
+			return newError(http.StatusBadRequest, "the file part must have a filename")
+		}
+		if x := part.Header.Get("X-File-Name"); x != "" && x != filename {
+			return newError(http.StatusBadRequest, fmt.Sprintf("X-File-Name %q disagrees with the part's filename %q", oneLine(x), oneLine(filename)))
+		}
+		if x := part.Header.Get("X-File-SHA256"); x != "" {
+			fu.p.sha256, fu.p.sha256From = x, "X-File-SHA256"
+		}
+		var err error
+		fu.in, err = s.receive(part, filename, fieldsOf(r))
+		return err
+	case name == "attestation":
+		a, err := readField(part, name, maxAttestation)
+		if err != nil {
+			return err
+		}
+		if !json.Valid([]byte(a)) {
+			return newError(http.StatusBadRequest, "the attestation part is not JSON")
+		}
+		// CEP 50: <filename>.sigs holds a JSON array of them. It is
+		// kept as sent, not verified.
+		fu.p.sigs = []byte("[" + strings.TrimSpace(a) + "]")
+		return nil
+	case hasFilename:
+		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))
+	}
+	_, err := readField(part, name, maxFieldLen)
+	return err
 }

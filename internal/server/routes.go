@@ -1,6 +1,7 @@
 package server
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,107 +34,154 @@ const (
 	All = Uploads | Downloads | Ops
 )
 
+// routeKind is what an endpoint is. It decides the listener role that serves
+// it and what handle records of its requests besides the log line, so
+// that a route's nature is known in one place, its entry in the table.
+type routeKind int
+
+// The zero routeKind is none: a table entry that forgot its kind, which
+// TestRouteKinds refuses.
+const (
+	// kindUpload: an upload protocol. Every attempt, refused or not, goes
+	// to the upload counters and metrics and gets an audit record.
+	kindUpload routeKind = iota + 1
+	// kindAdmin: the admin API. A call that changes something gets an
+	// audit record.
+	kindAdmin
+	// kindMint: trusted publishing's token endpoints. Logged only; the
+	// uploads made with a minted token are audited with the job's
+	// identity.
+	kindMint
+	// kindDownload: the channel, counted in the download metrics.
+	kindDownload
+	// kindOps: health, readiness and metrics. Logged only.
+	kindOps
+)
+
+// role is the listener role that serves endpoints of kind k.
+func (k routeKind) role() Role {
+	switch k {
+	case kindUpload, kindAdmin, kindMint:
+		return Uploads
+	case kindDownload:
+		return Downloads
+	case kindOps:
+		return Ops
+	}
+	return 0
+}
+
 // endpoint is one method of a route.
 type endpoint struct {
 	h    handler
-	role Role
+	kind routeKind
 }
 
 // route is one entry of the route table.
 type route struct {
 	// pattern is an http.ServeMux pattern without a method.
 	pattern string
+	// kind is what the route is for: the kind of a request with a
+	// method the route does not serve (a 405, or a 404 when it serves
+	// none).
+	kind routeKind
 	// methods maps each method the route serves to its endpoint.
 	methods map[string]endpoint
 }
 
 // routes is the server's route table: every path the server answers, in
-// one place. Methods are dispatched here rather than by ServeMux, so that
-// a wrong method gets the same one-line JSON error as everything else.
+// one place, with the kind of each endpoint. Methods are dispatched here
+// rather than by ServeMux, so that a wrong method gets the same one-line
+// JSON error as everything else.
 func (s *Server) routes() []route {
-	get := func(h handler, role Role) map[string]endpoint {
-		return map[string]endpoint{http.MethodGet: {h, role}, http.MethodHead: {h, role}}
+	get := func(h handler, kind routeKind) map[string]endpoint {
+		return map[string]endpoint{http.MethodGet: {h, kind}, http.MethodHead: {h, kind}}
 	}
 	return []route{
 		// The original's upload, multipart form with token and
 		// artifact; GET is the channel's root listing.
-		{pattern: "/{$}", methods: map[string]endpoint{
-			http.MethodPost: {s.uploadForm, Uploads},
-			http.MethodGet:  {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		{pattern: "/{$}", kind: kindUpload, methods: map[string]endpoint{
+			http.MethodPost: {s.uploadForm, kindUpload},
+			http.MethodGet:  {s.download, kindDownload}, http.MethodHead: {s.download, kindDownload},
 		}},
 		// rattler-build and pixi: quetz, prefix.dev and Artifactory.
-		{pattern: "/api/channels/{channel}/upload/{filename}", methods: map[string]endpoint{http.MethodPost: {s.quetzUpload, Uploads}}},
-		{pattern: "/api/v1/upload/{channel}", methods: map[string]endpoint{http.MethodPost: {s.prefixUpload, Uploads}}},
-		{pattern: "/{channel}/{subdir}/{filename}", methods: map[string]endpoint{
-			http.MethodPut: {s.artifactoryUpload, Uploads},
-			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		{pattern: "/api/channels/{channel}/upload/{filename}", kind: kindUpload, methods: map[string]endpoint{
+			http.MethodPost: {s.quetzUpload, kindUpload}}},
+		{pattern: "/api/v1/upload/{channel}", kind: kindUpload, methods: map[string]endpoint{
+			http.MethodPost: {s.prefixUpload, kindUpload}}},
+		{pattern: "/{channel}/{subdir}/{filename}", kind: kindUpload, methods: map[string]endpoint{
+			http.MethodPut: {s.artifactoryUpload, kindUpload},
+			http.MethodGet: {s.download, kindDownload}, http.MethodHead: {s.download, kindDownload},
 		}},
-		{pattern: "/label/{label}/{subdir}/{filename}", methods: map[string]endpoint{
-			http.MethodPut: {s.artifactoryUpload, Uploads},
-			http.MethodGet: {s.download, Downloads}, http.MethodHead: {s.download, Downloads},
+		{pattern: "/label/{label}/{subdir}/{filename}", kind: kindUpload, methods: map[string]endpoint{
+			http.MethodPut: {s.artifactoryUpload, kindUpload},
+			http.MethodGet: {s.download, kindDownload}, http.MethodHead: {s.download, kindDownload},
 		}},
 		// The admin API: labels, promotion, yanks, deletes, patches.
-		{pattern: "/api/v1/packages/{label}/{subdir}", methods: s.admin(map[string]handler{
+		{pattern: "/api/v1/packages/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.listPackages, http.MethodHead: s.listPackages})},
-		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}", methods: s.admin(map[string]handler{
+		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodDelete: s.deletePackage})},
-		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}/{call}", methods: s.admin(map[string]handler{
+		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}/{call}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodPost: s.packageCall})},
-		{pattern: "/api/v1/patches/{label}/{subdir}", methods: s.admin(map[string]handler{
+		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
-		{pattern: "/api/oidc/mint_token", methods: map[string]endpoint{http.MethodPost: {s.mintToken, Uploads}}},
-		{pattern: "/_/oidc/mint-token", methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, Uploads}}},
-		{pattern: "/_/oidc/audience", methods: get(s.audience, Uploads)},
-		{pattern: "/healthz", methods: get(s.healthz, Ops)},
-		{pattern: "/readyz", methods: get(s.readyz, Ops)},
-		{pattern: "/metrics", methods: get(s.metrics, Ops)},
+		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
+		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
+		{pattern: "/_/oidc/audience", kind: kindMint, methods: get(s.audience, kindMint)},
+		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
+		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
+		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
 		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
-		{pattern: "/", methods: get(s.download, Downloads)},
+		{pattern: "/", kind: kindDownload, methods: get(s.download, kindDownload)},
 	}
 }
 
-// admin gives the admin API's handlers the Uploads role, or none when
-// the server has no lifecycle manager (the route then answers 404).
+// admin gives the admin API's handlers their kind, or none when the
+// server has no lifecycle manager (the route then answers 404).
 func (s *Server) admin(hs map[string]handler) map[string]endpoint {
 	eps := map[string]endpoint{}
 	if s.o.Lifecycle == nil {
 		return eps
 	}
 	for m, h := range hs {
-		eps[m] = endpoint{h, Uploads}
+		eps[m] = endpoint{h, kindAdmin}
 	}
 	return eps
 }
 
-// mux builds the ServeMux of the route table's endpoints of roles.
+// mux builds the ServeMux of the route table's endpoints of roles. Each
+// endpoint is wrapped by handle once, with its kind.
 func (s *Server) mux(roles Role) *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		methods := map[string]endpoint{}
+		methods := map[string]http.Handler{}
 		for m, ep := range rt.methods {
-			if ep.role&roles != 0 {
-				methods[m] = ep
+			if ep.kind.role()&roles != 0 {
+				methods[m] = s.handle(ep.kind, ep.h)
 			}
 		}
-		allow := slices.Sorted(func(yield func(string) bool) {
-			for m := range methods {
-				if !yield(m) {
-					return
-				}
+		miss := s.handle(rt.kind, s.refuseMethod(rt.pattern, slices.Sorted(maps.Keys(methods))))
+		mux.Handle(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h, ok := methods[r.Method]; ok {
+				h.ServeHTTP(w, r)
+				return
 			}
-		})
-		mux.Handle(rt.pattern, s.handle(func(w http.ResponseWriter, r *http.Request) (*Result, error) {
-			ep, ok := methods[r.Method]
-			switch {
-			case ok:
-				return ep.h(w, r)
-			case len(methods) == 0 || (rt.pattern == "/" && !s.downloads()):
-				return nil, errNotFound
-			}
-			w.Header().Set("Allow", strings.Join(allow, ", "))
-			return nil, methodNotAllowed(strings.Join(allow, " or "))
+			miss.ServeHTTP(w, r)
 		}))
 	}
 	return mux
+}
+
+// refuseMethod answers a method a route does not serve: 405 with Allow,
+// or 404 if it serves none here.
+func (s *Server) refuseMethod(pattern string, allow []string) handler {
+	return func(w http.ResponseWriter, r *http.Request) (*Result, error) {
+		if len(allow) == 0 || (pattern == "/" && !s.downloads()) {
+			return nil, errNotFound
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		return nil, methodNotAllowed(strings.Join(allow, " or "))
+	}
 }

@@ -1,16 +1,32 @@
-// Package server is the HTTP side of the service. Its route table
-// (routes.go) lists every path it answers; today that is the original's
-// upload, POST / with one conda package per request as multipart form data
-// with a token field and an artifact file field, and the health and
-// metrics endpoints.
+// Package server is the HTTP side of the service: every endpoint the
+// daemon serves, over one route table (routes.go) that gives each
+// endpoint its kind:
 //
-// The body is streamed, never held in memory: the token is checked before
-// any artifact byte is accepted (from an Authorization: Bearer header, or
-// from the token field, which must come first), the artifact streams into
-// a temp file while being hashed and, for .tar.bz2, inspected, and only a
-// valid package is published and handed to the indexer. Handlers return a
-// Result or an error; errorOf (errors.go) is the one place where an error
-// becomes a status, and every response is one line of JSON.
+//   - upload: the original's POST / (multipart form with token and
+//     artifact fields), and the protocols of rattler-build and pixi:
+//     quetz, prefix.dev and Artifactory (protocols.go, upload.go);
+//   - admin: the admin API of labels, promotion, yanks, deletes and
+//     patches (admin.go);
+//   - mint: trusted publishing, which trades a CI job's OIDC ID token for
+//     a short-lived upload token (oidc.go);
+//   - download: the channel itself, with optional token access and the
+//     path guard in front of every route (download.go);
+//   - ops: /healthz, /readyz and /metrics (ops.go).
+//
+// A route's kind decides the listener role that serves it and what
+// handle records besides the request's log line: upload attempts go to
+// the counters, metrics and audit log, admin changes to the audit log,
+// downloads to the download metrics.
+//
+// An upload body is streamed, never held in memory: the token is checked
+// before any package byte is accepted, the package streams into a temp
+// file while being hashed and, for .tar.bz2, inspected, and only a valid
+// package is published (publish, in named steps) and handed to the
+// indexer. Handlers return a Result or an error; errorOf (errors.go),
+// over the one classifier of known errors, is the one place where an
+// error becomes a status, and every response the server writes itself
+// is one line of JSON. The limits that bound clients are in limits.go
+// and pace.go, the TLS settings in tls.go.
 package server
 
 import (
@@ -22,7 +38,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -59,21 +74,35 @@ type Mirror interface {
 	WaitFor(ctx context.Context, dir, filename string) bool
 }
 
-// Options configure a Server.
+// Options configure a Server: its core parts, then one group per
+// concern, each filled by one builder of the daemon.
 type Options struct {
 	Store   *store.Store
 	Auth    *auth.Authenticator
 	Indexer Indexer
-	// Arrivals, if set, counts uploads from their first byte until they
-	// are stored or refused, for the index scheduler.
-	Arrivals      *index.Arrivals
-	Limits        condapkg.Limits
-	MaxUploadSize int64
-	MaxConcurrent int
-	// WaitIndex makes responses wait for the index run that includes
-	// the package.
+	// WaitIndex makes upload answers wait for the index run that
+	// includes the package.
 	WaitIndex bool
 	Log       *slog.Logger
+	// Trusted, if set, verifies the OIDC ID tokens of trusted
+	// publishers and keeps the tokens minted for them.
+	Trusted *trusted.Verifier
+	// Lifecycle, if set, serves the admin API: labels, promotion,
+	// yanks, deletes and patches.
+	Lifecycle *lifecycle.Manager
+
+	Limits  Limits
+	Observe Observability
+	Channel ChannelOptions
+	Mirror  MirrorOptions
+}
+
+// Limits bound what clients may take of the server.
+type Limits struct {
+	MaxUploadSize int64
+	MaxConcurrent int
+	// Package bounds what a package may hold.
+	Package condapkg.Limits
 	// AuthLimiter, if set, rate-limits failed authentication per address.
 	AuthLimiter *AuthLimiter
 	// MinUploadRate, in bytes per second over each RateWindow, cuts
@@ -82,40 +111,49 @@ type Options struct {
 	RateWindow    time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
+	// Arrivals, if set, counts uploads from their first byte until they
+	// are stored or refused, for the index scheduler.
+	Arrivals *index.Arrivals
+}
+
+// Observability is what the server tells operators besides its log.
+type Observability struct {
 	// Metrics, if set, records requests; MetricsAllow lists who may read
 	// GET /metrics on this handler (nobody if empty).
 	Metrics      *metrics.Metrics
 	MetricsAllow []netip.Prefix
-	// Audit, if set, gets one record per upload attempt.
+	// Audit, if set, gets one record per upload attempt and admin change.
 	Audit *audit.Log
 	// Health, if set, says why the server is not healthy (GET /readyz).
 	// The daemon's watchdog asks the same function.
 	Health func() error
-	// Channel, if set, is served under GET and HEAD; TokenDownloads
-	// requires a token with the read scope for it.
-	Channel        *channel.Channel
+	// Degraded, if set, says why the server works but not fully (such as
+	// a mirror that is behind or in conflict), for GET /readyz.
+	Degraded func() string
+}
+
+// ChannelOptions say how the channel is named and served.
+type ChannelOptions struct {
+	// Files, if set, is the channel served under GET and HEAD;
+	// TokenDownloads requires a token with the read scope for it.
+	Files          *channel.Channel
 	TokenDownloads bool
-	// ChannelName is the {channel} of the quetz, prefix.dev and
-	// Artifactory upload paths; "main" if empty.
-	ChannelName string
+	// Name is the {channel} of the quetz, prefix.dev and Artifactory
+	// upload paths; "main" if empty.
+	Name string
 	// DownloadRateWhileUploading, in bytes per second, is what all
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
-	// Trusted, if set, verifies the OIDC ID tokens of trusted
-	// publishers and keeps the tokens minted for them.
-	Trusted *trusted.Verifier
-	// Lifecycle, if set, serves the admin API: labels, promotion,
-	// yanks, deletes and patches.
-	Lifecycle *lifecycle.Manager
-	// Mirror, if set, says whether the object-storage mirror holds a
-	// package, for the upload answer; with MirrorWait, the answer waits
-	// that long at most for it.
-	Mirror     Mirror
-	MirrorWait time.Duration
-	// Degraded, if set, says why the server works but not fully (such as
-	// a mirror that is behind or in conflict), for GET /readyz.
-	Degraded func() string
+}
+
+// MirrorOptions tell the upload answer about the object-storage mirror.
+type MirrorOptions struct {
+	// Bucket, if set, says whether the mirror holds a package, for the
+	// upload answer; with Wait, the answer waits that long at most for
+	// it.
+	Bucket Mirror
+	Wait   time.Duration
 }
 
 // Server handles uploads.
@@ -134,11 +172,11 @@ type Server struct {
 
 // New returns a Server.
 func New(o Options) *Server {
-	if o.ChannelName == "" {
-		o.ChannelName = "main"
+	if o.Channel.Name == "" {
+		o.Channel.Name = "main"
 	}
-	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
-	s.pace = &pacer{rate: float64(o.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
+	s := &Server{o: o, sem: make(chan struct{}, o.Limits.MaxConcurrent)}
+	s.pace = &pacer{rate: float64(o.Channel.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
 	return s
@@ -150,7 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // Handler returns a handler for the endpoints of roles only.
 func (s *Server) Handler(roles Role) http.Handler { return s.guard(s.mux(roles)) }
 
-func (s *Server) downloads() bool { return s.o.Channel != nil }
+func (s *Server) downloads() bool { return s.o.Channel.Files != nil }
 
 // SetAuth replaces the tokens, for a reload; requests in flight keep the
 // tokens they started with.
@@ -201,79 +239,133 @@ func fieldsOf(r *http.Request) *logFields {
 	return f
 }
 
-// handle adapts a handler: it writes the one JSON response, logs one line
-// per request, and for uploads updates the metrics and the audit log.
-func (s *Server) handle(h handler) http.Handler {
+// handle adapts a handler of kind k: it writes the one JSON response,
+// logs one line per request, and records what the kind asks for (see
+// routeKind).
+func (s *Server) handle(k routeKind, h handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		lf := &logFields{}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, lf))
 		w := &recorder{ResponseWriter: rw}
-		var res *Result
-		var err error
-		if s.o.Conns.over() {
-			w.Header().Set("Connection", "close")
-			err = errTooManyConns
-		} else {
-			res, err = h(w, r)
-		}
-		// Uploads are what the metrics and the audit log count; minting
-		// a token for a trusted publisher is logged, and its uploads are
-		// audited with the job's identity.
-		admin := lf.call != "" && r.Method != http.MethodGet && r.Method != http.MethodHead
-		upload := (r.Method == http.MethodPost || r.Method == http.MethodPut) && !strings.Contains(r.URL.Path, "/oidc/") &&
-			!strings.HasPrefix(r.URL.Path, "/api/v1/packages/") && !strings.HasPrefix(r.URL.Path, "/api/v1/patches/")
+		res, err := s.run(w, r, h)
 		if res == handled && err == nil {
-			s.o.Metrics.Download(strconv.Itoa(w.status), w.sent)
-			s.o.Log.Info("request", "method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", w.status,
-				"token", lf.token, "size", w.sent, "duration", time.Since(start).Round(time.Microsecond))
+			s.wrote(k, w, r, lf, start)
 			return
 		}
-		status, reason, body := http.StatusOK, "", any(nil)
-		if res != nil {
-			status, reason, body = res.Status, "ok", res.Body
-			if upload {
-				reason = reasonOf(res.Status)
-			}
-		}
-		level := slog.LevelInfo
-		var errText string
-		if err != nil {
-			e := errorOf(err)
-			status, reason = e.Status, e.Reason
-			if e.RetryAfter > 0 {
-				w.Header().Set("Retry-After", retryAfterHeader(e.RetryAfter))
-			}
-			if body == nil {
-				body = map[string]any{"error": e.Msg, "status": e.Status}
-			}
-			errText = err.Error()
-			level = slog.LevelWarn
-			if status >= 500 {
-				level = slog.LevelError
-			}
-		}
-		if upload {
-			if lf.replaced != "" && status < 300 {
-				reason = "replaced"
-			}
-			s.account(r, lf, start, status, reason, errText)
-		} else if admin {
-			s.auditAdmin(r, lf, start, status, reason, errText)
-		} else if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			s.o.Metrics.Download(strconv.Itoa(status), 0)
-		}
+		o := outcomeOf(k, w, res, err, lf)
+		s.note(k, r, lf, start, o)
 		// Log before answering, so that the log has the line by the time
 		// the client has its response.
-		s.o.Log.Log(r.Context(), level, "request",
-			"method", r.Method, "path", logPath(r), "remote", r.RemoteAddr, "status", status, "reason", reason,
-			"protocol", lf.protocol, "token", lf.token, "label", lf.label, "call", lf.call, "subdir", lf.subdir, "filename", lf.filename, "size", lf.size,
-			"sha256", lf.sha256, "duration", time.Since(start).Round(time.Microsecond), "err", errText)
+		s.logRequest(r, lf, start, o)
 		if r.TLS != nil {
 			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
 		}
-		writeJSON(w, status, body)
+		writeJSON(w, o.status, o.body)
 	})
+}
+
+// run calls h, unless the server holds too many connections.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result, error) {
+	if s.o.Limits.Conns.over() {
+		w.Header().Set("Connection", "close")
+		return nil, errTooManyConns
+	}
+	return h(w, r)
+}
+
+// wrote logs a response the handler wrote itself (a download, the
+// metrics, a minted token) and counts a download.
+func (s *Server) wrote(k routeKind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
+	if k == kindDownload {
+		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
+	}
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
+		slog.Int("status", w.status)}
+	attrs = appendSet(attrs, "token", lf.token)
+	attrs = append(attrs, slog.Int64("size", w.sent), slog.Duration("duration", time.Since(start).Round(time.Microsecond)))
+	s.o.Log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// outcome is what handle answers and logs.
+type outcome struct {
+	status  int
+	reason  string
+	body    any
+	errText string
+	level   slog.Level
+}
+
+// outcomeOf turns a handler's result and error into the outcome of a
+// request of kind k. An error's Retry-After goes into w's header.
+func outcomeOf(k routeKind, w http.ResponseWriter, res *Result, err error, lf *logFields) outcome {
+	o := outcome{status: http.StatusOK, level: slog.LevelInfo}
+	if res != nil {
+		o.status, o.reason, o.body = res.Status, "ok", res.Body
+		if k == kindUpload {
+			o.reason = reasonOf(res.Status)
+		}
+	}
+	if err != nil {
+		e := errorOf(err)
+		o.status, o.reason, o.errText, o.level = e.Status, e.Reason, err.Error(), slog.LevelWarn
+		if e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", retryAfterHeader(e.RetryAfter))
+		}
+		if o.body == nil {
+			o.body = map[string]any{"error": e.Msg, "status": e.Status}
+		}
+		if o.status >= 500 {
+			o.level = slog.LevelError
+		}
+	}
+	if k == kindUpload && lf.replaced != "" && o.status < 300 {
+		o.reason = "replaced"
+	}
+	return o
+}
+
+// note records a request as its kind asks: uploads in the counters,
+// metrics and audit log, admin calls that change something in the audit
+// log, downloads in the download metrics.
+func (s *Server) note(k routeKind, r *http.Request, lf *logFields, start time.Time, o outcome) {
+	switch k {
+	case kindUpload:
+		s.account(r, lf, start, o.status, o.reason, o.errText)
+	case kindAdmin:
+		if lf.call != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.auditAdmin(r, lf, start, o.status, o.reason, o.errText)
+		}
+	case kindDownload:
+		s.o.Observe.Metrics.Download(strconv.Itoa(o.status), 0)
+	}
+}
+
+// logRequest writes the request's log line, with the fields that apply
+// to it.
+func (s *Server) logRequest(r *http.Request, lf *logFields, start time.Time, o outcome) {
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
+		slog.Int("status", o.status)}
+	attrs = appendSet(attrs, "reason", o.reason, "protocol", lf.protocol, "token", lf.token, "label", lf.label,
+		"call", lf.call, "subdir", lf.subdir, "filename", lf.filename)
+	if lf.size > 0 {
+		attrs = append(attrs, slog.Int64("size", lf.size))
+	}
+	attrs = appendSet(attrs, "sha256", lf.sha256)
+	attrs = append(attrs, slog.Duration("duration", time.Since(start).Round(time.Microsecond)))
+	attrs = appendSet(attrs, "err", o.errText)
+	s.o.Log.LogAttrs(r.Context(), o.level, "request", attrs...)
+}
+
+// appendSet appends the string attributes of kv, pairs of key and value,
+// whose value is not empty.
+func appendSet(attrs []slog.Attr, kv ...string) []slog.Attr {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			attrs = append(attrs, slog.String(kv[i], kv[i+1]))
+		}
+	}
+	return attrs
 }
 
 // recorder notes the status and body bytes of a response that a handler
@@ -323,16 +415,16 @@ func (s *Server) account(r *http.Request, lf *logFields, start time.Time, status
 	if status >= 300 {
 		s.failures.Add(1)
 	}
-	s.o.Metrics.Upload(strconv.Itoa(status), reason, lf.token, time.Since(start))
+	s.o.Observe.Metrics.Upload(strconv.Itoa(status), reason, lf.token, time.Since(start))
 	if status == http.StatusUnauthorized || status == http.StatusTooManyRequests || status == http.StatusForbidden {
-		s.o.Metrics.AuthFailure()
+		s.o.Observe.Metrics.AuthFailure()
 	}
 	s.record(r, lf, start, status, reason, errText)
 }
 
 // record writes the audit record of an upload or admin call.
 func (s *Server) record(r *http.Request, lf *logFields, start time.Time, status int, reason, errText string) {
-	if aerr := s.o.Audit.Record(audit.Record{
+	if aerr := s.o.Observe.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Label: lf.label, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
 		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason,

@@ -129,9 +129,9 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 		t.Fatal(err)
 	}
 	o := server.Options{
-		Store: st, Auth: a, Arrivals: arrivals, Limits: condapkg.DefaultLimits(),
-		MaxUploadSize: 64 << 20, MaxConcurrent: 16, WaitIndex: true, Log: log,
-		Lifecycle: lifecycle.New(st), Audit: al,
+		Store: st, Auth: a, WaitIndex: true, Log: log, Lifecycle: lifecycle.New(st),
+		Limits:  server.Limits{Arrivals: arrivals, Package: condapkg.DefaultLimits(), MaxUploadSize: 64 << 20, MaxConcurrent: 16},
+		Observe: server.Observability{Audit: al},
 	}
 	var runner index.Runner = rd
 	if indexDelay > 0 {
@@ -534,7 +534,7 @@ func TestSameNameRace(t *testing.T) {
 // TestBusyAndDrain checks 503 with Retry-After when the concurrency limit
 // is reached and while draining.
 func TestBusyAndDrain(t *testing.T) {
-	e := start(t, func(o *server.Options) { o.MaxConcurrent = 1 })
+	e := start(t, func(o *server.Options) { o.Limits.MaxConcurrent = 1 })
 	// Hold one upload open by sending its body slowly.
 	pr, pw := io.Pipe()
 	ct, body := form(part{name: "token", data: []byte(token)}, part{name: "artifact", filename: "slow-1.0-0.conda", data: pkgtest.Conda(t, pkgtest.Simple("slow", "1.0", "0", "noarch"))})
@@ -587,7 +587,7 @@ func TestTLSVersions(t *testing.T) {
 // when its response returns. Index runs take 200 ms here, like a small
 // conda index run, so that the burst arrives during the first run.
 func TestBurstCoalesces(t *testing.T) {
-	e := startSlow(t, 200*time.Millisecond, func(o *server.Options) { o.MaxConcurrent = 64 })
+	e := startSlow(t, 200*time.Millisecond, func(o *server.Options) { o.Limits.MaxConcurrent = 64 })
 	before := e.ix.Runs()
 	const n = 40
 	var wg sync.WaitGroup

@@ -1,10 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -59,7 +61,7 @@ func (s *Server) admit(r *http.Request) (release func(), err error) {
 	if s.draining.Load() {
 		return nil, errShuttingDown
 	}
-	if wait, blocked := s.o.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
+	if wait, blocked := s.o.Limits.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
 		return nil, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
 			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
 	}
@@ -68,9 +70,9 @@ func (s *Server) admit(r *http.Request) (release func(), err error) {
 	default:
 		return nil, errBusy
 	}
-	s.o.Metrics.InFlight(1)
+	s.o.Observe.Metrics.InFlight(1)
 	return func() {
-		s.o.Metrics.InFlight(-1)
+		s.o.Observe.Metrics.InFlight(-1)
 		<-s.sem
 	}, nil
 }
@@ -92,11 +94,11 @@ func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol stri
 		return nil, err
 	}
 	defer release()
-	arrived := s.o.Arrivals.Begin()
+	arrived := s.o.Limits.Arrivals.Begin()
 	defer arrived()
 	res, err := h(w, r, arrived)
 	if err != nil && errorOf(err).Status == http.StatusUnauthorized {
-		s.o.AuthLimiter.Fail(remoteIP(r), time.Now())
+		s.o.Limits.AuthLimiter.Fail(remoteIP(r), time.Now())
 		s.authFailures.Add(1)
 	}
 	return res, err
@@ -105,7 +107,7 @@ func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol stri
 // limitBody bounds an upload's body to max_upload_size plus slack, and
 // cuts one that trickles in slower than min_upload_rate.
 func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) error {
-	limit := s.o.MaxUploadSize + slack
+	limit := s.o.Limits.MaxUploadSize + slack
 	if r.ContentLength > limit {
 		return store.ErrTooLarge
 	}
@@ -113,122 +115,154 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) 
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{newRateReader(body, w, s.o.MinUploadRate, s.o.RateWindow), body}
+	}{newRateReader(body, w, s.o.Limits.MinUploadRate, s.o.Limits.RateWindow), body}
 	return nil
 }
 
 // receiveForm reads the form, stores the package and asks for its index
 // run. It calls arrived once the package is stored or refused.
 func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error) {
-	lf := fieldsOf(r)
 	if err := s.limitBody(w, r, envelopeSlack); err != nil {
 		return nil, err
 	}
-	var token *auth.Token
+	fu := &formUpload{p: publishing{sha256From: "the sha256 form field"}}
 	if tok, present, err := credentials(r); err != nil {
 		return nil, err
 	} else if present {
-		t, err := s.uploadToken(r, tok, lf)
+		t, err := s.uploadToken(r, tok, fieldsOf(r))
 		if err != nil {
 			return nil, err
 		}
-		token = &t
+		fu.token = &t
 	}
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
-		return nil, newError(http.StatusBadRequest, "request must be multipart/form-data with fields token and artifact")
-	}
-	mr, err := form.NewReader(r.Body, params["boundary"])
-	if err != nil {
-		return nil, readError(err)
-	}
-	in, token, sum, err := s.readParts(r, mr, token, lf)
-	defer func() {
-		if in != nil {
-			in.abort()
-		}
-	}()
+	mr, err := formReader(r, "fields token and artifact")
 	if err != nil {
 		return nil, err
 	}
-	if token == nil {
+	defer fu.abort()
+	if err := eachPart(mr, "fields", func(p *form.Part) error { return s.readPart(r, p, fu) }); err != nil {
+		return nil, err
+	}
+	if fu.token == nil {
 		return nil, errUnauthorized
 	}
-	if in == nil {
+	if fu.in == nil {
 		return nil, newError(http.StatusBadRequest, "no artifact field in the form")
 	}
 	if err := formEnd(mr); err != nil {
 		return nil, err
 	}
-	return s.publish(r.Context(), in, *token, lf, arrived, publishing{sha256: sum, sha256From: "the sha256 form field"})
+	return s.publish(r, fu.in, *fu.token, arrived, fu.p)
 }
 
-// readParts reads the form's parts: the token (unless the header gave
-// one), then the artifact, which streams into a temp file. Any other small
-// field is read and ignored. The returned incoming, if not nil, is the
-// caller's to abort, even with an error.
-func (s *Server) readParts(req *http.Request, mr *form.Reader, token *auth.Token, lf *logFields) (in *incoming, _ *auth.Token, sum string, _ error) {
+// formUpload is what the parts of an upload form have given so far.
+type formUpload struct {
+	in    *incoming   // the package, once received
+	token *auth.Token // the original's form: the token, from a header or field
+	p     publishing
+}
+
+// abort removes the received package, unless it was published.
+func (f *formUpload) abort() {
+	if f.in != nil {
+		f.in.abort()
+	}
+}
+
+// formReader reads r's body as multipart/form-data; want is what the form
+// must hold, for the error.
+func formReader(r *http.Request, want string) (*form.Reader, error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, newError(http.StatusBadRequest, "request must be multipart/form-data with "+want)
+	}
+	mr, err := form.NewReader(r.Body, params["boundary"])
+	if err != nil {
+		return nil, readError(err)
+	}
+	return mr, nil
+}
+
+// eachPart calls read for each part of a form, of which there may be at
+// most maxParts; what names them in the error.
+func eachPart(mr *form.Reader, what string, read func(*form.Part) error) error {
 	for parts := 0; ; parts++ {
 		p, err := mr.NextPart()
 		if err == io.EOF {
-			return in, token, sum, nil
+			return nil
 		}
 		if err != nil {
-			return in, token, sum, readError(err)
+			return readError(err)
 		}
 		if parts >= maxParts {
-			return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("too many form fields (more than %d)", maxParts))
+			return newError(http.StatusBadRequest, fmt.Sprintf("too many form %s (more than %d)", what, maxParts))
 		}
-		name, filename, hasFilename := formNames(p.Header)
-		switch {
-		case name == "token":
-			v, err := readField(p, name, auth.MaxTokenLen)
-			if err != nil {
-				return in, token, sum, err
-			}
-			t, err := s.uploadToken(req, v, lf)
-			if err != nil {
-				return in, token, sum, err
-			}
-			token = &t
-		case name == "artifact":
-			switch {
-			case in != nil:
-				return in, token, sum, newError(http.StatusBadRequest, "one artifact per request")
-			case token == nil:
-				return in, token, sum, newError(http.StatusBadRequest, "the token field must come before the artifact field (or send Authorization: Bearer <token>)")
-			case !hasFilename:
-				return in, token, sum, newError(http.StatusBadRequest, "artifact must be a file field with a filename")
-			}
-			if in, err = s.receive(p, filename, lf); err != nil {
-				return in, token, sum, err
-			}
-		case hasFilename:
-			return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
-		case name == "sha256":
-			// Optional: the client's sha256 of the artifact, checked
-			// against what arrived.
-			if sum, err = readField(p, name, maxFieldLen); err != nil {
-				return in, token, sum, err
-			}
-		case name == "label":
-			// Optional: the label to upload to; main if absent.
-			v, err := readField(p, name, maxFieldLen)
-			if err != nil {
-				return in, token, sum, err
-			}
-			if lf.label = strings.TrimSpace(v); !store.ValidLabel(lf.label) {
-				return in, token, sum, newError(http.StatusBadRequest, fmt.Sprintf("label %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", oneLine(v)))
-			}
-		default:
-			// Other small fields, such as the original client's optional
-			// arch, are read and ignored: the subdir comes from the
-			// package itself.
-			if _, err := readField(p, name, maxFieldLen); err != nil {
-				return in, token, sum, err
-			}
+		if err := read(p); err != nil {
+			return err
 		}
 	}
+}
+
+// readPart reads one part of the original's form: the token (unless the
+// header gave one), then the artifact, which streams into a temp file.
+// Any other small field is read and ignored.
+func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error {
+	lf := fieldsOf(req)
+	name, filename, hasFilename := formNames(p.Header)
+	switch {
+	case name == "token":
+		v, err := readField(p, name, auth.MaxTokenLen)
+		if err != nil {
+			return err
+		}
+		t, err := s.uploadToken(req, v, lf)
+		if err != nil {
+			return err
+		}
+		fu.token = &t
+	case name == "artifact":
+		switch {
+		case fu.in != nil:
+			return newError(http.StatusBadRequest, "one artifact per request")
+		case fu.token == nil:
+			return newError(http.StatusBadRequest, "the token field must come before the artifact field (or send Authorization: Bearer <token>)")
+		case !hasFilename:
+			return newError(http.StatusBadRequest, "artifact must be a file field with a filename")
+		}
+		var err error
+		fu.in, err = s.receive(p, filename, lf)
+		return err
+	case hasFilename:
+		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
+	case name == "sha256":
+		// Optional: the client's sha256 of the artifact, checked
+		// against what arrived.
+		var err error
+		fu.p.sha256, err = readField(p, name, maxFieldLen)
+		return err
+	case name == "label":
+		// Optional: the label to upload to; main if absent.
+		return readLabel(p, lf)
+	default:
+		// Other small fields, such as the original client's optional
+		// arch, are read and ignored: the subdir comes from the
+		// package itself.
+		_, err := readField(p, name, maxFieldLen)
+		return err
+	}
+	return nil
+}
+
+// readLabel reads the form's label field.
+func readLabel(p *form.Part, lf *logFields) error {
+	v, err := readField(p, "label", maxFieldLen)
+	if err != nil {
+		return err
+	}
+	if lf.label = strings.TrimSpace(v); !store.ValidLabel(lf.label) {
+		return newError(http.StatusBadRequest, fmt.Sprintf("label %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", oneLine(v)))
+	}
+	return nil
 }
 
 // incoming is a package received into a temp file, not yet published.
@@ -256,8 +290,8 @@ func (s *Server) receive(r io.Reader, filename string, lf *logFields) (*incoming
 	if err != nil {
 		return nil, err
 	}
-	in := &incoming{fn: fn, up: up, scanner: condapkg.NewScanner(fn, s.o.Limits)}
-	in.sums, err = up.Receive(countingReader{r, s.o.Metrics}, s.o.MaxUploadSize, in.scanner)
+	in := &incoming{fn: fn, up: up, scanner: condapkg.NewScanner(fn, s.o.Limits.Package)}
+	in.sums, err = up.Receive(countingReader{r, s.o.Observe.Metrics}, s.o.Limits.MaxUploadSize, in.scanner)
 	if err != nil {
 		in.abort()
 		return nil, readError(err)
@@ -277,75 +311,148 @@ type publishing struct {
 	sigs       []byte // a CEP 50 attestation array to keep as <filename>.sigs
 }
 
+// publication is one received package on its way through publish: what
+// each step found, for the next.
+type publication struct {
+	in    *incoming
+	token auth.Token
+	lf    *logFields
+	p     publishing
+
+	info      *condapkg.Info
+	label     string
+	dir, name string // store.Dir of the label and subdir; the filename
+	outcome   store.Outcome
+	fi        fs.FileInfo
+}
+
 // publish validates a received package, stores it in its subdir, and asks
-// for (and, with WaitIndex, waits for) the index run that lists it.
-func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf *logFields, arrived func(), p publishing) (*Result, error) {
-	if p.sha256 != "" && !strings.EqualFold(strings.TrimSpace(p.sha256), in.sums.SHA256) {
-		return nil, &Error{Status: http.StatusBadRequest, Reason: "checksum_mismatch",
-			Msg: fmt.Sprintf("sha256 mismatch: %s says %s, the upload's is %s; nothing stored", p.sha256From, oneLine(p.sha256), in.sums.SHA256)}
-	}
-	info, err := in.scanner.Finish(in.up.File(), in.sums.Size)
-	if err != nil {
+// for (and, with WaitIndex, waits for) the index run that lists it. It
+// calls arrived once the package is stored.
+func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrived func(), p publishing) (*Result, error) {
+	pub := &publication{in: in, token: token, lf: fieldsOf(r), p: p}
+	if err := pub.checksum(); err != nil {
 		return nil, err
 	}
-	lf.subdir = info.Subdir
-	if p.subdir != "" && p.subdir != info.Subdir {
-		return nil, newError(http.StatusBadRequest, fmt.Sprintf("the path names subdir %s, but the package's info/index.json says %s", p.subdir, info.Subdir))
-	}
-	if !token.Allows(info.Subdir) {
-		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", token.Name, info.Subdir))
-	}
-	label := p.label
-	if label == "" {
-		label = lf.label
-	}
-	if label == "" {
-		label = store.MainLabel
-	}
-	lf.label = label
-	if !token.AllowsLabel(label) {
-		return nil, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, label))
-	}
-	dir := store.Dir(label, info.Subdir)
-	name := in.fn.String()
-	outcome, fi, err := in.up.Publish(dir, name, in.sums.SHA256)
-	if errors.Is(err, store.ErrExists) && p.force {
-		if !token.Can(auth.ScopeOverwrite) {
-			return nil, &Error{Status: http.StatusConflict, Reason: "conflict", Err: err,
-				Msg: fmt.Sprintf("a different package with this filename already exists; force=true needs a token with the overwrite scope, and token %q has none", token.Name)}
-		}
-		outcome, fi, lf.replaced, err = in.up.Replace(dir, name, in.sums.SHA256, time.Now())
-		if lf.replaced != "" {
-			s.o.Log.Warn("package replaced by a forced upload", "label", label, "subdir", info.Subdir, "filename", name, "token", token.Name, "old_bytes", lf.replaced)
-		}
-	}
-	if err != nil {
+	if err := pub.validate(); err != nil {
 		return nil, err
 	}
-	if p.sigs != nil {
-		if err := s.o.Store.WriteSidecar(dir, name+".sigs", p.sigs); err != nil {
-			return nil, fmt.Errorf("keep attestation: %w", err)
-		}
+	if err := pub.authorize(); err != nil {
+		return nil, err
+	}
+	if err := s.move(pub); err != nil {
+		return nil, err
+	}
+	if err := s.sidecar(pub); err != nil {
+		return nil, err
 	}
 	s.uploads.Add(1)
-	res := &Uploaded{
-		Filename: name, Label: label, Subdir: info.Subdir, Size: in.sums.Size, SHA256: in.sums.SHA256, MD5: in.sums.MD5,
-		Created: outcome == store.Created, Replaced: lf.replaced != "", Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
-	}
-	if outcome == store.Identical {
-		res.Status = http.StatusOK
-	}
 	// Stored first, so that the run this upload asks for does not wait
 	// for the upload itself to settle.
 	arrived()
-	wait := all(s.o.Indexer.Published(index.Package{
-		Subdir: dir, Filename: name, Info: fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports, Channel: info.Channel,
-		Size: in.sums.Size, MD5: in.sums.MD5, SHA256: in.sums.SHA256,
-	}), s.noarchRun(dir))
+	wait := s.requestIndex(pub)
+	return s.answer(r.Context(), pub, wait)
+}
+
+// checksum compares the client's sha256, if it sent one, with the
+// upload's.
+func (pub *publication) checksum() error {
+	sum, sha := pub.p.sha256, pub.in.sums.SHA256
+	if sum == "" || strings.EqualFold(strings.TrimSpace(sum), sha) {
+		return nil
+	}
+	return &Error{Status: http.StatusBadRequest, Reason: "checksum_mismatch",
+		Msg: fmt.Sprintf("sha256 mismatch: %s says %s, the upload's is %s; nothing stored", pub.p.sha256From, oneLine(sum), sha)}
+}
+
+// validate finishes the package's inspection, and checks that the subdir
+// the request path names, if any, is the package's own.
+func (pub *publication) validate() error {
+	info, err := pub.in.scanner.Finish(pub.in.up.File(), pub.in.sums.Size)
+	if err != nil {
+		return err
+	}
+	pub.info, pub.lf.subdir = info, info.Subdir
+	if pub.p.subdir != "" && pub.p.subdir != info.Subdir {
+		return newError(http.StatusBadRequest, fmt.Sprintf("the path names subdir %s, but the package's info/index.json says %s", pub.p.subdir, info.Subdir))
+	}
+	return nil
+}
+
+// authorize checks that the token may upload to the package's subdir and
+// to its label: the protocol's, else the form's, else main.
+func (pub *publication) authorize() error {
+	t, subdir := pub.token, pub.info.Subdir
+	if !t.Allows(subdir) {
+		return newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to subdir %s", t.Name, subdir))
+	}
+	pub.label = cmp.Or(pub.p.label, pub.lf.label, store.MainLabel)
+	pub.lf.label = pub.label
+	if !t.AllowsLabel(pub.label) {
+		return newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", t.Name, pub.label))
+	}
+	pub.dir, pub.name = store.Dir(pub.label, subdir), pub.in.fn.String()
+	return nil
+}
+
+// move publishes the package into its subdir, atomically. A forced
+// upload, with a token of the overwrite scope, replaces a different
+// package of that name, whose bytes are kept in .trash/.
+func (s *Server) move(pub *publication) error {
+	in, lf := pub.in, pub.lf
+	var err error
+	pub.outcome, pub.fi, err = in.up.Publish(pub.dir, pub.name, in.sums.SHA256)
+	if !errors.Is(err, store.ErrExists) || !pub.p.force {
+		return err
+	}
+	if !pub.token.Can(auth.ScopeOverwrite) {
+		return &Error{Status: http.StatusConflict, Reason: "conflict", Err: err,
+			Msg: fmt.Sprintf("a different package with this filename already exists; force=true needs a token with the overwrite scope, and token %q has none", pub.token.Name)}
+	}
+	pub.outcome, pub.fi, lf.replaced, err = in.up.Replace(pub.dir, pub.name, in.sums.SHA256, time.Now())
+	if lf.replaced != "" {
+		s.o.Log.Warn("package replaced by a forced upload", "label", pub.label, "subdir", pub.info.Subdir, "filename", pub.name, "token", pub.token.Name, "old_bytes", lf.replaced)
+	}
+	return err
+}
+
+// sidecar keeps the attestation the client sent, if any, as
+// <filename>.sigs.
+func (s *Server) sidecar(pub *publication) error {
+	if pub.p.sigs == nil {
+		return nil
+	}
+	if err := s.o.Store.WriteSidecar(pub.dir, pub.name+".sigs", pub.p.sigs); err != nil {
+		return fmt.Errorf("keep attestation: %w", err)
+	}
+	return nil
+}
+
+// requestIndex asks for the index run that lists the package, and for
+// its label's noarch run, and returns a function that waits for both.
+func (s *Server) requestIndex(pub *publication) func(context.Context) error {
+	info, sums := pub.info, pub.in.sums
+	return all(s.o.Indexer.Published(index.Package{
+		Subdir: pub.dir, Filename: pub.name, Info: pub.fi, IndexJSON: info.IndexJSON, RunExports: info.RunExports, Channel: info.Channel,
+		Size: sums.Size, MD5: sums.MD5, SHA256: sums.SHA256,
+	}), s.noarchRun(pub.dir))
+}
+
+// answer is the upload's response: at once, or with WaitIndex once the
+// index lists the package, saying then whether the mirror holds it.
+func (s *Server) answer(ctx context.Context, pub *publication, wait func(context.Context) error) (*Result, error) {
+	sums := pub.in.sums
+	res := &Uploaded{
+		Filename: pub.name, Label: pub.label, Subdir: pub.info.Subdir, Size: sums.Size, SHA256: sums.SHA256, MD5: sums.MD5,
+		Created: pub.outcome == store.Created, Replaced: pub.lf.replaced != "", Indexer: s.o.Indexer.Name(), Status: http.StatusCreated,
+	}
+	if pub.outcome == store.Identical {
+		res.Status = http.StatusOK
+	}
 	if !s.o.WaitIndex {
 		return &Result{Status: res.Status, Body: res}, nil
 	}
-	if err := s.waitIndexed(ctx, wait, dir, name); err != nil {
+	if err := s.waitIndexed(ctx, wait, pub.dir, pub.name); err != nil {
 		if ctx.Err() != nil {
 			// The client is gone (or has half-closed its connection):
 			// the package is stored and its run goes on. That is the
@@ -357,18 +464,25 @@ func (s *Server) publish(ctx context.Context, in *incoming, token auth.Token, lf
 		return &Result{Status: res.Status, Body: res}, e
 	}
 	res.Indexed = true
-	if s.o.Mirror != nil {
-		var m bool
-		if s.o.MirrorWait > 0 {
-			wctx, cancel := context.WithTimeout(ctx, s.o.MirrorWait)
-			m = s.o.Mirror.WaitFor(wctx, dir, name)
-			cancel()
-		} else {
-			m = s.o.Mirror.Has(dir, name)
-		}
-		res.Mirrored = &m
-	}
+	res.Mirrored = s.mirrored(ctx, pub.dir, pub.name)
 	return &Result{Status: res.Status, Body: res}, nil
+}
+
+// mirrored says whether the object-storage mirror holds the package,
+// waiting for it as long as the server is told to; nil without a mirror.
+func (s *Server) mirrored(ctx context.Context, dir, name string) *bool {
+	if s.o.Mirror.Bucket == nil {
+		return nil
+	}
+	var m bool
+	if s.o.Mirror.Wait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, s.o.Mirror.Wait)
+		m = s.o.Mirror.Bucket.WaitFor(wctx, dir, name)
+		cancel()
+	} else {
+		m = s.o.Mirror.Bucket.Has(dir, name)
+	}
+	return &m
 }
 
 func (s *Server) waitIndexed(ctx context.Context, wait func(context.Context) error, subdir, filename string) error {
