@@ -9,7 +9,9 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/record"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -67,9 +69,12 @@ func readInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 		return infoFiles{}, err
 	}
 	if files.runExports != nil {
-		var doc map[string]json.RawMessage
-		if err := json.Unmarshal(files.runExports, &doc); err != nil {
+		doc, err := decodeObject(files.runExports)
+		if err != nil {
 			return infoFiles{}, errorf("%s: %s is not a JSON object: %v", what, runExportsJSONName, err)
+		}
+		if err := record.CheckRunExports(doc); err != nil {
+			return infoFiles{}, errorf("%s: %s: %v", what, runExportsJSONName, err)
 		}
 	}
 	return files, nil
@@ -235,6 +240,29 @@ func (p passReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// decodeObject decodes a JSON object as the channel's indexer will, with
+// numbers kept as written. Invalid UTF-8 is refused: encoding/json would
+// quietly turn it into U+FFFD, so the record would say what the package
+// does not.
+func decodeObject(b []byte) (map[string]any, error) {
+	if !utf8.Valid(b) {
+		return nil, errors.New("not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var doc map[string]any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	if doc == nil {
+		return nil, errors.New("null")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("more than one JSON value")
+	}
+	return doc, nil
+}
+
 func jsonError(err error) error {
 	var syn *json.SyntaxError
 	if errors.As(err, &syn) || errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
@@ -246,17 +274,17 @@ func jsonError(err error) error {
 // validate checks index.json against the filename and the allowed subdirs.
 func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
 	index := files.index
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(index, &doc); err != nil {
+	doc, err := decodeObject(index)
+	if err != nil {
 		return nil, errorf("%s: %s is not a JSON object: %v", fn, indexJSONName, err)
 	}
 	str := func(key string) (string, bool, error) {
-		raw, ok := doc[key]
+		v, ok := doc[key]
 		if !ok {
 			return "", false, nil
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, isStr := v.(string)
+		if !isStr {
 			return "", true, errorf("%s: %s: %q is not a string", fn, indexJSONName, key)
 		}
 		return s, true, nil
@@ -287,6 +315,9 @@ func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
 	}
 	if !lim.subdirAllowed(subdir) {
 		return nil, errorf("%s: subdir %q in %s is not an allowed platform subdir", fn, subdir, indexJSONName)
+	}
+	if err := record.Check(doc); err != nil {
+		return nil, errorf("%s: %s: %v", fn, indexJSONName, err)
 	}
 	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index), RunExports: bytes.Clone(files.runExports),
 		Channel: channelData(files)}, nil
