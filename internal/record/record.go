@@ -32,6 +32,7 @@ package record
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -110,15 +111,16 @@ var fields = map[string]struct {
 var required = []string{"name", "version", "build", "build_number"}
 
 // Check checks a whole record, such as a package's index.json, decoded
-// with json.Decoder.UseNumber.
+// with json.Decoder.UseNumber. Keys are checked in order, so the error
+// names the same field each time.
 func Check(doc map[string]any) error {
 	for _, k := range required {
 		if _, ok := doc[k]; !ok {
 			return fieldError(k, "is missing")
 		}
 	}
-	for k, v := range doc {
-		if err := Field(k, v); err != nil {
+	for _, k := range slices.Sorted(maps.Keys(doc)) {
+		if err := Field(k, doc[k]); err != nil {
 			return err
 		}
 	}
@@ -135,7 +137,8 @@ var fromFile = []string{"name", "version", "build", "subdir", "md5", "sha256", "
 // (conda-index's merge_or_update_dict): each value as Field does, except
 // that null removes a field, which only a required one refuses.
 func CheckFix(fix map[string]any) error {
-	for k, v := range fix {
+	for _, k := range slices.Sorted(maps.Keys(fix)) {
+		v := fix[k]
 		if slices.Contains(fromFile, k) {
 			return fieldError(k, "comes from the package file; a patch cannot set it")
 		}
