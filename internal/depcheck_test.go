@@ -25,7 +25,7 @@ var allowed = map[string][]string{
 	"internal/atomicfile":     {"golang.org/x/sys/unix"},
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg", "internal/store"},
-	"internal/condapkg":       {"github.com/klauspost/compress/zstd"},
+	"internal/condapkg":       {"github.com/klauspost/compress/zstd", "internal/record"},
 	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/store", "internal/trusted"},
 	"internal/condaversion":   nil,
 	"internal/corpus":         nil,
@@ -34,7 +34,8 @@ var allowed = map[string][]string{
 	"internal/form":      nil,
 	"internal/index":     nil,
 	"internal/lifecycle": {"internal/atomicfile", "internal/condapkg", "internal/patch", "internal/store"},
-	"internal/patch":     nil,
+	"internal/patch":     {"internal/record"},
+	"internal/record":    {"internal/condaversion"},
 	// The mirror's S3 client: the AWS SDK, which speaks every S3 dialect
 	// and sends If-None-Match and checksum headers as the protocol says.
 	"internal/mirror": {"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/credentials",

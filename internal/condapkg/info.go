@@ -9,7 +9,9 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/record"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -67,95 +69,136 @@ func readInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
 		return infoFiles{}, err
 	}
 	if files.runExports != nil {
-		var doc map[string]json.RawMessage
-		if err := json.Unmarshal(files.runExports, &doc); err != nil {
+		doc, err := decodeObject(files.runExports)
+		if err != nil {
 			return infoFiles{}, errorf("%s: %s is not a JSON object: %v", what, runExportsJSONName, err)
+		}
+		if err := record.CheckRunExports(doc); err != nil {
+			return infoFiles{}, errorf("%s: %s: %v", what, runExportsJSONName, err)
 		}
 	}
 	return files, nil
 }
 
+// infoScan is the state of one scan of a tar stream for info/ files.
+type infoScan struct {
+	tr          *tar.Reader
+	what        string
+	lim         Limits
+	files       infoFiles
+	sawDotSlash bool // saw ./info/index.json, which conda-index cannot read
+}
+
+// scanInfo reads the tar stream member by member until the payload
+// starts (or the stream ends), keeping what the info/ files say.
 func scanInfo(r io.Reader, what string, lim Limits) (infoFiles, error) {
-	lr := &limitedReader{r: r, n: lim.MaxScanBytes}
-	tr := tar.NewReader(lr)
-	var index, runExports []byte
-	var files infoFiles
-	var sawDotSlash bool
+	s := &infoScan{tr: tar.NewReader(&limitedReader{r: r, n: lim.MaxScanBytes}), what: what, lim: lim}
 	for members := 0; ; members++ {
 		if members >= lim.MaxMembers {
 			return infoFiles{}, errorf("%s: no %s within the first %d members", what, indexJSONName, lim.MaxMembers)
 		}
-		hdr, err := tr.Next()
+		hdr, err := s.tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return infoFiles{}, streamError(what, err, lim)
 		}
-		name := hdr.Name
-		if name == "./"+indexJSONName {
-			sawDotSlash = true
+		payload, err := s.member(hdr)
+		if err != nil {
+			return infoFiles{}, err
 		}
-		switch {
-		case name == indexJSONName || name == runExportsJSONName:
-			dst := &index
-			if name == runExportsJSONName {
-				dst = &runExports
-			}
-			if *dst != nil {
-				return infoFiles{}, errorf("%s: duplicate %s", what, name)
-			}
-			if !isRegular(hdr) {
-				return infoFiles{}, errorf("%s: %s is not a regular file", what, name)
-			}
-			if hdr.Size > lim.MaxIndexJSON {
-				return infoFiles{}, errorf("%s: %s is %d bytes, over the limit of %d", what, name, hdr.Size, lim.MaxIndexJSON)
-			}
-			if *dst, err = io.ReadAll(tr); err != nil {
-				return infoFiles{}, streamError(what, err, lim)
-			}
-		case name == pathsJSONName:
-			if !isRegular(hdr) {
-				return infoFiles{}, errorf("%s: %s is not a regular file", what, pathsJSONName)
-			}
-			if hdr.Size > lim.MaxPathsJSON {
-				return infoFiles{}, errorf("%s: %s is %d bytes, over the limit of %d", what, pathsJSONName, hdr.Size, lim.MaxPathsJSON)
-			}
-			if files.post, err = scanPaths(tr); err != nil {
-				if IsInvalid(err) {
-					return infoFiles{}, errorf("%s: %s is not valid JSON: %v", what, pathsJSONName, err)
-				}
-				return infoFiles{}, streamError(what, err, lim)
-			}
-		case name == aboutJSONName || (slices.Contains(recipeNames, name) && files.recipe == nil):
-			// Kept for channeldata.json; one that is odd or too large
-			// is left out, as conda-index would leave out its fields.
-			if !isRegular(hdr) || hdr.Size > lim.MaxIndexJSON {
-				continue
-			}
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				return infoFiles{}, streamError(what, err, lim)
-			}
-			if name == aboutJSONName {
-				files.about = b
-			} else {
-				files.recipe = b
-			}
-		case index != nil && !strings.HasPrefix(name, "info/"):
-			// conda writes info/ first: the rest is payload.
-			files.index, files.runExports = index, runExports
-			return files, nil
+		if payload {
+			break // conda writes info/ first: the rest is payload.
 		}
 	}
-	if index == nil {
-		if sawDotSlash {
-			return infoFiles{}, errorf("%s: has ./%s but no %s; conda-index cannot index \"./\"-prefixed members", what, indexJSONName, indexJSONName)
-		}
-		return infoFiles{}, errorf("%s: no %s; not a conda package", what, indexJSONName)
+	return s.finish()
+}
+
+// member takes in one tar member, and reports whether it is payload
+// after index.json, where the scan stops.
+func (s *infoScan) member(hdr *tar.Header) (payload bool, err error) {
+	name := hdr.Name
+	if name == "./"+indexJSONName {
+		s.sawDotSlash = true
 	}
-	files.index, files.runExports = index, runExports
-	return files, nil
+	switch {
+	case name == indexJSONName:
+		return false, s.keep(hdr, &s.files.index)
+	case name == runExportsJSONName:
+		return false, s.keep(hdr, &s.files.runExports)
+	case name == pathsJSONName:
+		return false, s.paths(hdr)
+	case name == aboutJSONName:
+		return false, s.channelFile(hdr, &s.files.about)
+	case slices.Contains(recipeNames, name) && s.files.recipe == nil:
+		return false, s.channelFile(hdr, &s.files.recipe)
+	}
+	return s.files.index != nil && !strings.HasPrefix(name, "info/"), nil
+}
+
+// keep reads index.json or run_exports.json into dst, once.
+func (s *infoScan) keep(hdr *tar.Header, dst *[]byte) error {
+	switch {
+	case *dst != nil:
+		return errorf("%s: duplicate %s", s.what, hdr.Name)
+	case !isRegular(hdr):
+		return errorf("%s: %s is not a regular file", s.what, hdr.Name)
+	case hdr.Size > s.lim.MaxIndexJSON:
+		return errorf("%s: %s is %d bytes, over the limit of %d", s.what, hdr.Name, hdr.Size, s.lim.MaxIndexJSON)
+	}
+	b, err := io.ReadAll(s.tr)
+	if err != nil {
+		return streamError(s.what, err, s.lim)
+	}
+	*dst = b
+	return nil
+}
+
+// paths checks paths.json as it streams, keeping what it says about
+// prefixes and scripts.
+func (s *infoScan) paths(hdr *tar.Header) error {
+	if !isRegular(hdr) {
+		return errorf("%s: %s is not a regular file", s.what, pathsJSONName)
+	}
+	if hdr.Size > s.lim.MaxPathsJSON {
+		return errorf("%s: %s is %d bytes, over the limit of %d", s.what, pathsJSONName, hdr.Size, s.lim.MaxPathsJSON)
+	}
+	post, err := scanPaths(s.tr)
+	if err != nil {
+		if IsInvalid(err) {
+			return errorf("%s: %s is not valid JSON: %v", s.what, pathsJSONName, err)
+		}
+		return streamError(s.what, err, s.lim)
+	}
+	s.files.post = post
+	return nil
+}
+
+// channelFile keeps about.json or the recipe for channeldata.json; one
+// that is odd or too large is left out, as conda-index would leave out
+// its fields.
+func (s *infoScan) channelFile(hdr *tar.Header, dst *[]byte) error {
+	if !isRegular(hdr) || hdr.Size > s.lim.MaxIndexJSON {
+		return nil
+	}
+	b, err := io.ReadAll(s.tr)
+	if err != nil {
+		return streamError(s.what, err, s.lim)
+	}
+	*dst = b
+	return nil
+}
+
+// finish says why a stream without index.json is not a package.
+func (s *infoScan) finish() (infoFiles, error) {
+	switch {
+	case s.files.index != nil:
+		return s.files, nil
+	case s.sawDotSlash:
+		return infoFiles{}, errorf("%s: has ./%s but no %s; conda-index cannot index \"./\"-prefixed members", s.what, indexJSONName, indexJSONName)
+	}
+	return infoFiles{}, errorf("%s: no %s; not a conda package", s.what, indexJSONName)
 }
 
 func isRegular(h *tar.Header) bool {
@@ -197,6 +240,29 @@ func (p passReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// decodeObject decodes a JSON object as the channel's indexer will, with
+// numbers kept as written. Invalid UTF-8 is refused: encoding/json would
+// quietly turn it into U+FFFD, so the record would say what the package
+// does not.
+func decodeObject(b []byte) (map[string]any, error) {
+	if !utf8.Valid(b) {
+		return nil, errors.New("not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var doc map[string]any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, err
+	}
+	if doc == nil {
+		return nil, errors.New("null")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("more than one JSON value")
+	}
+	return doc, nil
+}
+
 func jsonError(err error) error {
 	var syn *json.SyntaxError
 	if errors.As(err, &syn) || errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
@@ -208,17 +274,17 @@ func jsonError(err error) error {
 // validate checks index.json against the filename and the allowed subdirs.
 func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
 	index := files.index
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(index, &doc); err != nil {
+	doc, err := decodeObject(index)
+	if err != nil {
 		return nil, errorf("%s: %s is not a JSON object: %v", fn, indexJSONName, err)
 	}
 	str := func(key string) (string, bool, error) {
-		raw, ok := doc[key]
+		v, ok := doc[key]
 		if !ok {
 			return "", false, nil
 		}
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, isStr := v.(string)
+		if !isStr {
 			return "", true, errorf("%s: %s: %q is not a string", fn, indexJSONName, key)
 		}
 		return s, true, nil
@@ -249,6 +315,9 @@ func validate(fn Filename, files infoFiles, lim Limits) (*Info, error) {
 	}
 	if !lim.subdirAllowed(subdir) {
 		return nil, errorf("%s: subdir %q in %s is not an allowed platform subdir", fn, subdir, indexJSONName)
+	}
+	if err := record.Check(doc); err != nil {
+		return nil, errorf("%s: %s: %v", fn, indexJSONName, err)
 	}
 	return &Info{Filename: fn, Subdir: subdir, IndexJSON: bytes.Clone(index), RunExports: bytes.Clone(files.runExports),
 		Channel: channelData(files)}, nil

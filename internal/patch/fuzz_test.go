@@ -1,11 +1,13 @@
 package patch_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/patch"
+	"github.com/conda-upload-server/conda-upload-server/internal/record"
 )
 
 // FuzzPatch feeds Parse arbitrary instructions and applies what it
@@ -18,6 +20,9 @@ func FuzzPatch(f *testing.F) {
 		`{"patch_instructions_version":1,"revoke":["p-1-0.tar.bz2"],"remove":["p-1-0.conda"]}`,
 		`{"patch_instructions_version":1,"packages.conda":{"p-1-0.conda":{"size":1e400,"depends":null}}}`,
 		`{"patch_instructions_version":1,"packages":{"p-1-0.conda":{"name":7}}}`,
+		`{"patch_instructions_version":1,"packages":{"p-1-0.tar.bz2":{"depends":"notalist","version":5,"build_number":"abc"}}}`,
+		`{"patch_instructions_version":1,"packages":{"p-1-0.tar.bz2":{"depends":null,"constrains":null,"track_features":null,"license":null}}}`,
+		`{"patch_instructions_version":1,"packages.conda":{"p-1-0.conda":{"run_exports":{"weak":null},"noarch":7,"url":"https://x/y.conda"}}}`,
 	} {
 		f.Add([]byte(s), "p-1-0.conda")
 		f.Add([]byte(s), "p-1-0.tar.bz2")
@@ -46,9 +51,14 @@ func FuzzPatch(f *testing.F) {
 		if removed {
 			return
 		}
+		dec := json.NewDecoder(bytes.NewReader(out))
+		dec.UseNumber()
 		var doc map[string]any
-		if err := json.Unmarshal(out, &doc); err != nil {
+		if err := dec.Decode(&doc); err != nil {
 			t.Fatalf("patched record is not a JSON object: %v: %s", err, out)
+		}
+		if err := record.Check(doc); err != nil {
+			t.Fatalf("accepted instructions made a record clients cannot read: %v: %s", err, out)
 		}
 	})
 }

@@ -29,9 +29,8 @@ import (
 const (
 	// maxAdminBody bounds the body of a package call.
 	maxAdminBody = 64 << 10
-	// maxPatchBody bounds patch instructions: conda-forge's largest
-	// subdir's are a few MB.
-	maxPatchBody = 64 << 20
+	// maxPatchBody bounds patch instructions (see patch.MaxSize).
+	maxPatchBody = patch.MaxSize
 	// maxReason bounds a yank's reason.
 	maxReason = 1024
 )
