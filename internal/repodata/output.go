@@ -15,8 +15,6 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/patch"
-
-	"golang.org/x/sys/unix"
 )
 
 // write writes the subdir's index files in an order that keeps every
@@ -201,7 +199,7 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 		}
 	}
 	if len(fresh) > syncEach {
-		if err := unix.Syncfs(int(temps[0].Fd())); err != nil {
+		if err := atomicfile.SyncFS(temps[0]); err != nil {
 			return nil, fmt.Errorf("syncfs: %w", err)
 		}
 	}
