@@ -28,8 +28,6 @@ import (
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
-	"golang.org/x/sys/unix"
-	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
 // Mode says how strictly Landlock is applied.
@@ -100,17 +98,6 @@ func Drop(c Creds) error {
 	}
 	if c.UID != 0 && syscall.Setuid(0) == nil {
 		return errors.New("privilege drop failed: setuid(0) still succeeds")
-	}
-	return nil
-}
-
-// NoNewPrivs sets PR_SET_NO_NEW_PRIVS on every thread, so neither the
-// server nor a child can gain privileges through execve (setuid binaries,
-// file capabilities).
-func NoNewPrivs() error {
-	_, _, errno := psx.Syscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0)
-	if errno != 0 {
-		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", errno)
 	}
 	return nil
 }
