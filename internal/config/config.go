@@ -6,6 +6,11 @@
 // certfile, keyfile, token_hash); command-line flags override the file.
 // Unknown keys are errors: a misspelt limit must not silently fall back to
 // its default.
+//
+// It also reads the secrets the configuration points to (token hashes, the
+// tokens file, the mirror's keys), from systemd credentials when they are
+// passed, and turns tokens and trusted publishers into what auth and
+// trusted take.
 package config
 
 import (

@@ -14,6 +14,10 @@
 // before Landlock ABI 8 each thread gets its own domain, and a scoped
 // process then often cannot kill its own indexer child (measured on this
 // project's 6.18 kernel: 26 of 40 kills failed with EPERM).
+//
+// All of this is Linux. On another system the package builds, so that the
+// module can be vetted there, but NoNewPrivs returns an error that wraps
+// errors.ErrUnsupported, which stops the daemon before it serves.
 package sandbox
 
 import (
