@@ -1,6 +1,13 @@
 // Package atomicfile replaces small files so that a reader, or a crash,
 // sees the old file or the new one, never a mix: write a temp file in the
 // same directory, fsync it, rename it over the name, fsync the directory.
+// Pending does the same in two halves, for large files written early and
+// put in place later.
+//
+// It also holds the Linux calls that spread or batch the cost of making
+// writes durable (sync_file_range, fdatasync, syncfs), for the store and
+// the repodata writer, so that they sit behind one build tag: on another
+// system they return an error that wraps errors.ErrUnsupported.
 package atomicfile
 
 import (
@@ -9,8 +16,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // Write replaces path with data, readable by everyone (channel files are
@@ -101,7 +106,7 @@ func Prepare(path string, data []byte) (*Pending, error) {
 	}
 	// Start writeback and return: a hint, so its error is not final
 	// (Commit's fsync is).
-	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	StartWriteback(f, 0, 0)
 	return p, nil
 }
 

@@ -1,7 +1,8 @@
 // Package audit keeps one record per upload attempt or admin change,
-// accepted or refused: who (address and token name, never the token), what
-// (filename, label, subdir, size, sha256, and an admin call with its
-// target and reason) and the outcome.
+// accepted or refused: who (address, and the token's name or the CI job's
+// OIDC identity, never the token), what (filename, label, subdir, size,
+// sha256, the upload protocol, where replaced bytes were kept, and an
+// admin call with its target and reason) and the outcome.
 //
 // To a file, each record is one JSON line, appended and fsynced before the
 // response is sent, so that the log survives a crash of the server or the
@@ -20,7 +21,7 @@ import (
 	"time"
 )
 
-// Record is one upload attempt.
+// Record is one upload attempt or admin change.
 type Record struct {
 	Time     time.Time `json:"time"`
 	Remote   string    `json:"remote"`

@@ -1,4 +1,7 @@
-// Package auth checks upload tokens against salted SHA-256 hashes.
+// Package auth checks the tokens clients present against salted SHA-256
+// hashes, and says what a token may do: its scopes (upload, read,
+// overwrite and the admin calls), the subdirs and labels it is limited to,
+// and when it expires.
 //
 // The scheme is the original server's, so existing hashes keep working: a
 // token's hash is the lowercase hex SHA-256 of salt+token. Only hashes are

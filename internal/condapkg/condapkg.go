@@ -7,13 +7,17 @@
 // one the channel accepts. The subdir is taken from the package itself,
 // never from the client.
 //
+// Inspection also keeps what the index files take from a package besides
+// its record ([Info]): info/run_exports.json, and for channeldata.json the
+// descriptive fields of info/about.json, the recipe's source URLs and what
+// info/paths.json says about prefixes and scripts.
+//
 // Inspection never decompresses a package's payload. For .tar.bz2 the
 // info/ members come first in the tar stream, so a [Scanner] fed the upload
-// as it streams stops decoding once info/index.json (and info/paths.json,
-// if present) has been read. For .conda only the small info-<stem>.tar.zst
-// zip member is opened, through the zip central directory. Every
-// decompression is bounded by [Limits], so a compression bomb is an
-// ordinary validation error.
+// as it streams stops decoding at the first member outside info/. For
+// .conda only the small info-<stem>.tar.zst zip member is opened, through
+// the zip central directory. Every decompression is bounded by [Limits],
+// so a compression bomb is an ordinary validation error.
 package condapkg
 
 import (

@@ -1,9 +1,11 @@
 // Package condaversion orders conda version strings as conda does
-// (conda.models.version.VersionOrder), for the index files that pick the
-// newest version of a package, such as channeldata.json. An order that
-// differed from conda's, even in corner cases like "1.0rc1" against
-// "1.0.post1", would name another version as a package's newest than
-// conda-index does.
+// (conda.models.version.VersionOrder), and matches dependency specs
+// against package records as conda's MatchSpec does (Spec), for the index
+// files that pick versions: channeldata.json names each package's newest
+// version, and current_repodata.json keeps the newest of each package and
+// the versions their dependencies need. An order that differed from
+// conda's, even in corner cases like "1.0rc1" against "1.0.post1", would
+// pick other versions than conda-index does.
 package condaversion
 
 import (

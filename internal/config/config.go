@@ -6,6 +6,11 @@
 // certfile, keyfile, token_hash); command-line flags override the file.
 // Unknown keys are errors: a misspelt limit must not silently fall back to
 // its default.
+//
+// It also reads the secrets the configuration points to (token hashes, the
+// tokens file, the mirror's keys), from systemd credentials when they are
+// passed, and turns tokens and trusted publishers into what auth and
+// trusted take.
 package config
 
 import (
@@ -426,11 +431,24 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Validate checks the configuration as a whole. It does not touch the
-// file system beyond what it must read.
+// Validate checks the configuration as a whole, and reports every error
+// at once, each naming its key. It does not touch the file system beyond
+// what it must read.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	c.validateListen(add)
+	c.validateServing(add)
+	c.validateCredentials(add)
+	c.validateLimits(add)
+	c.validateIndex(add)
+	c.validateSandbox(add)
+	c.validateMirror(add)
+	return errors.Join(errs...)
+}
+
+// validateListen checks the channel root and where the server listens.
+func (c *Config) validateListen(add func(format string, args ...any)) {
 	if c.WriteDir == "" {
 		add("write_dir is not set")
 	} else if condapkg.IsKnownSubdir(filepath.Base(filepath.Clean(c.WriteDir))) {
@@ -442,10 +460,14 @@ func (c *Config) Validate() error {
 	if _, err := c.ListenAddr(); err != nil {
 		add("%v", err)
 	}
-	c.validateServing(add)
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add("certfile and keyfile must be set together")
 	}
+}
+
+// validateCredentials checks who may call: the upload tokens and the
+// networks that may read the metrics.
+func (c *Config) validateCredentials(add func(format string, args ...any)) {
 	if c.TokenHash != "" && c.TokenHashFile != "" {
 		add("set only one of token_hash and token_hash_file")
 	}
@@ -454,9 +476,24 @@ func (c *Config) Validate() error {
 			add("token_hash: %v", err)
 		}
 	}
-	if c.CondaExe != "" && !filepath.IsAbs(c.CondaExe) {
-		add("conda_exe %q must be an absolute path", c.CondaExe)
+	for i, t := range c.Tokens {
+		if err := t.check(); err != nil {
+			add("tokens[%d] (%s): %v", i, t.Name, err)
+		}
 	}
+	if c.TokensFile != "" && !filepath.IsAbs(c.TokensFile) {
+		add("tokens_file %q must be an absolute path", c.TokensFile)
+	}
+	for _, a := range c.Metrics.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			add("metrics.allow: %v", err)
+		}
+	}
+}
+
+// validateLimits checks the bounds on memory, uploads, connections, time
+// and failed authentications.
+func (c *Config) validateLimits(add func(format string, args ...any)) {
 	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < 64<<20) {
 		add("memory_limit must be 0 (none) or at least 64MiB")
 	}
@@ -478,6 +515,14 @@ func (c *Config) Validate() error {
 	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
 		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
 	}
+}
+
+// validateIndex checks what is indexed and how: the subdirs, the conda
+// executable and [index].
+func (c *Config) validateIndex(add func(format string, args ...any)) {
+	if c.CondaExe != "" && !filepath.IsAbs(c.CondaExe) {
+		add("conda_exe %q must be an absolute path", c.CondaExe)
+	}
 	for _, s := range c.AllowedSubdirs {
 		if !condapkg.IsKnownSubdir(s) {
 			add("allowed_subdirs: %q is not a conda platform subdir (known: %s)", s, strings.Join(condapkg.KnownSubdirs(), ", "))
@@ -492,6 +537,11 @@ func (c *Config) Validate() error {
 	if c.Index.ShardRetention < Duration(time.Hour) {
 		add("index.shard_retention %s is under an hour; clients holding an older shard index would miss its shards", time.Duration(c.Index.ShardRetention))
 	}
+}
+
+// validateSandbox checks what confines the process: [sandbox], the
+// service user, and the audit log (a file the policy lets it write).
+func (c *Config) validateSandbox(add func(format string, args ...any)) {
 	switch c.Sandbox.Landlock {
 	case "enforce", "best-effort", "off":
 	default:
@@ -505,24 +555,9 @@ func (c *Config) Validate() error {
 	if c.Group != "" && c.User == "" {
 		add("group is set but user is not")
 	}
-	for i, t := range c.Tokens {
-		if err := t.check(); err != nil {
-			add("tokens[%d] (%s): %v", i, t.Name, err)
-		}
-	}
-	if c.TokensFile != "" && !filepath.IsAbs(c.TokensFile) {
-		add("tokens_file %q must be an absolute path", c.TokensFile)
-	}
 	if c.Audit.File != "" && !filepath.IsAbs(c.Audit.File) {
 		add("audit.file %q must be an absolute path", c.Audit.File)
 	}
-	for _, a := range c.Metrics.Allow {
-		if _, err := netip.ParsePrefix(a); err != nil {
-			add("metrics.allow: %v", err)
-		}
-	}
-	c.validateMirror(add)
-	return errors.Join(errs...)
 }
 
 // validateMirror checks [mirror] and [mirror.s3].

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -72,9 +71,8 @@ func (c Command) Run(ctx context.Context, subdir string) error {
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = c.env()
 	cmd.Dir = c.Channel
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error {
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if err := ownGroup(cmd); err != nil {
+		return err
 	}
 	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer

@@ -7,6 +7,8 @@
 // each. Here each subdir has at most one run going and at most one queued;
 // every upload waits for the first run that started after its package was
 // stored, so when its response says "indexed", repodata.json lists it.
+// With [Arrivals], a run about to start waits a moment (at most 50 ms) for
+// uploads still being received, so that a burst shares a few runs.
 //
 // What runs is a [Runner]: the built-in repodata writer, or [Command],
 // which starts conda. A Runner that can use what the upload already learnt

@@ -262,12 +262,35 @@ var phases = [][]string{
 func (m *Mirror) Sync(ctx context.Context, dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	open := map[string]*os.File{}
-	defer func() {
-		for _, f := range open {
-			f.Close()
-		}
-	}()
+	idx, err := m.openIndex(dir)
+	if err != nil {
+		return err
+	}
+	defer idx.close()
+	l, err := m.list(dir, idx)
+	if err != nil {
+		return err
+	}
+	if err := m.upload(ctx, dir, l, idx); err != nil {
+		return err
+	}
+	if err := m.expire(ctx, dir, l.local); err != nil {
+		return err
+	}
+	return m.save()
+}
+
+// openedIndex is a subdir's index files, and its channel's
+// channeldata.json, opened before the subdir is listed.
+type openedIndex struct {
+	files       map[string]*os.File // by name; the missing ones are left out
+	channeldata *os.File            // nil if there is none
+}
+
+// openIndex opens the index files of dir that exist, and channeldata.json
+// beside dir.
+func (m *Mirror) openIndex(dir string) (*openedIndex, error) {
+	idx := &openedIndex{files: map[string]*os.File{}}
 	for _, phase := range phases {
 		for _, name := range phase {
 			f, err := os.Open(filepath.Join(m.root, dir, name))
@@ -275,24 +298,47 @@ func (m *Mirror) Sync(ctx context.Context, dir string) error {
 				continue
 			}
 			if err != nil {
-				return err
+				idx.close()
+				return nil, err
 			}
-			open[name] = f
+			idx.files[name] = f
 		}
 	}
-	parent := path.Dir(dir)
-	channeldata, err := os.Open(filepath.Join(m.root, parent, "channeldata.json"))
-	if err == nil {
-		defer channeldata.Close()
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
+	f, err := os.Open(filepath.Join(m.root, path.Dir(dir), "channeldata.json"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		idx.close()
+		return nil, err
 	}
+	if err == nil {
+		idx.channeldata = f
+	}
+	return idx, nil
+}
+
+func (idx *openedIndex) close() {
+	for _, f := range idx.files {
+		f.Close()
+	}
+	if idx.channeldata != nil {
+		idx.channeldata.Close()
+	}
+}
+
+// listing is what a subdir holds for the bucket.
+type listing struct {
+	immutable []string        // packages and shards
+	sigs      []string        // packages' signatures (.sigs)
+	local     map[string]bool // every name that backs an object
+}
+
+// list lists dir after its index files are opened: the packages and
+// shards, the signatures, and every file that backs an object.
+func (m *Mirror) list(dir string, idx *openedIndex) (listing, error) {
 	des, err := os.ReadDir(filepath.Join(m.root, dir))
 	if err != nil {
-		return fmt.Errorf("list %s: %w", dir, err)
+		return listing{}, fmt.Errorf("list %s: %w", dir, err)
 	}
-	local := map[string]bool{}
-	var immutable, sigs []string
+	l := listing{local: map[string]bool{}}
 	for _, de := range des {
 		name := de.Name()
 		if !de.Type().IsRegular() || strings.HasPrefix(name, ".") {
@@ -303,44 +349,47 @@ func (m *Mirror) Sync(ctx context.Context, dir string) error {
 		_, sigErr := condapkg.ParseFilename(base)
 		switch {
 		case pkgErr == nil || shardName.MatchString(name):
-			immutable = append(immutable, name)
+			l.immutable = append(l.immutable, name)
+			l.local[name] = true
 		case isSigs && sigErr == nil:
-			sigs = append(sigs, name)
-		case open[name] != nil:
-		default:
-			continue
+			l.sigs = append(l.sigs, name)
+			l.local[name] = true
 		}
-		local[name] = true
 	}
-	for _, name := range immutable {
+	// An index file opened but replaced since backs its object too.
+	for name := range idx.files {
+		l.local[name] = true
+	}
+	return l, nil
+}
+
+// upload puts the packages and shards (never replacing an object), then
+// the signatures, then the index files phase by phase, then
+// channeldata.json.
+func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedIndex) error {
+	for _, name := range l.immutable {
 		if err := m.put(ctx, dir, name, nil, true); err != nil {
 			return err
 		}
 	}
-	for _, name := range sigs {
+	for _, name := range l.sigs {
 		if err := m.put(ctx, dir, name, nil, false); err != nil {
 			return err
 		}
 	}
 	for _, phase := range phases {
 		for _, name := range phase {
-			if f := open[name]; f != nil {
-				local[name] = true
+			if f := idx.files[name]; f != nil {
 				if err := m.put(ctx, dir, name, f, false); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	if channeldata != nil {
-		if err := m.put(ctx, parent, "channeldata.json", channeldata, false); err != nil {
-			return err
-		}
+	if idx.channeldata != nil {
+		return m.put(ctx, path.Dir(dir), "channeldata.json", idx.channeldata, false)
 	}
-	if err := m.expire(ctx, dir, local); err != nil {
-		return err
-	}
-	return m.save()
+	return nil
 }
 
 // expire marks the objects of dir that no local file backs, and deletes

@@ -15,8 +15,6 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/patch"
-
-	"golang.org/x/sys/unix"
 )
 
 // write writes the subdir's index files in an order that keeps every
@@ -35,34 +33,58 @@ import (
 // is removed, for the same reason. Shards no index refers to any more are
 // removed only after the retention period.
 func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[string]bool) error {
-	// repodata.json is the largest file by far: on another core, render
-	// it, write it under a temp name and start its writeback, then
-	// compress it, while the other files are written. It is committed,
-	// by then mostly on the disk, last.
-	var jsonFile, zstFile *atomicfile.Pending
-	var prepErr error
-	prepared := make(chan struct{})
+	repodata := x.prepareRepodata(dir, subdir, st)
+	if err := x.writeBeforeRepodata(dir, subdir, st, shardFiles); err != nil {
+		repodata.abort()
+		return err
+	}
+	if err := x.commitRepodata(dir, repodata); err != nil {
+		return err
+	}
+	return x.removeOrphans(dir, st, shardFiles)
+}
+
+// preparedRepodata is repodata.json, and its .zst, written under temp
+// names on another core.
+type preparedRepodata struct {
+	done      chan struct{}
+	json, zst *atomicfile.Pending
+	err       error
+}
+
+// prepareRepodata starts the preparation of repodata.json, the largest
+// file by far: on another core, render it, write it under a temp name and
+// start its writeback, then compress it, while the other files are
+// written. It is committed, by then mostly on the disk, last.
+func (x *Writer) prepareRepodata(dir, subdir string, st *subdirState) *preparedRepodata {
+	p := &preparedRepodata{done: make(chan struct{})}
 	go func() {
-		defer close(prepared)
+		defer close(p.done)
 		var repodata []byte
-		if repodata, prepErr = renderRepodata(nil, subdir, st); prepErr != nil {
+		if repodata, p.err = renderRepodata(nil, subdir, st); p.err != nil {
 			return
 		}
-		if jsonFile, prepErr = atomicfile.Prepare(filepath.Join(dir, "repodata.json"), repodata); prepErr != nil {
+		if p.json, p.err = atomicfile.Prepare(filepath.Join(dir, "repodata.json"), repodata); p.err != nil {
 			return
 		}
 		if x.files.Zst {
-			zstFile, prepErr = atomicfile.Prepare(filepath.Join(dir, "repodata.json.zst"), x.zstd.EncodeAll(repodata, nil))
+			p.zst, p.err = atomicfile.Prepare(filepath.Join(dir, "repodata.json.zst"), x.zstd.EncodeAll(repodata, nil))
 		}
 	}()
-	committed := false
-	defer func() {
-		<-prepared
-		if !committed {
-			jsonFile.Abort()
-			zstFile.Abort()
-		}
-	}()
+	return p
+}
+
+// abort waits for the preparation and removes its temp files.
+func (p *preparedRepodata) abort() {
+	<-p.done
+	p.json.Abort()
+	p.zst.Abort()
+}
+
+// writeBeforeRepodata writes steps 1 to 3: the new shards (added to
+// shardFiles), run_exports.json, current_repodata.json and the shard
+// index.
+func (x *Writer) writeBeforeRepodata(dir, subdir string, st *subdirState, shardFiles map[string]bool) error {
 	if x.files.Shards {
 		written, err := x.writeShards(dir, st, shardFiles)
 		if err != nil {
@@ -72,56 +94,69 @@ func (x *Writer) write(dir, subdir string, st *subdirState, shardFiles map[strin
 			shardFiles[f] = true
 		}
 	}
-	if x.files.RunExports {
-		if err := x.writeJSON(dir, "run_exports.json", renderRunExports(subdir, st)); err != nil {
-			return err
-		}
-	} else if err := removeAll(dir, "run_exports.json", "run_exports.json.zst"); err != nil {
+	runExports := func() ([]byte, error) { return renderRunExports(subdir, st), nil }
+	if err := x.writeOrRemove(dir, "run_exports.json", x.files.RunExports, runExports); err != nil {
 		return err
 	}
-	if x.files.CurrentRepodata {
-		cur, err := renderCurrent(subdir, st)
-		if err != nil {
-			return fmt.Errorf("current_repodata.json: %w", err)
-		}
-		if err := x.writeJSON(dir, CurrentRepodataFile, cur); err != nil {
-			return err
-		}
-	} else if err := removeAll(dir, CurrentRepodataFile, CurrentRepodataFile+".zst"); err != nil {
+	current := func() ([]byte, error) { return renderCurrent(subdir, st) }
+	if err := x.writeOrRemove(dir, CurrentRepodataFile, x.files.CurrentRepodata, current); err != nil {
 		return err
 	}
-	if x.files.Shards {
-		idx, err := x.encodeShardIndex(subdir, shardRefs(st.shards), x.now())
-		if err != nil {
-			return fmt.Errorf("encode shard index: %w", err)
-		}
-		if err := atomicfile.Write(filepath.Join(dir, ShardIndexFile), idx); err != nil {
-			return fmt.Errorf("write %s: %w", ShardIndexFile, err)
-		}
-	} else {
+	return x.writeShardIndex(dir, subdir, st)
+}
+
+// writeOrRemove writes name (and name.zst) rendered by render when its
+// kind is on, and removes both when it is off, so that a stale copy never
+// stays beside the files that are written.
+func (x *Writer) writeOrRemove(dir, name string, on bool, render func() ([]byte, error)) error {
+	if !on {
+		return removeAll(dir, name, name+".zst")
+	}
+	data, err := render()
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return x.writeJSON(dir, name, data)
+}
+
+// writeShardIndex writes the shard index, which names the shards of st;
+// with shards off, it forgets them and removes the index.
+func (x *Writer) writeShardIndex(dir, subdir string, st *subdirState) error {
+	if !x.files.Shards {
 		clear(st.shards)
-		if err := removeAll(dir, ShardIndexFile); err != nil {
-			return err
-		}
+		return removeAll(dir, ShardIndexFile)
 	}
-	<-prepared
-	if prepErr != nil {
-		return fmt.Errorf("write repodata.json: %w", prepErr)
+	idx, err := x.encodeShardIndex(subdir, shardRefs(st.shards), x.now())
+	if err != nil {
+		return fmt.Errorf("encode shard index: %w", err)
 	}
-	committed = true
+	if err := atomicfile.Write(filepath.Join(dir, ShardIndexFile), idx); err != nil {
+		return fmt.Errorf("write %s: %w", ShardIndexFile, err)
+	}
+	return nil
+}
+
+// commitRepodata waits for the preparation, then puts repodata.json.zst
+// in place (or removes a stale one), then repodata.json.
+func (x *Writer) commitRepodata(dir string, p *preparedRepodata) error {
+	<-p.done
+	if p.err != nil {
+		p.abort()
+		return fmt.Errorf("write repodata.json: %w", p.err)
+	}
 	if x.files.Zst {
-		if err := zstFile.Commit(); err != nil {
-			jsonFile.Abort()
+		if err := p.zst.Commit(); err != nil {
+			p.json.Abort()
 			return fmt.Errorf("write repodata.json.zst: %w", err)
 		}
 	} else if err := removeAll(dir, "repodata.json.zst"); err != nil {
-		jsonFile.Abort()
+		p.json.Abort()
 		return err
 	}
-	if err := jsonFile.Commit(); err != nil {
+	if err := p.json.Commit(); err != nil {
 		return fmt.Errorf("write repodata.json: %w", err)
 	}
-	return x.removeOrphans(dir, st, shardFiles)
+	return nil
 }
 
 // writeJSON writes name, and before it name.zst (or removes a stale one).
@@ -149,6 +184,30 @@ const syncEach = 32
 // durable, then renamed to their final names, so a shard file under its
 // final name is always complete. It returns the files written.
 func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool) ([]string, error) {
+	fresh, refs, err := x.encodeChangedShards(st, onDisk)
+	if err != nil {
+		return nil, err
+	}
+	written, err := writeShardFiles(dir, fresh)
+	if err != nil {
+		return nil, err
+	}
+	// The shards are durable: the index may name them from now on.
+	for name := range st.dirtyNames {
+		if sh, ok := refs[name]; ok {
+			st.shards[name] = shard{sum: sh.sum}
+		} else {
+			delete(st.shards, name)
+		}
+	}
+	clear(st.dirtyNames)
+	return written, nil
+}
+
+// encodeChangedShards encodes the shard of every package name that
+// changed. It returns them by name (refs), and those not yet on disk by
+// file name (fresh).
+func (x *Writer) encodeChangedShards(st *subdirState, onDisk map[string]bool) (fresh, refs map[string]shard, err error) {
 	// A shard the index names that is no longer on disk (deleted by
 	// hand) is encoded and written again.
 	for name, sh := range st.shards {
@@ -156,8 +215,8 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 			st.dirtyNames[name] = true
 		}
 	}
-	fresh := map[string]shard{}
-	refs := map[string]shard{}
+	fresh = map[string]shard{}
+	refs = map[string]shard{}
 	for name := range st.dirtyNames {
 		files := st.byName[name]
 		if len(files) == 0 {
@@ -165,7 +224,7 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 		}
 		sh, ok, err := x.encodeShard(slices.Sorted(maps.Keys(files)), st.entries, st.plan)
 		if err != nil {
-			return nil, fmt.Errorf("shard %s: %w", name, err)
+			return nil, nil, fmt.Errorf("shard %s: %w", name, err)
 		}
 		if !ok {
 			continue // every file of the name is removed by a patch
@@ -175,6 +234,13 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 			fresh[sh.file()] = sh
 		}
 	}
+	return fresh, refs, nil
+}
+
+// writeShardFiles writes each shard of fresh to a temp file, makes them all
+// durable, then renames them to their file names and makes the renames
+// durable. It returns the file names written.
+func writeShardFiles(dir string, fresh map[string]shard) ([]string, error) {
 	var temps []*os.File
 	defer func() {
 		for _, f := range temps {
@@ -201,7 +267,7 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 		}
 	}
 	if len(fresh) > syncEach {
-		if err := unix.Syncfs(int(temps[0].Fd())); err != nil {
+		if err := atomicfile.SyncFS(temps[0]); err != nil {
 			return nil, fmt.Errorf("syncfs: %w", err)
 		}
 	}
@@ -223,15 +289,6 @@ func (x *Writer) writeShards(dir string, st *subdirState, onDisk map[string]bool
 			return nil, err
 		}
 	}
-	// The shards are durable: the index may name them from now on.
-	for name := range st.dirtyNames {
-		if sh, ok := refs[name]; ok {
-			st.shards[name] = shard{sum: sh.sum}
-		} else {
-			delete(st.shards, name)
-		}
-	}
-	clear(st.dirtyNames)
 	return written, nil
 }
 

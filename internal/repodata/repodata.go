@@ -1,20 +1,24 @@
 // Package repodata is the built-in channel indexer: it writes each
-// subdir's repodata.json as conda-index does, with no conda installed.
+// subdir's index files as conda-index does, with no conda installed and no
+// child process, so that an upload is indexed in milliseconds.
 //
 // A record is a package's info/index.json minus the keys conda-index
-// drops, plus the md5, sha256 and size of the whole file, with keys sorted.
-// Records are cached per subdir in a hidden folder (.index-cache), keyed by
-// filename, size and modification time, so adding one package to a subdir
-// of ten thousand reads one package, not ten thousand. Each update
-// reconciles the cache with the directory, so packages added or removed by
-// hand are picked up, and a cache that cannot be read is rebuilt, never
-// trusted.
+// drops, plus the md5, sha256 and size of the whole file, with keys sorted;
+// the subdir's patch_instructions.json is applied to the records as
+// conda-index applies it. Records are cached per subdir in a hidden folder
+// (.index-cache), keyed by filename, size and modification time, so adding
+// one package to a subdir of ten thousand reads one package, not ten
+// thousand. Each update reconciles the cache with the directory, so
+// packages added or removed by hand are picked up, and a cache that cannot
+// be read is rebuilt, never trusted.
 //
-// repodata.json is replaced atomically (temp file, fsync, rename), so a
-// client never reads a half-written index. current_repodata.json,
-// channeldata.json and compressed copies are not written: conda-index's
-// CLI leaves the first two off by default, and a repodata.json.zst that a
-// later conda-index run did not refresh would serve stale data.
+// Besides repodata.json it writes what Files turns on: repodata.json.zst,
+// CEP-16 shards and their index, run_exports.json, current_repodata.json,
+// and the channel's channeldata.json. Each file is replaced atomically, in
+// an order that keeps what a client sees consistent even across a crash
+// (new shards before the index that names them, repodata.json last); a
+// compressed copy is written on every run and a file whose kind is turned
+// off is removed, so nothing stale stays beside repodata.json.
 package repodata
 
 import (

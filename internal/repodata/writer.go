@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,8 +22,6 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -325,8 +322,8 @@ func (x *Writer) loadPatch(dir string, st *subdirState) error {
 func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirState) (map[string]bool, error) {
 	if st.statted && st.onDisk != nil {
 		var pkgs, shards fingerprint
-		err := scanDir(dir, &st.direntBuf, func(b []byte, typ byte) {
-			switch classify(b, typ) {
+		err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
+			switch classify(b, maybeFile) {
 			case pkgName:
 				pkgs.add(b)
 			case shardName:
@@ -343,8 +340,8 @@ func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirSt
 	st.gen++
 	shardFiles := map[string]bool{}
 	var fresh []string // package files with no entry, or not yet statted
-	err := scanDir(dir, &st.direntBuf, func(b []byte, typ byte) {
-		switch classify(b, typ) {
+	err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
+		switch classify(b, maybeFile) {
 		case shardName:
 			shardFiles[string(b)] = true
 		case pkgName:
@@ -398,50 +395,6 @@ func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirSt
 	return shardFiles, nil
 }
 
-// scanDir calls f with the name and type (unix.DT_*) of every entry of
-// dir, in directory order. It reads the entries with getdents(2) into buf
-// (kept between calls) and passes names as byte slices that are valid only
-// during the call: listing a subdir of 100,000 packages this way costs a
-// third of os.ReadDir, which allocates and sorts every name.
-func scanDir(dir string, buf *[]byte, f func(name []byte, typ byte)) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &fs.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(fd)
-	if len(*buf) == 0 {
-		*buf = make([]byte, 256<<10)
-	}
-	for {
-		n, err := unix.Getdents(fd, *buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "getdents", Path: dir, Err: err}
-		}
-		if n == 0 {
-			return nil
-		}
-		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8,
-		// name NUL-terminated.
-		for b := (*buf)[:n]; len(b) >= 19; {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			if reclen < 19 || reclen > len(b) {
-				return fmt.Errorf("getdents %s: bad record length %d", dir, reclen)
-			}
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if !(len(name) == 1 && name[0] == '.') && !(len(name) == 2 && name[0] == '.' && name[1] == '.') {
-				f(name, b[18])
-			}
-			b = b[reclen:]
-		}
-	}
-}
-
 // put sets a package's entry and marks what depends on it as changed.
 func (st *subdirState) put(filename string, e *entry) {
 	st.remove(filename)
@@ -492,9 +445,9 @@ const (
 	shardName
 )
 
-func classify(b []byte, typ byte) int {
+func classify(b []byte, maybeFile bool) int {
 	switch {
-	case len(b) == 0 || b[0] == '.' || (typ != unix.DT_REG && typ != unix.DT_UNKNOWN):
+	case len(b) == 0 || b[0] == '.' || !maybeFile:
 		return otherName
 	case bytes.HasSuffix(b, []byte(shardSuffix)):
 		if string(b) == ShardIndexFile {

@@ -14,6 +14,10 @@
 // before Landlock ABI 8 each thread gets its own domain, and a scoped
 // process then often cannot kill its own indexer child (measured on this
 // project's 6.18 kernel: 26 of 40 kills failed with EPERM).
+//
+// All of this is Linux. On another system the package builds, so that the
+// module can be vetted there, but NoNewPrivs returns an error that wraps
+// errors.ErrUnsupported, which stops the daemon before it serves.
 package sandbox
 
 import (
@@ -28,8 +32,6 @@ import (
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
-	"golang.org/x/sys/unix"
-	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
 // Mode says how strictly Landlock is applied.
@@ -100,17 +102,6 @@ func Drop(c Creds) error {
 	}
 	if c.UID != 0 && syscall.Setuid(0) == nil {
 		return errors.New("privilege drop failed: setuid(0) still succeeds")
-	}
-	return nil
-}
-
-// NoNewPrivs sets PR_SET_NO_NEW_PRIVS on every thread, so neither the
-// server nor a child can gain privileges through execve (setuid binaries,
-// file capabilities).
-func NoNewPrivs() error {
-	_, _, errno := psx.Syscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0)
-	if errno != 0 {
-		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", errno)
 	}
 	return nil
 }

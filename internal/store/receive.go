@@ -10,7 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"golang.org/x/sys/unix"
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 )
 
 // ErrTooLarge is returned by Receive when the upload exceeds its limit.
@@ -176,9 +176,8 @@ func (p *pipeline) hash(h hash.Hash, in <-chan *chunk) {
 // sync makes what has been written durable, on request, in the
 // background.
 func (p *pipeline) sync(syncs <-chan int64) {
-	fd := int(p.u.f.Fd())
 	for range syncs {
-		if err := unix.Fdatasync(fd); err != nil {
+		if err := atomicfile.Datasync(p.u.f); err != nil {
 			// Not to be retried: after a failed fsync, Linux may have
 			// dropped the pages, and a later fsync succeeds.
 			p.fail(&WriteError{err})
@@ -190,7 +189,6 @@ func (p *pipeline) sync(syncs <-chan int64) {
 // writebackStep and asks for an fdatasync every syncStep.
 func (p *pipeline) write(in <-chan *chunk, syncs chan<- int64, scan io.Writer) {
 	defer close(syncs)
-	fd := int(p.u.f.Fd())
 	var written, started, synced int64
 	for c := range in {
 		if !p.failed.Load() {
@@ -199,7 +197,7 @@ func (p *pipeline) write(in <-chan *chunk, syncs chan<- int64, scan io.Writer) {
 			} else {
 				written += int64(c.n)
 				if written-started >= writebackStep {
-					unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
+					atomicfile.StartWriteback(p.u.f, started, written-started)
 					started = written
 				}
 				if written-synced >= syncStep {
@@ -219,7 +217,7 @@ func (p *pipeline) write(in <-chan *chunk, syncs chan<- int64, scan io.Writer) {
 		p.release(c)
 	}
 	if written > started && !p.failed.Load() {
-		unix.SyncFileRange(fd, started, written-started, unix.SYNC_FILE_RANGE_WRITE)
+		atomicfile.StartWriteback(p.u.f, started, written-started)
 	}
 }
 

@@ -1,14 +1,21 @@
 // Package store puts uploaded packages into the channel on disk so that
-// nothing half-written is ever visible and nothing is ever overwritten.
+// nothing half-written is ever visible and no package's bytes are ever
+// lost.
 //
 // An upload streams into a temp file in WRITE_DIR/.incoming, on the same
-// file system as the channel. (The subdir of a .conda is known only once
-// its zip central directory, at the end of the upload, has been read, so
-// the temp file cannot start out in the target subdir.) Publishing fsyncs
-// the file, hard-links it to WRITE_DIR/<subdir>/<filename> with link(2),
-// which fails instead of replacing an existing name, and fsyncs the subdir.
-// A crash at any point leaves either no package or a complete one, plus at
+// file system as the channel, hashed (sha256 and md5) and written back to
+// the disk as it arrives. (The subdir of a .conda is known only once its
+// zip central directory, at the end of the upload, has been read, so the
+// temp file cannot start out in the target subdir.) Publishing fsyncs the
+// file, hard-links it to WRITE_DIR/<subdir>/<filename> with link(2), which
+// fails instead of replacing an existing name, and fsyncs the subdir. A
+// crash at any point leaves either no package or a complete one, plus at
 // most a temp file that Open removes at the next start.
+//
+// A label's subdir is WRITE_DIR/label/<L>/<subdir> (Dir); main's is the
+// subdir itself. Nothing is overwritten in place: a forced upload
+// (Replace) and a delete first hard-link the old file into
+// WRITE_DIR/.trash/<UTC date>/ (Trash).
 package store
 
 import (
