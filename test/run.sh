@@ -82,7 +82,7 @@ echo "== go test"
 go test -race -count=1 ./...
 
 if [[ $FUZZTIME != 0 ]]; then
-	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x channel:FuzzResolve:100000x server:FuzzCleanPath:50000x patch:FuzzPatch:200000x; do
+	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x channel:FuzzResolve:100000x server:FuzzCleanPath:50000x patch:FuzzPatch:200000x record:FuzzCheck:200000x; do
 		IFS=: read -r pkg name budget <<<"$target"
 		echo "== fuzz $name (${FUZZTIME:-$budget})"
 		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZTIME:-$budget}" -fuzzminimizetime 100x "./internal/$pkg/"
