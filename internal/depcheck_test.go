@@ -55,6 +55,7 @@ var allowed = map[string][]string{
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
+	"internal/testneed": {"github.com/landlock-lsm/go-landlock/landlock/syscall"},
 }
 
 func TestDependencies(t *testing.T) {
