@@ -41,7 +41,7 @@ var allowed = map[string][]string{
 		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/aws/smithy-go",
 		"internal/atomicfile", "internal/channel", "internal/condapkg"},
 	"internal/s3test": {"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/credentials",
-		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5"},
+		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "internal/testneed"},
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
