@@ -486,9 +486,11 @@ func TestCertReloadAndShutdown(t *testing.T) {
 	}()
 	body := buf.Bytes()
 	pw.Write(body[:1000])
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, func() bool { return inFlight(t, client, p.url) == 1 })
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
+	if !p.logged("shutting down; draining uploads") {
+		t.Fatal("no drain after SIGTERM")
+	}
 	pw.Write(body[1000:])
 	pw.Close()
 	if r := <-res; r.err != nil || r.code != 201 {

@@ -327,7 +327,7 @@ func TestSlowClients(t *testing.T) {
 		}
 	}
 	pr.Close()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, func() bool { return inFlight(t, p.client, p.url) == 0 }) // the upload has cleaned up
 	checkChannel(t, root, nil)
 	if _, err := os.Stat(filepath.Join(root, "osx-64")); err == nil {
 		t.Error("a trickled upload was published")
@@ -407,12 +407,14 @@ func TestConnectionFlood(t *testing.T) {
 		c.Close()
 	}
 	conns = nil
-	time.Sleep(200 * time.Millisecond)
-	resp, err := p.client.Get(p.url + "healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("after the flood: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	waitUntil(t, func() bool { // serves again once the server sees them closed
+		resp, err := p.client.Get(p.url + "healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
 
 // TestBruteForce: after auth_failure_limit failures an address gets 429

@@ -217,7 +217,7 @@ landlock = "enforce"
 	// Unhealthy: the channel stops being writable. Pings must stop.
 	incoming := filepath.Join(root, ".incoming")
 	os.Chmod(incoming, 0o500)
-	time.Sleep(500 * time.Millisecond) // let the current tick pass
+	notify.waitFor(t, "STATUS=unhealthy", 5*time.Second) // the tick that withholds its ping
 	since = time.Now()
 	time.Sleep(1500 * time.Millisecond)
 	if n := notify.count("WATCHDOG=1", since); n != 0 {
@@ -228,10 +228,7 @@ landlock = "enforce"
 	}
 	os.Chmod(incoming, 0o700)
 	since = time.Now()
-	time.Sleep(1 * time.Second)
-	if n := notify.count("WATCHDOG=1", since); n == 0 {
-		t.Error("watchdog pings did not resume once healthy")
-	}
+	waitUntil(t, func() bool { return notify.count("WATCHDOG=1", since) > 0 }) // pings resume once healthy
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
