@@ -32,7 +32,7 @@ func needRattler(t *testing.T) {
 	t.Helper()
 	testneed.Tool(t, "node", "nodejs")
 	testneed.File(t, filepath.Join("..", "..", "test", "rattler", "node_modules", "@conda-org", "rattler"),
-		"the rattler solver", "(cd test/rattler && npm install)")
+		"the rattler solver", "cd test/rattler && npm install")
 }
 
 // rattlerSolve runs the real rattler solver (the library behind pixi,
