@@ -1,7 +1,8 @@
 # conda-upload-server build. The README's commands do not need make; this
-# is for packages and the end-to-end test.
+# is for the fast check, packages and the end-to-end test.
 
 NFPM       := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ARCH       ?= amd64
 # A release is tagged vX.Y.Z; any other commit gets BASE~git<n>.<hash>, so a
 # build is never silently 0.0.0 and later commits sort later.
@@ -11,7 +12,7 @@ VERSION    ?= $(if $(TAG),$(TAG:v%=%),$(BASE)~git$(shell git rev-list --count HE
 COMMIT     := $(shell git rev-parse HEAD)
 EPOCH      := $(shell git log -1 --format=%ct)
 
-.PHONY: all build packages lint-packages e2e test bench clean
+.PHONY: all build check packages lint-packages e2e test bench clean
 
 all: build
 
@@ -47,6 +48,15 @@ lint-packages: packages
 
 e2e: packages
 	./test/e2e/run.sh
+
+# The fast loop: formatting, vet, staticcheck, and the tests that need
+# nothing outside Go (-short skips the others; see internal/testneed).
+# test runs everything, as root.
+check:
+	@files=$$(gofmt -l .); if [ -n "$$files" ]; then echo "gofmt would change: $$files" >&2; exit 1; fi
+	go vet ./...
+	go run $(STATICCHECK) ./...
+	go test -short ./...
 
 test:
 	./test/run.sh

@@ -42,7 +42,7 @@ var allowed = map[string][]string{
 		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/aws/smithy-go",
 		"internal/atomicfile", "internal/channel", "internal/condapkg"},
 	"internal/s3test": {"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/credentials",
-		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5"},
+		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "internal/testneed"},
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
@@ -56,6 +56,7 @@ var allowed = map[string][]string{
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
+	"internal/testneed": {"github.com/landlock-lsm/go-landlock/landlock/syscall"},
 }
 
 func TestDependencies(t *testing.T) {

@@ -15,10 +15,17 @@
 #              Counts, because Go 1.26's fuzz coordinator can fail a run
 #              with "context deadline exceeded" at the end of a duration
 #              budget (golang/go#75804, fixed in Go 1.27). 0 skips fuzzing.
+#   TEST_OUT   where the whole `go test -json` log goes (dist/test).
+#
+# A test that needs something this machine lacks fails here with the
+# command that fixes it (internal/testneed), and a test that skips fails
+# the run: in a plain `go test ./...` the same tests skip, naming the need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZTIME=${FUZZTIME:-}
+TEST_OUT=${TEST_OUT:-dist/test}
+export CONDA_UPLOAD_TEST_STRICT=1
 STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Tools the tests use, by the Debian package that brings them.
@@ -78,8 +85,8 @@ GOOS=darwin go vet ./...
 echo "== staticcheck"
 go run "$STATICCHECK" ./...
 
-echo "== go test"
-go test -race -count=1 ./...
+echo "== go test (no test may skip; the whole log: $TEST_OUT/go-test.json)"
+go test -race -count=1 -json ./... | go run ./test/testreport -o "$TEST_OUT/go-test.json"
 
 if [[ $FUZZTIME != 0 ]]; then
 	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x channel:FuzzResolve:100000x server:FuzzCleanPath:50000x patch:FuzzPatch:200000x record:FuzzCheck:200000x; do

@@ -26,6 +26,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // This file is the harness of the process-level tests: certificates, the
@@ -262,6 +263,7 @@ func original(t *testing.T, extra ...string) (*proc, string) {
 // listing the subdir's packages, as conda index would.
 func standIn(t *testing.T, ctl string) string {
 	t.Helper()
+	testneed.Python(t, "json", "")
 	src, err := os.ReadFile(filepath.Join("testdata", "conda-standin.py"))
 	if err != nil {
 		t.Fatal(err)
@@ -317,6 +319,7 @@ func writeSynthetic(t *testing.T, path, name, version, build, subdir string) {
 	s := pkgtest.Simple(name, version, build, subdir)
 	ext := ".conda"
 	if strings.HasSuffix(path, ".tar.bz2") {
+		testneed.Tool(t, "bzip2", "bzip2")
 		ext = ".tar.bz2"
 	}
 	if err := os.WriteFile(path, pkgtest.Build(t, s, ext), 0o644); err != nil {

@@ -90,6 +90,7 @@ file = %q
 // newest build and see the solver pick the older one while the yanked file
 // still downloads, then delete it. Each change is in the audit log.
 func TestPromotionFlow(t *testing.T) {
+	needRattler(t)
 	p, cert, root, auditFile := startLabelled(t)
 	pkgs := []string{
 		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",

@@ -22,11 +22,14 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestOriginalClients uploads with the three clients the original's users
 // have: Python requests (the README's snippet, verify=False), curl, and Go.
 func TestOriginalClients(t *testing.T) {
+	python := testneed.Python(t, "requests", "python3-requests")
+	testneed.Tool(t, "curl", "curl")
 	p, root := original(t)
 	if !p.logged("token_hash was given on the command line") {
 		t.Error("no warning about token_hash on the command line")
@@ -42,7 +45,7 @@ for artifact in artifacts:
                       verify=False)
     print(r.status_code, r.json()['subdir'])
 `, p.port, testToken)
-	cmd := exec.Command("/usr/bin/python3", "-W", "ignore", "-c", py,
+	cmd := exec.Command(python, "-W", "ignore", "-c", py,
 		corpusFile("conda/linux-64/zlib-1.2.11-h7b6447c_3.tar.bz2"), corpusFile("conda/sample_noarch_python-1.0-py_0.conda"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -96,6 +99,7 @@ for artifact in artifacts:
 // hang past the timeout (whose process group must be killed), garbage
 // output, and recovery.
 func TestCondaIndexer(t *testing.T) {
+	testneed.Landlock(t, 2)
 	ctl := serviceOwned(t, shared(t))
 	exe := standIn(t, ctl)
 	dir := shared(t)
@@ -311,6 +315,7 @@ func TestStartupErrors(t *testing.T) {
 // TestDevMode runs the README's first command and uploads with the curl
 // line it prints.
 func TestDevMode(t *testing.T) {
+	testneed.Tool(t, "curl", "curl")
 	wd := t.TempDir()
 	port := freePort(t)
 	cmd := command(t, "--dev", "-p", strconv.Itoa(port))
@@ -481,9 +486,11 @@ func TestCertReloadAndShutdown(t *testing.T) {
 	}()
 	body := buf.Bytes()
 	pw.Write(body[:1000])
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, func() bool { return inFlight(t, client, p.url) == 1 })
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
+	if !p.logged("shutting down; draining uploads") {
+		t.Fatal("no drain after SIGTERM")
+	}
 	pw.Write(body[1000:])
 	pw.Close()
 	if r := <-res; r.err != nil || r.code != 201 {

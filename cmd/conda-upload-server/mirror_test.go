@@ -94,6 +94,7 @@ func bucketMatchesDisk(t *testing.T, g *s3test.Gateway, root string) {
 // bucket's URL alone, and that the answer, /readyz and the metrics say
 // what the mirror does.
 func TestMirrorEndToEnd(t *testing.T) {
+	needRattler(t)
 	p, g, root, _ := mirrored(t)
 	pkgs := []string{
 		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",

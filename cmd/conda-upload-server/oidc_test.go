@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/oidctest"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestTrustedPublishingConfined runs the real binary as nobody, with
@@ -20,7 +21,9 @@ import (
 // the issuer's port (and only it), and a CI job's ID token must mint a
 // token that uploads, both with curl as a workflow would use it.
 func TestTrustedPublishingConfined(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
+	testneed.Tool(t, "curl", "curl")
+	testneed.Landlock(t, 2)
 	is := oidctest.NewIssuer(t)
 	dir := shared(t)
 	ca := filepath.Join(dir, "issuer-ca.pem")

@@ -44,6 +44,18 @@ func metricValue(text, sample string) (float64, bool) {
 	return 0, false
 }
 
+// inFlight reads the uploads in flight from the server's /metrics, which
+// loopback may read by default.
+func inFlight(t *testing.T, c *http.Client, url string) float64 {
+	t.Helper()
+	_, text := get(t, c, url+"metrics")
+	n, ok := metricValue(text, "conda_upload_in_flight")
+	if !ok {
+		t.Fatalf("no conda_upload_in_flight in /metrics:\n%s", text)
+	}
+	return n
+}
+
 // TestMetricsAndReadiness checks /metrics after real uploads, who may read
 // it, the separate metrics listener, and /readyz.
 func TestMetricsAndReadiness(t *testing.T) {
@@ -174,7 +186,9 @@ func TestAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	time.Sleep(100 * time.Millisecond)
+	if !p.logged("tokens reloaded") { // the audit log is reopened next
+		t.Fatal("no reload after SIGHUP")
+	}
 	p.upload(t, "nope", pkg)
 	if recs := read(); len(recs) != 1 || recs[0].Status != 401 {
 		t.Errorf("after copytruncate: %+v", recs)

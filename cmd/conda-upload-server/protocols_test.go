@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestProtocolsWithCurl sends each upload protocol rattler-build and pixi
@@ -17,6 +18,7 @@ import (
 // X-File-SHA256 part headers, Bearer), and Artifactory (PUT, Bearer and
 // Basic). Each package must be stored and listed.
 func TestProtocolsWithCurl(t *testing.T) {
+	testneed.Tool(t, "curl", "curl")
 	p, root := original(t)
 	curl := func(args ...string) (int, string) {
 		t.Helper()

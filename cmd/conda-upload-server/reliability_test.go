@@ -24,6 +24,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // startWith starts the binary as root dropping to nobody, with a config of
@@ -164,7 +165,7 @@ func sha256File(t *testing.T, path string) string {
 // must hold no partial package, no temp file, and no index entry for a
 // package that is not there.
 func TestCrashLoop(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
 	ctl := serviceOwned(t, shared(t))
 	os.WriteFile(filepath.Join(ctl, "sleep"), []byte("0.2"), 0o644)
 	exe := standIn(t, ctl)
@@ -223,7 +224,7 @@ func TestCrashLoop(t *testing.T) {
 // fit gets 507 and leaves nothing, and once space is freed uploads work.
 // A read-only channel is refused at start.
 func TestFullDisk(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
 	dir := shared(t)
 	root := filepath.Join(dir, "channel")
 	os.MkdirAll(root, 0o755)
@@ -326,7 +327,7 @@ func TestSlowClients(t *testing.T) {
 		}
 	}
 	pr.Close()
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, func() bool { return inFlight(t, p.client, p.url) == 0 }) // the upload has cleaned up
 	checkChannel(t, root, nil)
 	if _, err := os.Stat(filepath.Join(root, "osx-64")); err == nil {
 		t.Error("a trickled upload was published")
@@ -406,12 +407,14 @@ func TestConnectionFlood(t *testing.T) {
 		c.Close()
 	}
 	conns = nil
-	time.Sleep(200 * time.Millisecond)
-	resp, err := p.client.Get(p.url + "healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("after the flood: %v %v", resp, err)
-	}
-	resp.Body.Close()
+	waitUntil(t, func() bool { // serves again once the server sees them closed
+		resp, err := p.client.Get(p.url + "healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
 
 // TestBruteForce: after auth_failure_limit failures an address gets 429

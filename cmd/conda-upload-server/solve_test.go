@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // solved is one record as test/rattler/solve.cjs prints it.
@@ -25,15 +26,22 @@ type solved struct {
 	Size                                         int64
 }
 
+// needRattler needs Node.js and the rattler solver from npm, which .ci/run
+// installs.
+func needRattler(t *testing.T) {
+	t.Helper()
+	testneed.Tool(t, "node", "nodejs")
+	testneed.File(t, filepath.Join("..", "..", "test", "rattler", "node_modules", "@conda-org", "rattler"),
+		"the rattler solver", "cd test/rattler && npm install")
+}
+
 // rattlerSolve runs the real rattler solver (the library behind pixi,
 // compiled to WebAssembly, from npm) against channel. .ci/run installs
 // Node.js and the package.
 func rattlerSolve(t *testing.T, caFile, channel string, specs ...string) ([]solved, error) {
 	t.Helper()
+	needRattler(t)
 	dir, _ := filepath.Abs(filepath.Join("..", "..", "test", "rattler"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@conda-org", "rattler")); err != nil {
-		t.Fatalf("the rattler solver is not installed: run (cd test/rattler && npm install), as .ci/run does: %v", err)
-	}
 	cmd := exec.Command("node", append([]string{"solve.cjs", channel, "linux-64,noarch"}, specs...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NODE_EXTRA_CA_CERTS="+caFile)
@@ -55,6 +63,7 @@ func rattlerSolve(t *testing.T, caFile, channel string, specs ...string) ([]solv
 // size must be what was uploaded, and each file it points to must come
 // back with the same sha256.
 func TestRattlerSolve(t *testing.T) {
+	needRattler(t)
 	pkgs := []string{
 		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h00ce149_0.conda",
 		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // notifyListener is what systemd is to a Type=notify service: a datagram
@@ -106,13 +107,6 @@ func procStatus(t *testing.T, pid int) map[string]string {
 	return out
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (privilege drop, chown); run the suite as root as test/run.sh says")
-	}
-}
-
 // TestSocketActivation runs the server as systemd would: started by
 // systemd-socket-activate on the first connection to a socket it holds,
 // as root, with NOTIFY_SOCKET and WATCHDOG_USEC. It checks READY, STATUS,
@@ -120,7 +114,9 @@ func requireRoot(t *testing.T) {
 // resume after, the privilege drop and no_new_privs, and STOPPING plus a
 // clean exit on SIGTERM.
 func TestSocketActivation(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
+	testneed.Tool(t, "systemd-socket-activate", "systemd")
+	testneed.Landlock(t, 2)
 	dir := shared(t)
 	cert, key, pool, _ := certPair(t, dir, "")
 	root := serviceOwned(t, filepath.Join(dir, "channel"))
@@ -221,7 +217,7 @@ landlock = "enforce"
 	// Unhealthy: the channel stops being writable. Pings must stop.
 	incoming := filepath.Join(root, ".incoming")
 	os.Chmod(incoming, 0o500)
-	time.Sleep(500 * time.Millisecond) // let the current tick pass
+	notify.waitFor(t, "STATUS=unhealthy", 5*time.Second) // the tick that withholds its ping
 	since = time.Now()
 	time.Sleep(1500 * time.Millisecond)
 	if n := notify.count("WATCHDOG=1", since); n != 0 {
@@ -232,10 +228,7 @@ landlock = "enforce"
 	}
 	os.Chmod(incoming, 0o700)
 	since = time.Now()
-	time.Sleep(1 * time.Second)
-	if n := notify.count("WATCHDOG=1", since); n == 0 {
-		t.Error("watchdog pings did not resume once healthy")
-	}
+	waitUntil(t, func() bool { return notify.count("WATCHDOG=1", since) > 0 }) // pings resume once healthy
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -255,7 +248,7 @@ landlock = "enforce"
 // TestRefuseRoot checks that the server will not serve as root unless
 // told to, and that allow_root is the escape hatch.
 func TestRefuseRoot(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
 	dir := shared(t)
 	cert, key, pool, _ := certPair(t, dir, "")
 	hash := auth.Hash(auth.DefaultSalt, testToken)
@@ -292,7 +285,8 @@ func TestRefuseRoot(t *testing.T) {
 // creating one outside the channel must fail, writing in the channel must
 // work, and so must opening a TCP connection be refused.
 func TestLandlockConfinesIndexer(t *testing.T) {
-	requireRoot(t)
+	testneed.Root(t)
+	testneed.Landlock(t, 4)
 	ctl := serviceOwned(t, shared(t))
 	exe := standIn(t, ctl)
 	dir := shared(t)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestTLSScan runs Debian's testssl.sh against the running server:
@@ -16,6 +18,7 @@ import (
 // and TLS 1.0 and 1.1 must be refused. The certificate checks are left
 // out: the test's certificate is self-signed and short-lived on purpose.
 func TestTLSScan(t *testing.T) {
+	testneed.Tool(t, "testssl", "testssl.sh")
 	p, _ := startWith(t, "")
 	out := filepath.Join(t.TempDir(), "testssl.json")
 	cmd := exec.Command("testssl", "--quiet", "--color", "0", "--warnings", "off", "--ip", "127.0.0.1",

@@ -10,11 +10,13 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestServiceExposure scores the shipped service unit with systemd's own
 // analyzer. --threshold is on a ×10 scale: 10 fails anything above 1.0.
 func TestServiceExposure(t *testing.T) {
+	testneed.Tool(t, "systemd-analyze", "systemd")
 	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--threshold=10", "../../systemd/conda-upload.service").CombinedOutput()
 	m := regexp.MustCompile(`Overall exposure level for conda-upload\.service: ([0-9.]+)`).FindSubmatch(out)
 	if m == nil {
@@ -32,6 +34,7 @@ func TestServiceExposure(t *testing.T) {
 // address on it), to the service unit and scores the result: it must stay
 // at or below 1.0 too.
 func TestMirrorDropInExposure(t *testing.T) {
+	testneed.Tool(t, "systemd-analyze", "systemd")
 	svc, err := os.ReadFile("../../systemd/conda-upload.service")
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // BenchmarkInspectLarge inspects 1 GiB packages of both formats, from disk
@@ -16,6 +17,7 @@ import (
 // figure to read is time per package: it must not grow with the payload,
 // because the payload is never decompressed.
 func BenchmarkInspectLarge(b *testing.B) {
+	testneed.Tool(b, "bzip2", "bzip2")
 	const size = 1 << 30
 	spec := pkgtest.Simple("big", "1.0", "0", "linux-64")
 	dir := b.TempDir()

@@ -8,11 +8,13 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestSynthetic covers hostile and malformed packages that the real corpus
 // lacks. Each is judged both from a file and while streaming.
 func TestSynthetic(t *testing.T) {
+	testneed.Tool(t, "bzip2", "bzip2")
 	good := pkgtest.Simple("demo", "1.0", "0", "linux-64")
 	small := condapkg.DefaultLimits()
 	small.MaxScanBytes = 1 << 20

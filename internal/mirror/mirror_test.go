@@ -28,6 +28,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/s3test"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 const bucket = "conda"
@@ -100,6 +101,7 @@ func (c *channelEnv) index(t testing.TB, dirs ...string) {
 // bucket holds every package and index file byte for byte, with the
 // headers the channel serves them with and their sha256.
 func TestSyncCopiesTheChannel(t *testing.T) {
+	testneed.File(t, "/usr/bin/aws", "Debian's awscli", "apt-get install awscli")
 	g := startGateway(t)
 	c := newChannel(t)
 	for i := range 5 {

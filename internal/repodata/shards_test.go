@@ -19,6 +19,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // put writes a small valid package into root/linux-64.
@@ -145,9 +146,7 @@ func TestShardUpdatesAndRetention(t *testing.T) {
 // its index files: the old files stay whole, the run fails, and the next
 // run succeeds once there is space.
 func TestDiskFullDuringRun(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts a tmpfs: run it as root (test/run.sh does)")
-	}
+	testneed.Root(t)
 	root := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", root).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v %s", err, out)

@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // The gateway's root keys.
@@ -57,10 +59,7 @@ func Start(t testing.TB, bucket string) *Gateway {
 // Restart starts the gateway again on the same address and directory.
 func (g *Gateway) Restart(t testing.TB) {
 	t.Helper()
-	bin, err := exec.LookPath("versitygw")
-	if err != nil {
-		t.Fatalf("versitygw (the S3 server these tests use) is not installed; .ci/run installs it: %v", err)
-	}
+	bin := testneed.GoTool(t, "versitygw", "github.com/versity/versitygw/cmd/versitygw@v1.8.0")
 	g.cmd = exec.Command(bin, "--port", g.Addr, "posix", g.Dir)
 	g.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 	if err := g.cmd.Start(); err != nil {

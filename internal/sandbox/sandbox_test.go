@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // Landlock cannot be undone, so each probe runs in a fresh copy of the
@@ -100,6 +101,7 @@ func probe(dir string) int {
 }
 
 func TestRestrict(t *testing.T) {
+	testneed.Landlock(t, 6)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "secret"), []byte("secret"), 0o644)
 	for _, d := range []string{"rw/a", "rw/b"} {

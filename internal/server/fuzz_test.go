@@ -18,6 +18,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // FuzzUpload feeds arbitrary request bodies to the upload handler under a
@@ -25,6 +26,7 @@ import (
 // with a known status, leave no temp file, and store a package only when
 // it says 201 or 200.
 func FuzzUpload(f *testing.F) {
+	testneed.Tool(f, "bzip2", "bzip2")
 	const boundary = "fuzzboundary"
 	s := pkgtest.Simple("fz", "1.0", "0", "noarch")
 	conda, tarbz2 := pkgtest.Conda(f, s), pkgtest.TarBz2(f, s)

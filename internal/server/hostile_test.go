@@ -13,6 +13,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/corpus"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // rawPost sends bytes as they are over a fresh HTTP/1.1 TLS connection,
@@ -51,6 +52,7 @@ func (e *env) dialRaw(t *testing.T) *tls.Conn {
 // package, no temp file, no repodata.json change. The README's security
 // section lists the same catalogue.
 func TestHostileCatalogue(t *testing.T) {
+	testneed.Tool(t, "bzip2", "bzip2")
 	good := pkgtest.Simple("demo", "1.0", "0", "linux-64")
 	conda := pkgtest.Conda(t, good)
 	tarbz2 := pkgtest.TarBz2(t, good)
@@ -240,6 +242,7 @@ func TestHostileCatalogue(t *testing.T) {
 // normal (conda packages ship them) and harmless here, since the payload
 // is never extracted: such a package is stored.
 func TestPayloadLinks(t *testing.T) {
+	testneed.Tool(t, "bzip2", "bzip2")
 	e := start(t)
 	s := pkgtest.Simple("links", "1.0", "0", "linux-64")
 	s.Payload = append(s.Payload,

@@ -32,6 +32,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 const (
@@ -375,6 +376,7 @@ func TestCorpusBadUploads(t *testing.T) {
 }
 
 func TestStatusCodes(t *testing.T) {
+	testneed.Tool(t, "bzip2", "bzip2")
 	good := pkgtest.Simple("demo", "1.0", "0", "linux-64")
 	conda := pkgtest.Conda(t, good)
 	tarbz2 := pkgtest.TarBz2(t, good)
