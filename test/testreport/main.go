@@ -37,6 +37,9 @@ type report struct {
 	output  map[string][]string // by package and test, until it ends
 	failed  int
 	skipped []string // "pkg TestX: reason"
+	// tests counts the tests (and subtests) that ran to an end, by
+	// outcome, for the closing line.
+	tests map[string]int
 }
 
 func main() {
@@ -94,6 +97,12 @@ func (r *report) handle(e event) {
 	if e.Package == "" {
 		key = e.ImportPath
 	}
+	if e.Test != "" && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip") {
+		if r.tests == nil {
+			r.tests = map[string]int{}
+		}
+		r.tests[e.Action]++
+	}
 	switch e.Action {
 	case "output", "build-output":
 		r.output[key] = append(r.output[key], e.Output)
@@ -137,8 +146,13 @@ func detail(lines []string) string {
 	return b.String()
 }
 
-// summary prints the skips and returns the exit code.
+// summary prints the skips and the closing count, and returns the exit
+// code. The closing line has the plain "N passed, N failed, N skipped"
+// form that CI reads when the stream's own lines are not shown.
 func (r *report) summary() int {
+	defer func() {
+		fmt.Fprintf(r.out, "tests: %d passed, %d failed, %d skipped\n", r.tests["pass"], r.tests["fail"], r.tests["skip"])
+	}()
 	if len(r.skipped) > 0 {
 		fmt.Fprintf(r.out, "\n%d skipped; under test/run.sh every test must run:\n", len(r.skipped))
 		for _, s := range r.skipped {

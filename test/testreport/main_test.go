@@ -63,7 +63,7 @@ func TestReport(t *testing.T) {
 	}
 	text := out.String()
 	for _, s := range []string{"--- FAIL: demo/a TestFail\n    a_test.go:6: context\n    a_test.go:6: boom\n",
-		"undefined: undefined", "FAIL demo/b", "ok   demo/c", "2 skipped"} {
+		"undefined: undefined", "FAIL demo/b", "ok   demo/c", "2 skipped", "failed, 2 skipped\n"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("the report lacks %q:\n%s", s, text)
 		}
@@ -92,8 +92,8 @@ func TestReportExit(t *testing.T) {
 		stream, report string
 		code           int
 	}{
-		{pass, "ok   demo/c 500ms\n", 0},
-		{skip, "ok   demo/c 500ms\n\n1 skipped; under test/run.sh every test must run:\n  demo/c TestRoot: c_test.go:5: needs root\n", 1},
+		{pass, "ok   demo/c 500ms\ntests: 1 passed, 0 failed, 0 skipped\n", 0},
+		{skip, "ok   demo/c 500ms\n\n1 skipped; under test/run.sh every test must run:\n  demo/c TestRoot: c_test.go:5: needs root\ntests: 0 passed, 0 failed, 1 skipped\n", 1},
 	} {
 		var out bytes.Buffer
 		r := &report{out: &out, output: map[string][]string{}}
