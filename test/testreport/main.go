@@ -97,7 +97,9 @@ func (r *report) handle(e event) {
 	if e.Package == "" {
 		key = e.ImportPath
 	}
-	if e.Test != "" && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip") {
+	// A fuzz target's input that skips itself is not a test that
+	// skipped (see fuzzInput), so it is not counted either.
+	if e.Test != "" && (e.Action == "pass" || e.Action == "fail" || e.Action == "skip" && !fuzzInput(e.Test)) {
 		if r.tests == nil {
 			r.tests = map[string]int{}
 		}
