@@ -7,9 +7,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -151,5 +154,135 @@ func TestTokenPathNeverLogged(t *testing.T) {
 	leaks("the log", logs)
 	if n := strings.Count(logs, "REDACTED"); n < len(cases) {
 		t.Errorf("%d redacted paths in the log, want at least %d:\n%s", n, len(cases), logs)
+	}
+}
+
+// TestReadLimits: a read token limited to labels or subdirs reads inside
+// its limits and gets 403 outside them, as an upload would, for every
+// file the channel serves (packages, repodata.json and .zst, shards,
+// run_exports.json, channeldata.json), every listing, each way a token
+// is sent, and the admin API's list. A path above a limit (the list of
+// labels, a label's root listing or channeldata.json) needs a token
+// without that limit.
+func TestReadLimits(t *testing.T) {
+	type reader struct {
+		secret          string
+		labels, subdirs []string
+	}
+	readers := map[string]reader{
+		"all":        {"rd-all-secret", nil, nil},
+		"dev":        {"rd-dev-secret", []string{"dev"}, nil},
+		"linux":      {"rd-linux-secret", nil, []string{"linux-64", "noarch"}},
+		"main-linux": {"rd-main-linux-secret", []string{"main"}, []string{"linux-64"}},
+	}
+	e := startServing(t, true, func(o *server.Options) {
+		toks := []auth.Token{{Name: "ci", Hash: mustHash(token)}}
+		for name, r := range readers {
+			toks = append(toks, auth.Token{Name: name, Hash: mustHash(r.secret), Scopes: []string{auth.ScopeRead}, Labels: r.labels, Subdirs: r.subdirs})
+		}
+		a, err := auth.New(auth.DefaultSalt, toks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Auth = a
+	})
+	for _, label := range []string{"main", "dev"} {
+		for _, subdir := range []string{"linux-64", "osx-64", "noarch"} {
+			spec := pkgtest.Simple("demo-"+strings.ReplaceAll(subdir, "-", ""), "1.0", "0", subdir)
+			if r := e.uploadTo(t, token, label, spec.Stem()+".conda", pkgtest.Conda(t, spec)); r.status != 201 {
+				t.Fatal(r.raw)
+			}
+		}
+	}
+	// channeldata.json is off by default; the channel serves it if there.
+	for _, dir := range []string{e.root, filepath.Join(e.root, "label", "dev")} {
+		if err := os.WriteFile(filepath.Join(dir, "channeldata.json"), []byte(`{"channeldata_version":1,"packages":{},"subdirs":[]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every public path, with the label and subdir it lies in.
+	type where struct{ label, subdir string }
+	// Listings, and redirects to them (which the client follows).
+	paths := map[string]where{"/": {"main", ""}, "/label/": {"", ""}, "/label/dev/": {"dev", ""},
+		"/label": {"", ""}, "/label/dev": {"dev", ""}, "/osx-64": {"main", "osx-64"}, "/label/dev/linux-64": {"dev", "linux-64"}}
+	kinds := map[string]bool{}
+	filepath.WalkDir(e.root, func(p string, d os.DirEntry, err error) error {
+		rel, _ := filepath.Rel(e.root, p)
+		if strings.HasPrefix(d.Name(), ".") && rel != "." {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		parts := strings.Split(rel, "/")
+		w := where{"main", ""}
+		if parts[0] == "label" && len(parts) > 1 {
+			w.label, parts = parts[1], parts[2:]
+		}
+		switch {
+		case d.IsDir() && len(parts) == 1 && parts[0] != "label" && parts[0] != ".":
+			w.subdir = parts[0]
+			paths["/"+rel+"/"] = w
+		case !d.IsDir() && len(parts) == 2:
+			w.subdir = parts[0]
+			paths["/"+rel] = w
+			kinds[strings.TrimPrefix(filepath.Ext(parts[1]), ".")] = true
+		case !d.IsDir() && len(parts) == 1:
+			paths["/"+rel] = w
+			kinds[parts[0]] = true
+		}
+		return nil
+	})
+	for _, k := range []string{"conda", "json", "zst", "channeldata.json"} {
+		if !kinds[k] {
+			t.Fatalf("the channel has no %s file to read: %v", k, kinds)
+		}
+	}
+	allowed := func(r reader, w where) bool {
+		return (len(r.labels) == 0 || slices.Contains(r.labels, w.label)) && (len(r.subdirs) == 0 || slices.Contains(r.subdirs, w.subdir))
+	}
+	checked := 0
+	for p, w := range paths {
+		for name, r := range readers {
+			want := http.StatusForbidden
+			if allowed(r, w) {
+				want = http.StatusOK
+			}
+			for i, send := range []func() (*http.Response, []byte){
+				func() (*http.Response, []byte) {
+					return e.get(t, "GET", p, http.Header{"Authorization": {"Bearer " + r.secret}})
+				},
+				func() (*http.Response, []byte) { return e.get(t, "HEAD", "/t/"+r.secret+p, nil) },
+			} {
+				resp, body := send()
+				if resp.StatusCode != want {
+					t.Errorf("%s reading %s (form %d): %d %s, want %d", name, p, i, resp.StatusCode, body, want)
+				} else if want == http.StatusForbidden && i == 0 {
+					isJSONError(t, resp, body, want)
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("%d reads of %d paths checked", checked, len(paths))
+	// The issue's example, and the admin API's list.
+	if r, b := e.get(t, "GET", "/osx-64/demo-osx64-1.0-0.conda", http.Header{"Authorization": {"Bearer " + readers["linux"].secret}}); r.StatusCode != 403 {
+		t.Errorf("a linux-64 token downloads osx-64: %d %s", r.StatusCode, b)
+	}
+	for _, c := range []struct {
+		reader, label, subdir string
+		status                int
+	}{
+		{"dev", "main", "linux-64", 403},
+		{"dev", "dev", "linux-64", 200},
+		{"main-linux", "main", "osx-64", 403},
+		{"main-linux", "dev", "linux-64", 403},
+		{"main-linux", "main", "linux-64", 200},
+		{"linux", "dev", "noarch", 200},
+		{"all", "dev", "osx-64", 200},
+	} {
+		if r := e.call(t, "GET", "api/v1/packages/"+c.label+"/"+c.subdir, readers[c.reader].secret, ""); r.status != c.status {
+			t.Errorf("%s listing %s/%s: %d %s, want %d", c.reader, c.label, c.subdir, r.status, r.raw, c.status)
+		}
 	}
 }

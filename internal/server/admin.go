@@ -84,13 +84,17 @@ func (s *Server) adminToken(r *http.Request, scope, subdir string, labels ...str
 	if err != nil {
 		return t, err
 	}
+	verb := "change"
+	if scope == auth.ScopeRead {
+		verb = "read"
+	}
 	for _, l := range labels {
 		if !t.AllowsLabel(l) {
-			return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not change label %s", t.Name, l))
+			return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not %s label %s", t.Name, verb, l))
 		}
 	}
 	if !t.Allows(subdir) {
-		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not change subdir %s", t.Name, subdir))
+		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not %s subdir %s", t.Name, verb, subdir))
 	}
 	return t, nil
 }
@@ -188,7 +192,7 @@ func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) (*Result, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.adminToken(r, auth.ScopeRead, subdir); err != nil {
+	if _, err := s.adminToken(r, auth.ScopeRead, subdir, label); err != nil {
 		return nil, err
 	}
 	files, err := s.o.Lifecycle.List(label, subdir)

@@ -86,7 +86,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 		return nil, errNotFound
 	}
 	if s.o.Channel.TokenDownloads {
-		if _, err := s.authorize(r, auth.ScopeRead); err != nil {
+		if err := s.authorizeRead(r); err != nil {
 			if errorOf(err).Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Basic realm="conda channel", charset="UTF-8"`)
 			}
