@@ -196,6 +196,9 @@ func redactPath(esc string) (string, []string) {
 			}
 		}
 	}
+	if parts == nil {
+		return esc, nil
+	}
 	return strings.Join(segs, "/"), parts
 }
 
