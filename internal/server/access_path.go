@@ -20,7 +20,7 @@ import (
 //
 // What is taken out is found generously, because a refused path is
 // exactly one a client got wrong: the part after any segment that reads
-// "t" once decoded (any case, any number of percent-encodings, with dots,
+// "t" once decoded (any case, up to four percent-encodings deep, with dots,
 // spaces, control bytes or ";params" around it), whatever separates them
 // (/, \, %2F, %5C, empty and dot segments), up to the next literal "/".
 // A label or channel named "t" therefore has the segment after it
