@@ -221,17 +221,6 @@ type logFields struct {
 	label, call, to, reason string
 }
 
-// pathToken is the context key of a token given as a /t/<token>/ prefix.
-type pathToken struct{}
-
-// logPath is the path as logged: a /t/<token>/ prefix is redacted.
-func logPath(r *http.Request) string {
-	if _, ok := r.Context().Value(pathToken{}).(string); ok {
-		return "/t/REDACTED" + r.URL.Path
-	}
-	return r.URL.Path
-}
-
 type ctxKey struct{}
 
 func fieldsOf(r *http.Request) *logFields {
