@@ -17,6 +17,9 @@ import (
 
 var errBadPath = newError(http.StatusBadRequest, "malformed request path")
 
+// hsts is the Strict-Transport-Security of every response over TLS.
+const hsts = "max-age=31536000"
+
 // guard refuses request paths that are not in canonical form before any
 // route sees them, and takes a token given as a /t/<token>/ prefix (the
 // form conda, anaconda.org and quetz use) out of the path.
@@ -31,6 +34,12 @@ var errBadPath = newError(http.StatusBadRequest, "malformed request path")
 func (s *Server) guard(next http.Handler) http.Handler {
 	refuse := s.handle(func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			// Here rather than where each answer is written, so that
+			// every response over TLS has it: JSON, files, listings,
+			// redirects, 304, 412 and 416 alike.
+			w.Header().Set("Strict-Transport-Security", hsts)
+		}
 		if !cleanPath(r.URL) {
 			refuse.ServeHTTP(w, r)
 			return
