@@ -114,6 +114,8 @@ func (d *daemon) build(ctx context.Context) error {
 		Health: d.health, Channel: d.channel, TokenDownloads: cfg.Download.Access == "token", ChannelName: cfg.ChannelName,
 		DownloadRateWhileUploading: int64(cfg.Download.RateWhileUploading), Trusted: verifier, Lifecycle: d.lifecycle,
 		Degraded: d.degraded, Mirror: mirrored, MirrorWait: mirrorWait,
+		Downloads: server.DownloadLimits{MaxConcurrent: cfg.Download.MaxConcurrent,
+			MaxPerConnection: cfg.Download.MaxPerConnection, SendTimeout: cfg.Download.SendTimeout.D()},
 	})
 	// With a listener of their own, downloads are served there only, and
 	// uploads only on the main listeners.
@@ -168,6 +170,8 @@ func (d *daemon) httpServer(h http.Handler) *http.Server {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		HTTP2:             server.HTTP2Config(),
 	}
+	hs.HTTP2.MaxConcurrentStreams = d.cfg.MaxStreamsPerConnection
+	hs.HTTP2.WriteByteTimeout = d.cfg.Download.SendTimeout.D()
 	if d.cert != nil {
 		hs.TLSConfig = d.cert.TLSConfig()
 	}

@@ -33,6 +33,7 @@ const hsts = "max-age=31536000"
 // allow-list, and opened through os.Root.
 func (s *Server) guard(next http.Handler) http.Handler {
 	refuse := s.handle(func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
+	next = s.bounded(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil {
 			// Here rather than where each answer is written, so that
@@ -164,10 +165,12 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 			return nil, err
 		}
 	}
-	if s.pace != nil && s.pace.rate > 0 {
-		w = pacedWriter{w, s.pace}
+	w, release, err := s.startDownload(w, r)
+	if err != nil {
+		return nil, err
 	}
-	err := s.o.Channel.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	defer release()
+	err = s.o.Channel.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, channel.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))
 	}

@@ -1,8 +1,10 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/server"
 )
 
 // servedPackage starts a serving server with one package of about 64 KiB
@@ -244,5 +247,52 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDownloadSendTimeout: over HTTP/1.1, a client that asks for a large
+// package and never reads holds the only download slot until the send
+// timeout, not for good: meanwhile another download gets a JSON 503 with
+// Retry-After (and HSTS), an upload still gets 201; then the server cuts
+// the reader's connection short of the file's end and the slot is free.
+func TestDownloadSendTimeout(t *testing.T) {
+	e := startServing(t, false, func(o *server.Options) {
+		o.Downloads = server.DownloadLimits{MaxConcurrent: 1, MaxPerConnection: 1, SendTimeout: time.Second}
+	})
+	var buf bytes.Buffer
+	pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 32<<20, &buf)
+	if r := e.upload(t, "big-1.0-0.conda", buf.Bytes()); r.status != 201 {
+		t.Fatalf("upload: %d %s", r.status, r.raw)
+	}
+	c := e.dialRaw(t)
+	defer c.Close()
+	fmt.Fprintf(c, "GET /linux-64/big-1.0-0.conda HTTP/1.1\r\nHost: x\r\n\r\n")
+	// The hog's request is in flight once its response has started.
+	br := bufio.NewReader(c)
+	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("hog: %q %v", line, err)
+	}
+
+	resp, body := e.get(t, "GET", "/noarch/repodata.json", nil)
+	isJSONError(t, resp, body, 503)
+	if resp.Header.Get("Retry-After") == "" || resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Errorf("503 headers: %v", resp.Header)
+	}
+	if r := e.upload(t, "demo-1.0-0.conda", pkgtest.Conda(t, pkgtest.Simple("demo", "1.0", "0", "noarch"))); r.status != 201 {
+		t.Errorf("upload while a download is stuck: %d %s", r.status, r.raw)
+	}
+	// The server gives up on the hog: its log line is written when the
+	// handler returns.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(e.logs.String(), "path=/linux-64/big-1.0-0.conda remote"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the server still sends to a client that has read nothing for 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, _ := io.Copy(io.Discard, br); n >= int64(buf.Len()) {
+		t.Errorf("the hog got all %d bytes", n)
+	}
+	if resp, _ := e.get(t, "GET", "/noarch/repodata.json", nil); resp.StatusCode != 200 {
+		t.Errorf("after the send timeout: %d", resp.StatusCode)
 	}
 }

@@ -116,6 +116,8 @@ type Options struct {
 	// Degraded, if set, says why the server works but not fully (such as
 	// a mirror that is behind or in conflict), for GET /readyz.
 	Degraded func() string
+	// Downloads bounds what downloads may hold.
+	Downloads DownloadLimits
 }
 
 // Server handles uploads.
@@ -126,6 +128,10 @@ type Server struct {
 	draining atomic.Bool
 	handler  http.Handler
 	pace     *pacer
+	// sending counts the downloads in flight, and finishing the other
+	// answers whose last bytes wait for an HTTP/2 client, against
+	// o.Downloads.
+	sending, finishing downloadSlots
 
 	uploads      atomic.Int64 // packages stored (created or identical)
 	failures     atomic.Int64 // refused or failed upload requests
@@ -138,6 +144,8 @@ func New(o Options) *Server {
 		o.ChannelName = "main"
 	}
 	s := &Server{o: o, sem: make(chan struct{}, o.MaxConcurrent)}
+	s.sending = downloadSlots{limits: o.Downloads, conns: map[string]int{}}
+	s.finishing = downloadSlots{limits: o.Downloads, conns: map[string]int{}, firstFree: true}
 	s.pace = &pacer{rate: float64(o.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
