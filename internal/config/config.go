@@ -73,6 +73,11 @@ type Config struct {
 	// than let the heap double. Zero leaves the runtime's default.
 	MemoryLimit ByteSize `toml:"memory_limit"`
 
+	// MaxStreamsPerConnection is how many HTTP/2 streams one connection
+	// may have open at once; with max_connections, it bounds the
+	// requests in flight.
+	MaxStreamsPerConnection int `toml:"max_streams_per_connection"`
+
 	// ChannelName is the {channel} of the quetz, prefix.dev and
 	// Artifactory upload paths that means this channel.
 	ChannelName string `toml:"channel_name"`
@@ -173,6 +178,15 @@ type DownloadConfig struct {
 	// together may send while an upload is in flight, so that uploads
 	// keep their speed on a small host; 0 does not pace downloads.
 	RateWhileUploading ByteSize `toml:"rate_while_uploading"`
+	// MaxConcurrent bounds the downloads in flight (each holds one open
+	// file at most), and MaxPerConnection those of one connection; past
+	// either, a download gets 503 with Retry-After.
+	MaxConcurrent    int `toml:"max_concurrent"`
+	MaxPerConnection int `toml:"max_per_connection"`
+	// SendTimeout is how long a client may take to accept each 32 KiB of
+	// a download (or a shorter answer); past it the download is cut and
+	// its file closed.
+	SendTimeout Duration `toml:"send_timeout"`
 }
 
 // TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
@@ -404,10 +418,11 @@ func Default() *Config {
 			RunExports:     true,
 			ShardRetention: Duration(6 * time.Hour),
 		},
+		MaxStreamsPerConnection: 100,
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
-		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
+		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20, MaxConcurrent: 256, MaxPerConnection: 64, SendTimeout: Duration(30 * time.Second)},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
 		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour), WaitTimeout: Duration(30 * time.Second)},
@@ -444,6 +459,7 @@ func (c *Config) Validate() error {
 	c.validateIndex(add)
 	c.validateSandbox(add)
 	c.validateMirror(add)
+	c.validateDownloadLimits(add)
 	return errors.Join(errs...)
 }
 
@@ -557,6 +573,25 @@ func (c *Config) validateSandbox(add func(format string, args ...any)) {
 	}
 	if c.Audit.File != "" && !filepath.IsAbs(c.Audit.File) {
 		add("audit.file %q must be an absolute path", c.Audit.File)
+	}
+}
+
+// validateDownloadLimits checks the bounds on what clients that do not
+// read their answers can hold: HTTP/2 streams, downloads in flight, and
+// how long an answer may wait for its client.
+func (c *Config) validateDownloadLimits(add func(format string, args ...any)) {
+	if c.MaxStreamsPerConnection < 1 || c.MaxStreamsPerConnection > 1000 {
+		add("max_streams_per_connection %d: want 1 to 1000", c.MaxStreamsPerConnection)
+	}
+	d := c.Download
+	if d.MaxConcurrent < 1 {
+		add("download.max_concurrent must be at least 1")
+	}
+	if d.MaxPerConnection < 1 || d.MaxPerConnection > d.MaxConcurrent {
+		add("download.max_per_connection %d: want 1 to download.max_concurrent (%d)", d.MaxPerConnection, d.MaxConcurrent)
+	}
+	if d.SendTimeout.D() < time.Second || d.SendTimeout.D() > 10*time.Minute {
+		add("download.send_timeout %s: want 1s to 10m", d.SendTimeout.D())
 	}
 }
 

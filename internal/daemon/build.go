@@ -248,6 +248,8 @@ func (d *daemon) limits(lim condapkg.Limits, arrivals *index.Arrivals) server.Li
 		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Arrivals: arrivals,
+		Downloads: server.DownloadLimits{MaxConcurrent: cfg.Download.MaxConcurrent,
+			MaxPerConnection: cfg.Download.MaxPerConnection, SendTimeout: cfg.Download.SendTimeout.D()},
 	}
 }
 
@@ -322,6 +324,8 @@ func (d *daemon) httpServer(h http.Handler) *http.Server {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		HTTP2:             server.HTTP2Config(),
 	}
+	hs.HTTP2.MaxConcurrentStreams = d.cfg.MaxStreamsPerConnection
+	hs.HTTP2.WriteByteTimeout = d.cfg.Download.SendTimeout.D()
 	if d.cert != nil {
 		hs.TLSConfig = d.cert.TLSConfig()
 	}

@@ -91,7 +91,14 @@ func (s *Server) refuseTokenRoute(kind routeKind) http.Handler {
 // checked again against the channel's allow-list, and opened through
 // os.Root.
 func (s *Server) guard(next http.Handler) http.Handler {
+	next = s.bounded(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			// Here rather than where each answer is written, so that
+			// every response over TLS has it: JSON, files, listings,
+			// redirects, 304, 412 and 416 alike.
+			w.Header().Set("Strict-Transport-Security", hsts)
+		}
 		r, sec := redact(r)
 		defer s.recoverRedacted(r, sec)
 		r, err := takeToken(r)
@@ -258,3 +265,7 @@ func cleanPath(u *url.URL) bool {
 	}
 	return true
 }
+
+// hsts is the Strict-Transport-Security of every response over TLS,
+// set by guard before anything else answers.
+const hsts = "max-age=31536000"

@@ -93,10 +93,12 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 			return nil, err
 		}
 	}
-	if s.pace != nil && s.pace.rate > 0 {
-		w = pacedWriter{w, s.pace}
+	w, release, err := s.startDownload(w, r)
+	if err != nil {
+		return nil, err
 	}
-	err := s.o.Channel.Files.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	defer release()
+	err = s.o.Channel.Files.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, channel.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, "not found: "+oneLine(logPath(r)))
 	}
