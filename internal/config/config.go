@@ -62,7 +62,11 @@ type Config struct {
 	UploadRateWindow     Duration `toml:"upload_rate_window"`
 	AuthFailureLimit     int      `toml:"auth_failure_limit"`
 	AuthFailureWindow    Duration `toml:"auth_failure_window"`
-	AllowedSubdirs       []string `toml:"allowed_subdirs"`
+	// AuthFailureIPv6Prefix is the prefix length by which IPv6 clients
+	// are counted for auth_failure_limit: a host holds a whole /64, and
+	// counted by address it could rotate through it without limit.
+	AuthFailureIPv6Prefix int      `toml:"auth_failure_ipv6_prefix"`
+	AllowedSubdirs        []string `toml:"allowed_subdirs"`
 	// MemoryLimit is a soft limit for the Go heap (runtime/debug
 	// SetMemoryLimit): near it the garbage collector works harder rather
 	// than let the heap double. Zero leaves the runtime's default.
@@ -376,20 +380,21 @@ func DefaultIndexCommand() []string { return []string{"index", "--subdir", "{sub
 // silent.
 func Default() *Config {
 	return &Config{
-		Port:                 8443,
-		Salt:                 auth.DefaultSalt,
-		MaxUploadSize:        4 << 30,
-		MaxConcurrentUploads: 16,
-		ReadHeaderTimeout:    Duration(10 * time.Second),
-		IdleTimeout:          Duration(2 * time.Minute),
-		ShutdownGrace:        Duration(30 * time.Second),
-		MaxConnections:       512,
-		MinUploadRate:        10 << 10,
-		UploadRateWindow:     Duration(30 * time.Second),
-		AuthFailureLimit:     10,
-		AuthFailureWindow:    Duration(time.Minute),
-		AllowedSubdirs:       condapkg.KnownSubdirs(),
-		MemoryLimit:          224 << 20,
+		Port:                  8443,
+		Salt:                  auth.DefaultSalt,
+		MaxUploadSize:         4 << 30,
+		MaxConcurrentUploads:  16,
+		ReadHeaderTimeout:     Duration(10 * time.Second),
+		IdleTimeout:           Duration(2 * time.Minute),
+		ShutdownGrace:         Duration(30 * time.Second),
+		MaxConnections:        512,
+		MinUploadRate:         10 << 10,
+		UploadRateWindow:      Duration(30 * time.Second),
+		AuthFailureLimit:      10,
+		AuthFailureWindow:     Duration(time.Minute),
+		AuthFailureIPv6Prefix: 64,
+		AllowedSubdirs:        condapkg.KnownSubdirs(),
+		MemoryLimit:           224 << 20,
 		Index: IndexConfig{
 			Command:        DefaultIndexCommand(),
 			Timeout:        Duration(10 * time.Minute),
@@ -475,9 +480,7 @@ func (c *Config) Validate() error {
 	if c.MinUploadRate < 0 || c.UploadRateWindow <= 0 {
 		add("min_upload_rate must not be negative and upload_rate_window must be positive")
 	}
-	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
-		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
-	}
+	c.validateAuthFailures(add)
 	for _, s := range c.AllowedSubdirs {
 		if !condapkg.IsKnownSubdir(s) {
 			add("allowed_subdirs: %q is not a conda platform subdir (known: %s)", s, strings.Join(condapkg.KnownSubdirs(), ", "))
@@ -523,6 +526,18 @@ func (c *Config) Validate() error {
 	}
 	c.validateMirror(add)
 	return errors.Join(errs...)
+}
+
+// validateAuthFailures checks the failed-authentication limiter's keys.
+func (c *Config) validateAuthFailures(add func(format string, args ...any)) {
+	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
+		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
+	}
+	// Shorter than a /16 would count unrelated networks as one client;
+	// 128 counts each IPv6 address on its own.
+	if p := c.AuthFailureIPv6Prefix; p < 16 || p > 128 {
+		add("auth_failure_ipv6_prefix %d: want a prefix length from 16 to 128 (64, a host's usual share, by default)", p)
+	}
 }
 
 // validateMirror checks [mirror] and [mirror.s3].

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,12 +16,44 @@ import (
 // Only failures count, so clients that authenticate are never slowed; and
 // a limited address is refused before its token is checked, so that
 // answers cannot be used to keep guessing at full speed.
+//
+// An IPv6 address counts by its IPv6Prefix (a /64 by default): one host
+// is usually given a whole /64, and would otherwise rotate through it,
+// an address per try, without limit. An IPv4-mapped IPv6 address counts
+// as the IPv4 address it is.
 type AuthLimiter struct {
 	Limit  int
 	Window time.Duration
+	// IPv6Prefix is the prefix length IPv6 addresses are counted by;
+	// 0 means DefaultIPv6Prefix.
+	IPv6Prefix int
 
 	mu    sync.Mutex
 	addrs map[string][]time.Time
+}
+
+// DefaultIPv6Prefix is the prefix IPv6 clients are counted by, unless
+// configured otherwise: a /64, what one host or site is usually given.
+const DefaultIPv6Prefix = 64
+
+// key is what failures from addr count against: the IPv4 address, or
+// the IPv6 address's prefix. Anything that is not an IP address counts
+// as itself.
+func (l *AuthLimiter) key(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.WithZone("").Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	bits := l.IPv6Prefix
+	if bits <= 0 || bits > 128 {
+		bits = DefaultIPv6Prefix
+	}
+	p, _ := ip.Prefix(bits) // cannot fail: an IPv6 address, 0 < bits <= 128
+	return p.String()
 }
 
 // maxTrackedAddrs bounds the limiter's memory under a spray of addresses.
@@ -32,6 +65,7 @@ func (l *AuthLimiter) Blocked(addr string, now time.Time) (time.Duration, bool) 
 	if l == nil || l.Limit <= 0 {
 		return 0, false
 	}
+	addr = l.key(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	fails := l.prune(addr, now)
@@ -46,6 +80,7 @@ func (l *AuthLimiter) Fail(addr string, now time.Time) {
 	if l == nil || l.Limit <= 0 {
 		return
 	}
+	addr = l.key(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.addrs == nil {
