@@ -135,6 +135,10 @@ var errTooSlow = errors.New("upload slower than min_upload_rate")
 // Reads have a deadline at most one window away, so a client that sends
 // nothing at all is cut too. (The deadline is moved only when half of it
 // is used up: setting it on every read of a fast upload is measurable.)
+// With min or window 0 the rate is not checked.
+//
+// Until authenticated is called, reads also have the hard deadline
+// until, past which the body fails with authTimeout (see admission.go).
 type rateReader struct {
 	r        io.Reader
 	rc       *http.ResponseController
@@ -143,25 +147,31 @@ type rateReader struct {
 	waited   time.Duration
 	n        int64
 	deadline time.Time
-}
 
-func newRateReader(r io.Reader, w http.ResponseWriter, min int64, window time.Duration) io.Reader {
-	if min <= 0 || window <= 0 {
-		return r
-	}
-	return &rateReader{r: r, rc: http.NewResponseController(w), min: min, window: window}
+	until       time.Time
+	authTimeout error
 }
 
 func (rr *rateReader) Read(p []byte) (int, error) {
 	start := time.Now()
-	if rr.deadline.Sub(start) < rr.window/2 {
-		rr.deadline = start.Add(rr.window)
-		rr.rc.SetReadDeadline(rr.deadline)
+	if !rr.until.IsZero() && !start.Before(rr.until) {
+		return 0, rr.authTimeout
+	}
+	want := rr.deadline
+	if rr.window > 0 && rr.deadline.Sub(start) < rr.window/2 {
+		want = start.Add(rr.window)
+	}
+	if !rr.until.IsZero() && (want.IsZero() || want.After(rr.until)) {
+		want = rr.until
+	}
+	if !want.Equal(rr.deadline) {
+		rr.deadline = want
+		rr.rc.SetReadDeadline(want)
 	}
 	n, err := rr.r.Read(p)
 	rr.waited += time.Since(start)
 	rr.n += int64(n)
-	if rr.waited >= rr.window {
+	if rr.min > 0 && rr.window > 0 && rr.waited >= rr.window {
 		if float64(rr.n) < float64(rr.min)*rr.waited.Seconds() {
 			return n, errTooSlow
 		}
@@ -169,9 +179,22 @@ func (rr *rateReader) Read(p []byte) (int, error) {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if !rr.until.IsZero() {
+			return n, rr.authTimeout
+		}
 		return n, errTooSlow
 	}
 	return n, err
+}
+
+// authenticated lifts the auth deadline: the request has a token.
+func (rr *rateReader) authenticated() {
+	rr.until = time.Time{}
+	if rr.window <= 0 || rr.min <= 0 {
+		rr.window = 0
+		rr.rc.SetReadDeadline(time.Time{})
+	}
+	rr.deadline = time.Time{}
 }
 
 // ConnLimiter bounds open connections. Up to Max, connections are served

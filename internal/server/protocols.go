@@ -56,7 +56,7 @@ func (s *Server) headerToken(r *http.Request) (auth.Token, error) {
 
 // protocolAuth does what every protocol route does before reading the
 // body: find the label from the path, authenticate the header token and
-// check it may upload there, read force.
+// check it may upload there, read force, and admit the upload.
 func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	lf := fieldsOf(r)
 	switch {
@@ -86,7 +86,11 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 		return auth.Token{}, false, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, lf.label))
 	}
 	f, err := force(r)
-	return token, f, err
+	if err != nil {
+		return auth.Token{}, false, err
+	}
+	// Authenticated: now, and only now, the upload takes a slot.
+	return token, f, s.admit(r)
 }
 
 // force reads the force query parameter as rattler sends it.
