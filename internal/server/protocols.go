@@ -238,12 +238,12 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 		if err != nil {
 			return err
 		}
-		if !json.Valid([]byte(a)) {
-			return newError(http.StatusBadRequest, "the attestation part is not JSON")
+		if a = strings.TrimSpace(a); !json.Valid([]byte(a)) || a[0] != '{' {
+			return newError(http.StatusBadRequest, "the attestation part is not JSON: want one object, a Sigstore bundle")
 		}
-		// CEP 50: <filename>.sigs holds a JSON array of them. It is
-		// kept as sent, not verified.
-		fu.p.sigs = []byte("[" + strings.TrimSpace(a) + "]")
+		// CEP 50: <filename>.sigs holds a JSON array of them, to which
+		// this one is added. It is kept as sent, not verified.
+		fu.p.sigs = []byte("[" + a + "]")
 		return nil
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))

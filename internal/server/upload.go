@@ -378,13 +378,13 @@ func (s *Server) move(pub *publication) error {
 	return err
 }
 
-// sidecar keeps the attestation the client sent, if any, as
-// <filename>.sigs.
+// sidecar adds the attestation the client sent, if any, to
+// <filename>.sigs (store.AddSidecar).
 func (s *Server) sidecar(pub *publication) error {
 	if pub.p.sigs == nil {
 		return nil
 	}
-	if err := s.o.Store.WriteSidecar(pub.dir, pub.name+".sigs", pub.p.sigs); err != nil {
+	if err := s.o.Store.AddSidecar(pub.dir, pub.name, pub.fi, pub.p.sigs); err != nil {
 		return fmt.Errorf("keep attestation: %w", err)
 	}
 	return nil
