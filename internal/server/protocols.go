@@ -1,8 +1,6 @@
 package server
 
 import (
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -106,30 +104,6 @@ func force(r *http.Request) (bool, error) {
 	return b, nil
 }
 
-// digestSHA256 reads the sha-256 of an RFC 9530 Repr-Digest or
-// Content-Digest header (sha-256=:<base64>:), as hex; "" if neither
-// names sha-256. For a raw upload body both describe the package.
-func digestSHA256(h http.Header) (string, string, error) {
-	for _, name := range []string{"Repr-Digest", "Content-Digest"} {
-		for _, field := range strings.Split(h.Get(name), ",") {
-			algo, val, ok := strings.Cut(strings.TrimSpace(field), "=")
-			if !ok || !strings.EqualFold(strings.TrimSpace(algo), "sha-256") {
-				continue
-			}
-			val = strings.TrimSpace(val)
-			if len(val) < 2 || val[0] != ':' || val[len(val)-1] != ':' {
-				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value must be :base64:")
-			}
-			b, err := base64.StdEncoding.DecodeString(val[1 : len(val)-1])
-			if err != nil || len(b) != 32 {
-				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value is not 32 bytes of base64")
-			}
-			return hex.EncodeToString(b), name, nil
-		}
-	}
-	return "", "", nil
-}
-
 // rawUpload receives a package sent as the whole request body (quetz,
 // Artifactory), with or without a Content-Length.
 func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(), filename string, p publishing) (*Result, error) {
@@ -139,15 +113,13 @@ func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(
 		return nil, err
 	}
 	p.force = f
-	sum, from, err := digestSHA256(r.Header)
-	if err != nil {
-		return nil, err
-	}
-	if q := r.URL.Query().Get("sha256"); q != "" {
-		sum, from = q, "the sha256 query parameter"
-	}
-	if sum != "" && p.sha256 == "" {
-		p.sha256, p.sha256From = sum, from
+	// The digest fields of the request are checked as the body arrives
+	// (limitBody); the sha256 parameters, as many as were sent, here.
+	p.sha256From = "the sha256 query parameter"
+	for _, q := range r.URL.Query()["sha256"] {
+		if p.sha256, err = sameSHA256(p.sha256, q, p.sha256From); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.limitBody(w, r, 0); err != nil {
 		return nil, err
@@ -227,11 +199,10 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 		if x := part.Header.Get("X-File-Name"); x != "" && x != filename {
 			return newError(http.StatusBadRequest, fmt.Sprintf("X-File-Name %q disagrees with the part's filename %q", oneLine(x), oneLine(filename)))
 		}
-		if x := part.Header.Get("X-File-SHA256"); x != "" {
-			fu.p.sha256, fu.p.sha256From = x, "X-File-SHA256"
-		}
+		// X-File-SHA256, and any other digest field of the part, is
+		// checked as the part ends.
 		var err error
-		fu.in, err = s.receive(part, filename, fieldsOf(r))
+		fu.in, err = s.receive(checkDigests(part, part.Header, "file part"), filename, fieldsOf(r))
 		return err
 	case name == "attestation":
 		a, err := readField(part, name, maxAttestation)

@@ -71,7 +71,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) 
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{s.paced(w, r, body), body}
+	}{s.paced(w, r, checkDigests(body, textproto.MIMEHeader(r.Header), "request body")), body}
 	return nil
 }
 
@@ -192,15 +192,17 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 			return newError(http.StatusBadRequest, "artifact must be a file field with a filename")
 		}
 		var err error
-		fu.in, err = s.receive(p, filename, lf)
+		fu.in, err = s.receive(checkDigests(p, p.Header, "artifact part"), filename, lf)
 		return err
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
 	case name == "sha256":
 		// Optional: the client's sha256 of the artifact, checked
 		// against what arrived.
-		var err error
-		fu.p.sha256, err = readField(p, name, maxFieldLen)
+		v, err := readField(p, name, maxFieldLen)
+		if err == nil {
+			fu.p.sha256, err = sameSHA256(fu.p.sha256, v, fu.p.sha256From)
+		}
 		return err
 	case name == "label":
 		// Optional: the label to upload to; main if absent.
