@@ -67,7 +67,11 @@ type Config struct {
 	UploadRateWindow     Duration `toml:"upload_rate_window"`
 	AuthFailureLimit     int      `toml:"auth_failure_limit"`
 	AuthFailureWindow    Duration `toml:"auth_failure_window"`
-	AllowedSubdirs       []string `toml:"allowed_subdirs"`
+	// AuthFailureIPv6Prefix is the prefix length by which IPv6 clients
+	// are counted for auth_failure_limit: a host holds a whole /64, and
+	// counted by address it could rotate through it without limit.
+	AuthFailureIPv6Prefix int      `toml:"auth_failure_ipv6_prefix"`
+	AllowedSubdirs        []string `toml:"allowed_subdirs"`
 	// MemoryLimit is a soft limit for the Go heap (runtime/debug
 	// SetMemoryLimit): near it the garbage collector works harder rather
 	// than let the heap double. Zero leaves the runtime's default.
@@ -395,20 +399,21 @@ func DefaultIndexCommand() []string { return []string{"index", "--subdir", "{sub
 // silent.
 func Default() *Config {
 	return &Config{
-		Port:                 8443,
-		Salt:                 auth.DefaultSalt,
-		MaxUploadSize:        4 << 30,
-		MaxConcurrentUploads: 16,
-		ReadHeaderTimeout:    Duration(10 * time.Second),
-		IdleTimeout:          Duration(2 * time.Minute),
-		ShutdownGrace:        Duration(30 * time.Second),
-		MaxConnections:       512,
-		MinUploadRate:        10 << 10,
-		UploadRateWindow:     Duration(30 * time.Second),
-		AuthFailureLimit:     10,
-		AuthFailureWindow:    Duration(time.Minute),
-		AllowedSubdirs:       condapkg.KnownSubdirs(),
-		MemoryLimit:          224 << 20,
+		Port:                  8443,
+		Salt:                  auth.DefaultSalt,
+		MaxUploadSize:         4 << 30,
+		MaxConcurrentUploads:  16,
+		ReadHeaderTimeout:     Duration(10 * time.Second),
+		IdleTimeout:           Duration(2 * time.Minute),
+		ShutdownGrace:         Duration(30 * time.Second),
+		MaxConnections:        512,
+		MinUploadRate:         10 << 10,
+		UploadRateWindow:      Duration(30 * time.Second),
+		AuthFailureLimit:      10,
+		AuthFailureWindow:     Duration(time.Minute),
+		AuthFailureIPv6Prefix: 64,
+		AllowedSubdirs:        condapkg.KnownSubdirs(),
+		MemoryLimit:           224 << 20,
 		Index: IndexConfig{
 			Command:        DefaultIndexCommand(),
 			Timeout:        Duration(10 * time.Minute),
@@ -528,9 +533,7 @@ func (c *Config) validateLimits(add func(format string, args ...any)) {
 	if c.MinUploadRate < 0 || c.UploadRateWindow <= 0 {
 		add("min_upload_rate must not be negative and upload_rate_window must be positive")
 	}
-	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
-		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
-	}
+	c.validateAuthFailures(add)
 }
 
 // validateIndex checks what is indexed and how: the subdirs, the conda
@@ -592,6 +595,18 @@ func (c *Config) validateDownloadLimits(add func(format string, args ...any)) {
 	}
 	if d.SendTimeout.D() < time.Second || d.SendTimeout.D() > 10*time.Minute {
 		add("download.send_timeout %s: want 1s to 10m", d.SendTimeout.D())
+	}
+}
+
+// validateAuthFailures checks the failed-authentication limiter's keys.
+func (c *Config) validateAuthFailures(add func(format string, args ...any)) {
+	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
+		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
+	}
+	// Shorter than a /16 would count unrelated networks as one client;
+	// 128 counts each IPv6 address on its own.
+	if p := c.AuthFailureIPv6Prefix; p < 16 || p > 128 {
+		add("auth_failure_ipv6_prefix %d: want a prefix length from 16 to 128 (64, a host's usual share, by default)", p)
 	}
 }
 

@@ -245,7 +245,7 @@ func (d *daemon) limits(lim condapkg.Limits, arrivals *index.Arrivals) server.Li
 	cfg := d.cfg
 	return server.Limits{
 		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads, Package: lim,
-		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D(), IPv6Prefix: cfg.AuthFailureIPv6Prefix},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Arrivals: arrivals,
 		Downloads: server.DownloadLimits{MaxConcurrent: cfg.Download.MaxConcurrent,

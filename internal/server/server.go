@@ -109,6 +109,10 @@ type Limits struct {
 	// bodies that trickle in. Zero disables it.
 	MinUploadRate int64
 	RateWindow    time.Duration
+	// AuthDeadline is how long an upload may send its body before it
+	// authenticates (its token in a form field); DefaultAuthDeadline
+	// if zero.
+	AuthDeadline time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
 	// Arrivals, if set, counts uploads from their first byte until they
