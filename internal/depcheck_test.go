@@ -54,8 +54,10 @@ var allowed = map[string][]string{
 		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/store", "internal/trusted"},
 	// Download counts: an append-only log of our own (no store
 	// dependency; chosen over go.etcd.io/bbolt by measurement).
-	"internal/stats":    {"internal/atomicfile", "internal/condapkg"},
-	"internal/store":    {"internal/atomicfile"},
+	"internal/stats": {"internal/atomicfile", "internal/condapkg"},
+	"internal/store": {"internal/atomicfile"},
+	// The channel's pages: built from what the indexer holds.
+	"internal/web":      {"internal/condapkg", "internal/condaversion", "internal/repodata", "internal/stats"},
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
