@@ -51,20 +51,21 @@ func (rq *request) activity(name string, match func(*file) bool) activityView {
 func drawActivity(from stats.Day, up, down []uint64, summary string) template.HTML {
 	const w, h, barW = 720, 60, 8
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-labelledby="activity-title" class="activity">`, w, 2*h+50)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" aria-labelledby="activity-title" class="activity">`, w, 2*h+72)
 	fmt.Fprintf(&b, `<title id="activity-title">%s</title>`, template.HTMLEscapeString(summary))
 	series := []struct {
 		name   string
 		colour string
 		data   []uint64
 		y      int
-	}{{"uploads", "#1a5fb4", up, 16}, {"downloads", "#26734d", down, h + 40}}
+	}{{"uploads", "#1a5fb4", up, 20}, {"downloads", "#26734d", down, h + 48}}
 	for _, s := range series {
-		var top uint64 = 1
+		var most uint64
 		for _, n := range s.data {
-			top = max(top, n)
+			most = max(most, n)
 		}
-		fmt.Fprintf(&b, `<text x="0" y="%d" font-size="12" fill="#222">%s per day (most: %d)</text>`, s.y-4, s.name, top)
+		top := max(most, 1)
+		fmt.Fprintf(&b, `<text x="0" y="%d" font-size="16" fill="#222">%s per day (most: %d)</text>`, s.y-4, s.name, most)
 		fmt.Fprintf(&b, `<line x1="0" y1="%d" x2="%d" y2="%d" stroke="#888" stroke-width="1"/>`, s.y+h, w, s.y+h)
 		for i, n := range s.data {
 			if n == 0 {
@@ -74,8 +75,8 @@ func drawActivity(from stats.Day, up, down []uint64, summary string) template.HT
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`, i*barW, s.y+h-bh, barW-1, bh, s.colour)
 		}
 	}
-	fmt.Fprintf(&b, `<text x="0" y="%d" font-size="11" fill="#222">%s</text>`, 2*h+48, from.Time().Format("2006-01-02"))
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#222" text-anchor="end">%s</text>`, w, 2*h+48,
+	fmt.Fprintf(&b, `<text x="0" y="%d" font-size="14" fill="#222">%s</text>`, 2*h+68, from.Time().Format("2006-01-02"))
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="14" fill="#222" text-anchor="end">%s</text>`, w, 2*h+68,
 		(from + activity - 1).Time().Format("2006-01-02"))
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // numbers and fixed text only

@@ -92,7 +92,7 @@ func (rq *request) pkg(w http.ResponseWriter, name string) error {
 	if len(files) == 0 {
 		return ErrNotFound
 	}
-	slices.Sort(labels)
+	slices.SortFunc(labels, labelOrder)
 	d := pkgData{Name: name, Label: label, Labels: labels, DownloadsCounted: rq.u.o.Stats != nil,
 		ChannelURL: rq.channelURL(label)}
 	rows := rq.fileDetails(files)

@@ -36,21 +36,24 @@ const (
 )
 
 func hostileSpec(version string) pkgtest.Spec {
-	big := strings.Repeat("A", 1<<20)
+	// Nearly 1 MiB: the indexer leaves out an about.json over 1 MiB.
+	big := strings.Repeat("A", 1<<20-8<<10)
 	about, _ := json.Marshal(map[string]any{
 		"summary":     scriptProbe + rtlProbe,
 		"description": imgProbe + big,
 		"home":        "javascript:alert(1)",
 		"dev_url":     "https://example.org/dev\"><script>alert(2)</script>",
 		"doc_url":     "data:text/html,<script>alert(3)</script>",
-		"license":     big,
+		"license":     big[:4<<10],
 	})
 	s := pkgtest.Simple(hostileName, version, "h0_0", "linux-64")
 	s.Index = map[string]any{
 		"license": "MIT" + scriptProbe,
 		// index.json may be 1 MiB in all.
-		"depends":    []string{"python >=3" + scriptProbe, rtlProbe, big[:600<<10]},
-		"constrains": []string{imgProbe},
+		// Each spec must start with a name, or the indexer leaves the
+		// package out.
+		"depends":    []string{"python >=3" + scriptProbe, "x " + rtlProbe, big[:600<<10]},
+		"constrains": []string{"foo " + imgProbe},
 	}
 	s.Info = append(s.Info, pkgtest.Member{Name: "info/about.json", Data: about})
 	return s
@@ -166,7 +169,8 @@ func TestPages(t *testing.T) {
 		{path: "/?q=mock", want: []string{`Results for “mock”`, `href="/packages/mock"`}},
 		{path: "/?q=zzznothing", want: []string{"No packages match"}},
 		{path: "/packages/" + hostileName, want: []string{hostileFile, "yanked", "broken &lt;b&gt;build&lt;/b&gt;",
-			"conda install -c http://", "mamba install -c", "pixi add evil-pkg", "main, dev", "Versions and platforms", "Depends"}},
+			"conda install -c http://", "mamba install -c", "pixi add evil-pkg", "main, dev", "Versions and platforms", "Depends",
+			`href="https://example.org/dev%22%3E%3Cscript%3Ealert%282%29%3C/script%3E"`}},
 		{path: "/packages/" + hostileName + "?label=dev", want: []string{"/label/dev evil-pkg", `aria-current="page"`}},
 		{path: "/label/dev/", want: []string{"Label dev", "evil-pkg"}, wantNot: []string{">mock<"}},
 		{path: "/linux-64/", want: []string{hostileFile, "repodata.json"}},
@@ -218,7 +222,7 @@ func TestHostileRendersInert(t *testing.T) {
 		if len(body) > 200<<10 {
 			t.Errorf("GET %s: page is %d bytes; the 1 MiB strings were not clipped", path, len(body))
 		}
-		if strings.Contains(path, "packages") && !strings.Contains(body, "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;") {
+		if strings.Contains(path, "packages") && !strings.Contains(body, `<p class="summary">&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;goodexe.txt</p>`) {
 			t.Errorf("GET %s: the summary is not shown as text", path)
 		}
 	}
