@@ -139,13 +139,24 @@ func (c *catalog) build(dirs []string) *model {
 // from its newest version's about.json.
 func (c *catalog) names(m *model) {
 	keep := map[string]string{}
+	// Each distinct version string is parsed once a build: a channel has
+	// far fewer of them than files.
+	parsed := map[string]condaversion.Version{}
+	version := func(s string) condaversion.Version {
+		v, ok := parsed[s]
+		if !ok {
+			v, _ = condaversion.Parse(s)
+			parsed[s] = v
+		}
+		return v
+	}
 	for lo := 0; lo < len(m.files); {
 		name := m.files[lo].name()
 		hi := lo
-		best := lo
+		best, bestV := lo, version(m.files[lo].version())
 		for hi < len(m.files) && m.files[hi].name() == name {
-			if condaversion.Compare(m.files[hi].version(), m.files[best].version()) > 0 {
-				best = hi
+			if v := version(m.files[hi].version()); v.Compare(bestV) > 0 {
+				best, bestV = hi, v
 			}
 			hi++
 		}
