@@ -76,7 +76,10 @@ async function visit(browser, p, width, js) {
     }
   }
   if (p.shots) {
-    await page.screenshot({ path: path.join(outDir, `${p.name}-${width}${js ? "" : "-nojs"}.png`), fullPage: true });
+    const stem = path.join(outDir, `${p.name}-${width}${js ? "" : "-nojs"}`);
+    await page.screenshot({ path: stem + ".png", fullPage: true });
+    // The first screen, as a person sees it before scrolling.
+    await page.screenshot({ path: stem + "-top.png" });
   }
   await page.close();
   return Object.assign(r, seen);
