@@ -90,6 +90,7 @@ type Config struct {
 	ListenDownload string `toml:"listen_download"`
 
 	Download          DownloadConfig           `toml:"download"`
+	UI                UIConfig                 `toml:"ui"`
 	TrustedPublishers []TrustedPublisherConfig `toml:"trusted_publishers"`
 	OIDC              OIDCConfig               `toml:"oidc"`
 	Index             IndexConfig              `toml:"index"`
@@ -191,6 +192,14 @@ type DownloadConfig struct {
 	// a download (or a shorter answer); past it the download is cut and
 	// its file closed.
 	SendTimeout Duration `toml:"send_timeout"`
+}
+
+// UIConfig configures the channel's pages for browsers.
+type UIConfig struct {
+	// Enabled serves the pages wherever the channel is served: a person
+	// who opens the channel's URL sees its packages rather than a bare
+	// listing. Off, browsers get the plain listings curl gets.
+	Enabled bool `toml:"enabled"`
 }
 
 // TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
@@ -427,6 +436,7 @@ func Default() *Config {
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		UI:          UIConfig{Enabled: true},
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20, MaxConcurrent: 256, MaxPerConnection: 64, SendTimeout: Duration(30 * time.Second)},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},

@@ -12,10 +12,10 @@ import (
 // server write.
 const StatsDir = ".stats"
 
-// openPages starts the download counts and the channel's pages wherever
-// downloads are served (so in --dev). The pages need the built-in
-// indexer, whose memory they read; with conda_exe the counts are kept
-// but no pages are served.
+// openPages starts the download counts and, unless [ui] enabled is off,
+// the channel's pages wherever downloads are served (so in --dev). The
+// pages need the built-in indexer, whose memory they read; with
+// conda_exe the counts are kept but no pages are served.
 func (d *daemon) openPages() error {
 	if d.channel == nil {
 		return nil
@@ -31,7 +31,7 @@ func (d *daemon) openPages() error {
 		}
 	})
 	d.metrics.DownloadCounts(d.stats.Total)
-	if d.writer == nil {
+	if d.writer == nil || !d.cfg.UI.Enabled {
 		return nil
 	}
 	d.pages, err = web.New(web.Options{Source: d.writer, Stats: d.stats, Yanks: d.lifecycle.YankReasons,

@@ -133,9 +133,14 @@ func (s *Server) routes() []route {
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
-		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json;
-		// with [ui], the pages (/packages/<name>, /static/<file>) and
-		// /api/v1/stats/..., which download hands to internal/web.
+		// The channel's pages and download counts ([ui]), which download
+		// hands to internal/web; a browser's / and listings too.
+		{pattern: "/packages/{name}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/static/{file}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats/packages/{name}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats/files/{subdir}/{filename}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
 		{pattern: "/", kind: kindDownload, methods: get(s.download, kindDownload)},
 	}
 }
