@@ -1,0 +1,237 @@
+// Package owners says who may publish which conda package name: the name
+// patterns a token or trusted publisher is limited to, and the owners of
+// each name, which the first upload may claim (PyPI's model).
+//
+// A name pattern is an exact conda name or a glob with path.Match's syntax
+// (*, ? and [...] classes). Conda names are lowercase ASCII letters,
+// digits, '-', '_' and '.' (conda-build's naming conventions, and the
+// draft CEP on names); a pattern must be made of those and the glob
+// characters, so "NumPy" or a Cyrillic look-alike is refused at config
+// load, and a package name is matched as it is: "MyPkg" does not match
+// "mypkg", so a limited token can never publish a name with upper case.
+// Conda treats "my_pkg" and "my-pkg" as two names, and so do patterns.
+//
+// Owners are kept per folded name (lower case, with '_' and '.' as '-'),
+// so that look-alikes collide: whoever owns "my-pkg" also owns "my_pkg"
+// and "My.Pkg", and nobody else can claim them.
+//
+// The owners live in one small JSON file, replaced atomically on every
+// change under a mutex, so that a claim is atomic among concurrent
+// uploads and a crash leaves the old file or the new one. If the file is
+// lost it is rebuilt from the audit log.
+package owners
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+)
+
+// Modes of [policy] owners.
+const (
+	// ModeConfig: owners are only what the admin API sets; uploads
+	// claim nothing.
+	ModeConfig = "config"
+	// ModeFirstUpload: the first token or publisher to publish a name
+	// that has no owner becomes its owner.
+	ModeFirstUpload = "first-upload"
+)
+
+// CheckPattern reports whether p is a valid name pattern: lowercase
+// conda name characters and glob characters, with path.Match's syntax.
+func CheckPattern(p string) error {
+	if p == "" {
+		return errors.New("empty pattern")
+	}
+	for _, r := range p {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		case r == '*', r == '?', r == '[', r == ']', r == '^':
+		default:
+			return fmt.Errorf("pattern %q: %q is not a lowercase conda name character or a glob character", p, r)
+		}
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return fmt.Errorf("pattern %q: %w", p, err)
+	}
+	return nil
+}
+
+// Match reports whether name matches one of patterns; no patterns means
+// every name. Patterns are checked by CheckPattern at config load, so an
+// error here cannot happen and counts as no match.
+func Match(patterns []string, name string) bool {
+	if patterns == nil {
+		return true
+	}
+	for _, p := range patterns {
+		if ok, err := path.Match(p, name); ok && err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Fold is the key of a name's owners: lower case, with '_' and '.' as
+// '-', so that look-alike names share their owners.
+func Fold(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '_' || r == '.':
+			return '-'
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return r
+	}, name)
+}
+
+// File is the document of owners.json.
+type File struct {
+	Version int `json:"version"`
+	// Packages maps a folded name to its owners: token names, and
+	// "oidc:<publisher>" for trusted publishers.
+	Packages map[string][]string `json:"packages"`
+}
+
+// Store holds the owners of every name, and the file they live in.
+type Store struct {
+	path string
+	mu   sync.Mutex
+	m    map[string][]string
+}
+
+// Open reads the owners file at path. If it does not exist, the owners
+// are rebuilt by replaying events (nil for none) and written.
+func Open(p string, events []Event) (*Store, error) {
+	s := &Store{path: p, m: map[string][]string{}}
+	b, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		for _, e := range events {
+			s.apply(e)
+		}
+		if len(s.m) == 0 {
+			return s, nil
+		}
+		return s, s.write(s.m)
+	case err != nil:
+		return nil, fmt.Errorf("owners: %w", err)
+	}
+	var f File
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("owners: %s: %w", p, err)
+	}
+	for name, os := range f.Packages {
+		if len(os) > 0 {
+			s.m[Fold(name)] = slices.Clone(os)
+		}
+	}
+	return s, nil
+}
+
+// Of returns the owners of name, in a new slice; empty if nobody owns it.
+func (s *Store) Of(name string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string{}, s.m[Fold(name)]...)
+}
+
+// Owns reports whether owner may publish name: nobody owns it, or owner
+// is one of its owners.
+func (s *Store) Owns(name, owner string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	os := s.m[Fold(name)]
+	return len(os) == 0 || slices.Contains(os, owner)
+}
+
+// Claim makes owner the owner of name if it has none, durably, and
+// returns name's owners after the claim. Concurrent claims of one name
+// are serialised: exactly one wins.
+func (s *Store) Claim(name, owner string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Fold(name)
+	if os := s.m[key]; len(os) > 0 {
+		return slices.Clone(os), nil
+	}
+	if err := s.set(key, []string{owner}); err != nil {
+		return nil, err
+	}
+	return []string{owner}, nil
+}
+
+// Change applies an admin change (Add, Remove or Transfer) and returns
+// name's owners after it.
+func (s *Store) Change(e Event) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := Fold(e.Name)
+	next := e.next(s.m[key])
+	if err := s.set(key, next); err != nil {
+		return nil, err
+	}
+	return slices.Clone(next), nil
+}
+
+// List returns every owned name (folded) and its owners, sorted by name.
+func (s *Store) List() []Owned {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Owned, 0, len(s.m))
+	for n, os := range s.m {
+		out = append(out, Owned{Name: n, Owners: slices.Clone(os)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Owned is one name and its owners.
+type Owned struct {
+	Name   string   `json:"name"`
+	Owners []string `json:"owners"`
+}
+
+// set replaces key's owners, and the file: if the file cannot be
+// written, the owners stay as they were. s.mu is held.
+func (s *Store) set(key string, owners []string) error {
+	old, had := s.m[key]
+	if len(owners) == 0 {
+		delete(s.m, key)
+	} else {
+		s.m[key] = owners
+	}
+	if err := s.write(s.m); err != nil {
+		if had {
+			s.m[key] = old
+		} else {
+			delete(s.m, key)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Store) write(m map[string][]string) error {
+	b, err := json.Marshal(File{Version: 1, Packages: m})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(path.Dir(s.path), 0o755); err != nil {
+		return fmt.Errorf("owners: %w", err)
+	}
+	if err := atomicfile.Write(s.path, append(b, '\n')); err != nil {
+		return fmt.Errorf("owners: %w", err)
+	}
+	return nil
+}
