@@ -42,6 +42,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
+	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -91,6 +92,7 @@ type daemon struct {
 	notify            *systemd.Notifier
 	wdInterval        time.Duration
 	auditLog          *audit.Log
+	ownerEvents       []owners.Event
 
 	// build
 	store      *store.Store

@@ -11,7 +11,6 @@ import (
 	"slices"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
-	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 )
 
 // The admin calls on owners, as the audit log's call names them.
@@ -19,8 +18,9 @@ const (
 	CallAdd      = "owners-add"
 	CallRemove   = "owners-remove"
 	CallTransfer = "owners-transfer"
-	// callClaim is an upload's claim, replayed from the audit log.
-	callClaim = "claim"
+	// CallClaim is an upload's claim of a new name (with first-upload),
+	// audited before the package is stored.
+	CallClaim = "owners-claim"
 )
 
 // Event is one change of a name's owners: an admin call, or (replayed
@@ -43,7 +43,7 @@ func (e Event) next(cur []string) []string {
 		return slices.DeleteFunc(slices.Clone(cur), func(o string) bool { return o == e.Owner })
 	case CallTransfer:
 		return []string{e.Owner}
-	case callClaim:
+	case CallClaim:
 		if len(cur) > 0 {
 			return cur
 		}
@@ -62,10 +62,11 @@ func (s *Store) apply(e Event) {
 }
 
 // FromAudit reads the owner changes in the audit log at path, in order:
-// every successful admin call on owners and, with mode first-upload,
-// every successful upload as a claim of its name. A missing log (or no
-// path: the log goes to the journal) gives none.
-func FromAudit(path, mode string) ([]Event, error) {
+// every claim and every successful admin call on owners. A claim is
+// audited before its package is stored, so a package stored is never
+// left without its owner. A missing log (or no path: the log goes to the
+// journal) gives none.
+func FromAudit(path string) ([]Event, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -85,7 +86,7 @@ func FromAudit(path, mode string) ([]Event, error) {
 		if json.Unmarshal(sc.Bytes(), &r) != nil {
 			continue // a line torn by a crash
 		}
-		if e, ok := eventOf(r, mode); ok {
+		if e, ok := eventOf(r); ok {
 			out = append(out, e)
 		}
 	}
@@ -96,22 +97,11 @@ func FromAudit(path, mode string) ([]Event, error) {
 }
 
 // eventOf is the owner change an audit record says happened, if any.
-func eventOf(r audit.Record, mode string) (Event, bool) {
-	if r.Status != http.StatusOK && r.Status != http.StatusCreated {
-		return Event{}, false
-	}
+func eventOf(r audit.Record) (Event, bool) {
 	switch r.Call {
-	case CallAdd, CallRemove, CallTransfer:
-		return Event{Call: r.Call, Name: r.Package, Owner: r.To}, r.Package != "" && r.To != ""
-	case "":
-		if mode != ModeFirstUpload || r.Protocol == "" || r.Token == "" {
-			return Event{}, false
-		}
-		fn, err := condapkg.ParseFilename(r.Filename)
-		if err != nil {
-			return Event{}, false
-		}
-		return Event{Call: callClaim, Name: fn.Name, Owner: r.Token}, true
+	case CallAdd, CallRemove, CallTransfer, CallClaim:
+		ok := r.Status == http.StatusOK && r.Package != "" && r.To != ""
+		return Event{Call: r.Call, Name: r.Package, Owner: r.To}, ok
 	}
 	return Event{}, false
 }

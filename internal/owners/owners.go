@@ -22,12 +22,14 @@
 package owners
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -106,8 +108,13 @@ type File struct {
 // Store holds the owners of every name, and the file they live in.
 type Store struct {
 	path string
-	mu   sync.Mutex
-	m    map[string][]string
+	// wmu serialises changes, and so the file's writes: a claim
+	// holds it from its check to the end of its write. mu guards m,
+	// and is held only to read it or to apply a change already
+	// written, so that checks never wait for a write.
+	wmu sync.Mutex
+	mu  sync.RWMutex
+	m   map[string][]string
 }
 
 // Open reads the owners file at path. If it does not exist, the owners
@@ -123,7 +130,7 @@ func Open(p string, events []Event) (*Store, error) {
 		if len(s.m) == 0 {
 			return s, nil
 		}
-		return s, s.write(s.m)
+		return s, s.write(encode(s.m, "", nil))
 	case err != nil:
 		return nil, fmt.Errorf("owners: %w", err)
 	}
@@ -141,41 +148,41 @@ func Open(p string, events []Event) (*Store, error) {
 
 // Of returns the owners of name, in a new slice; empty if nobody owns it.
 func (s *Store) Of(name string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return append([]string{}, s.m[Fold(name)]...)
 }
 
 // Owns reports whether owner may publish name: nobody owns it, or owner
 // is one of its owners.
 func (s *Store) Owns(name, owner string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	os := s.m[Fold(name)]
 	return len(os) == 0 || slices.Contains(os, owner)
 }
 
 // Claim makes owner the owner of name if it has none, durably, and
-// returns name's owners after the claim. Concurrent claims of one name
-// are serialised: exactly one wins.
-func (s *Store) Claim(name, owner string) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// returns name's owners after the claim, and whether this call claimed
+// it. Concurrent claims of one name are serialised: exactly one wins.
+func (s *Store) Claim(name, owner string) ([]string, bool, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	key := Fold(name)
 	if os := s.m[key]; len(os) > 0 {
-		return slices.Clone(os), nil
+		return slices.Clone(os), false, nil
 	}
 	if err := s.set(key, []string{owner}); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return []string{owner}, nil
+	return []string{owner}, true, nil
 }
 
 // Change applies an admin change (Add, Remove or Transfer) and returns
 // name's owners after it.
 func (s *Store) Change(e Event) ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	key := Fold(e.Name)
 	next := e.next(s.m[key])
 	if err := s.set(key, next); err != nil {
@@ -186,8 +193,8 @@ func (s *Store) Change(e Event) ([]string, error) {
 
 // List returns every owned name (folded) and its owners, sorted by name.
 func (s *Store) List() []Owned {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]Owned, 0, len(s.m))
 	for n, os := range s.m {
 		out = append(out, Owned{Name: n, Owners: slices.Clone(os)})
@@ -202,35 +209,58 @@ type Owned struct {
 	Owners []string `json:"owners"`
 }
 
-// set replaces key's owners, and the file: if the file cannot be
-// written, the owners stay as they were. s.mu is held.
+// set replaces key's owners: first in the file, then in memory, so that
+// a change that could not be written is not made. s.wmu is held, so m
+// changes under no one else: it is read here without mu.
 func (s *Store) set(key string, owners []string) error {
-	old, had := s.m[key]
+	if err := s.write(encode(s.m, key, owners)); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(owners) == 0 {
 		delete(s.m, key)
 	} else {
 		s.m[key] = owners
 	}
-	if err := s.write(s.m); err != nil {
-		if had {
-			s.m[key] = old
-		} else {
-			delete(s.m, key)
-		}
-		return err
-	}
 	return nil
 }
 
-func (s *Store) write(m map[string][]string) error {
-	b, err := json.Marshal(File{Version: 1, Packages: m})
-	if err != nil {
-		return err
+// encode is the owners file of m with key's owners replaced (none: key
+// left out). Names are written in map order: sorting 100,000 of them on
+// every claim would cost more than the write.
+func encode(m map[string][]string, key string, owners []string) []byte {
+	var buf bytes.Buffer
+	buf.WriteString(`{"version":1,"packages":{`)
+	n := 0
+	put := func(k string, v []string) {
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		n++
+		kb, _ := json.Marshal(k)
+		vb, _ := json.Marshal(v)
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.Write(vb)
 	}
-	if err := os.MkdirAll(path.Dir(s.path), 0o755); err != nil {
+	for k, v := range m {
+		if k != key {
+			put(k, v)
+		}
+	}
+	if len(owners) > 0 {
+		put(key, owners)
+	}
+	buf.WriteString("}}\n")
+	return buf.Bytes()
+}
+
+func (s *Store) write(b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return fmt.Errorf("owners: %w", err)
 	}
-	if err := atomicfile.Write(s.path, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(s.path, b); err != nil {
 		return fmt.Errorf("owners: %w", err)
 	}
 	return nil

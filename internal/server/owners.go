@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -71,7 +73,7 @@ func (s *Server) mayUpload(t auth.Token, name string) error {
 // publish, and with first-upload a name nobody owns is claimed, durably,
 // before the package is stored. Of concurrent first uploads of a new
 // name by different tokens, exactly one claims it; the others get 403.
-func (s *Server) own(pub *publication) error {
+func (s *Server) own(r *http.Request, pub *publication) error {
 	if err := s.labelAllowed(pub.label); err != nil {
 		return err
 	}
@@ -83,14 +85,30 @@ func (s *Server) own(pub *publication) error {
 	if o == nil || !s.o.Policy.FirstUpload || slices.Contains(s.o.Policy.Exempt, t.Name) {
 		return nil
 	}
-	got, err := o.Claim(name, t.Name)
+	got, claimed, err := o.Claim(name, t.Name)
 	if err != nil {
 		return fmt.Errorf("claim %s: %w", name, err)
 	}
 	if !slices.Contains(got, t.Name) {
 		return errPackage(t, name, fmt.Sprintf("publish (owned by %s)", strings.Join(got, ", ")))
 	}
+	if claimed {
+		s.auditClaim(r, pub, name)
+	}
 	return nil
+}
+
+// auditClaim records a claim before its package is stored, so that the
+// owners rebuilt from the audit log own every package stored.
+func (s *Server) auditClaim(r *http.Request, pub *publication, name string) {
+	lf := pub.lf
+	err := s.o.Observe.Audit.Record(audit.Record{Time: time.Now().UTC(), Remote: r.RemoteAddr, Token: lf.token, OIDC: lf.oidc,
+		Call: owners.CallClaim, Package: name, To: pub.token.Name, Label: pub.label, Filename: lf.filename,
+		Status: http.StatusOK, Result: "claimed"})
+	if err != nil {
+		s.o.Log.Error("audit record of a claim not written", "package", name, "err", err)
+	}
+	s.o.Log.Info("package name claimed", "package", name, "owner", pub.token.Name)
 }
 
 // labelAllowed checks [policy] labels: an upload may go to main, to a

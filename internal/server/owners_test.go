@@ -202,6 +202,9 @@ func TestFirstUpload(t *testing.T) {
 		t.Errorf("owners.json = %s (%v)", b, err)
 	}
 	audit, _ := os.ReadFile(e.audit)
+	if !strings.Contains(string(audit), `"call":"owners-claim","to":"team-b","package":"tool-x"`) {
+		t.Errorf("claim not audited:\n%s", audit)
+	}
 	if !strings.Contains(string(audit), `"call":"owners-transfer","to":"team-c","package":"tool-x"`) {
 		t.Errorf("transfer not audited:\n%s", audit)
 	}

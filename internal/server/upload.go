@@ -344,7 +344,7 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 	if err := pub.authorize(); err != nil {
 		return nil, err
 	}
-	if err := s.own(pub); err != nil {
+	if err := s.own(r, pub); err != nil {
 		return nil, err
 	}
 	if err := s.move(pub); err != nil {
