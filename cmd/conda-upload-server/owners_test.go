@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,4 +149,54 @@ func TestOwnersKillDuringClaim(t *testing.T) {
 		}
 	}
 	checkClaims(t, root, rounds)
+}
+
+// TestOwnersDevToken: under --dev, the dev token may upload anything: a
+// name another token claimed, and a new name, which it does not claim.
+func TestOwnersDevToken(t *testing.T) {
+	wd := shared(t)
+	port := freePort(t)
+	cfg := filepath.Join(wd, "dev.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[[tokens]]\nname = \"team-a\"\nhash = %q\n[policy]\nowners = \"first-upload\"\n",
+		auth.Hash(auth.DefaultSalt, "team-a-secret"))), 0o644)
+	cmd := command(t, "--dev", "-p", fmt.Sprint(port), "--config", cfg)
+	cmd.Dir = wd
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var devToken string
+	for deadline := time.Now().Add(15 * time.Second); devToken == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "token:" {
+				devToken = f[1]
+			}
+		}
+	}
+	if devToken == "" {
+		t.Fatalf("no token in the banner: %q", out.String())
+	}
+	p := &proc{client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}},
+		url: fmt.Sprintf("https://127.0.0.1:%d/", port)}
+	pkgs := t.TempDir()
+	send := func(tok, name, build string) int {
+		path := filepath.Join(pkgs, fmt.Sprintf("%s-1.0-%s.conda", name, build))
+		writeSynthetic(t, path, name, "1.0", build, "noarch")
+		st, _ := p.upload(t, tok, path)
+		return st
+	}
+	if st := send("team-a-secret", "shared-tool", "a"); st != 201 {
+		t.Fatalf("team-a's claim: %d", st)
+	}
+	if st := send(devToken, "shared-tool", "dev"); st != 201 {
+		t.Errorf("the dev token on a claimed name: %d", st)
+	}
+	if st := send(devToken, "dev-only", "dev"); st != 201 {
+		t.Errorf("the dev token on a new name: %d", st)
+	}
+	if own := ownersFile(t, filepath.Join(wd, "channel")); !slices.Equal(own["shared-tool"], []string{"team-a"}) || own["dev-only"] != nil {
+		t.Errorf("owners: %v", own)
+	}
 }

@@ -150,7 +150,7 @@ func prepare(o Options) (*daemon, error) {
 			cfg.Download.Enabled, cfg.Download.Access = true, "public"
 		}
 		d.devToken = rand.Text()
-		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken),
+		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: devTokenName, Hash: auth.Hash(cfg.Salt, d.devToken),
 			Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
 	}
 	if err := cfg.Validate(); err != nil {

@@ -15,6 +15,9 @@ import (
 // channel root.
 const OwnersFile = lifecycle.AdminDir + "/owners.json"
 
+// devTokenName names the --dev token, which may upload any name.
+const devTokenName = "dev"
+
 // acquireOwnerEvents reads the owner changes of the audit log, if the
 // owners file is lost, while the audit log can still be read: it belongs
 // to root, and the service drops to its user next.
@@ -38,7 +41,7 @@ func (d *daemon) policyOptions() (server.PolicyOptions, error) {
 	}
 	o := server.PolicyOptions{Owners: st, FirstUpload: p.Owners == owners.ModeFirstUpload, Labels: p.Labels}
 	if d.o.Dev {
-		o.Exempt = []string{"dev"}
+		o.Exempt = []string{devTokenName}
 	}
 	return o, nil
 }

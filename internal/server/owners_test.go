@@ -3,17 +3,23 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/oidctest"
 	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
 
 const (
@@ -314,5 +320,51 @@ func TestLabelPolicy(t *testing.T) {
 	}
 	if r := e.uploadTo(t, teamB, "staging", "lbl-late-1.0-0.conda", noarch(t, "lbl-late")); r.status != 201 {
 		t.Errorf("upload to a label an admin made: %d %s", r.status, r.raw)
+	}
+}
+
+// TestPublisherPackages: a trusted publisher limited to recipes-* cannot
+// publish another name, with its ID token or a minted one; its first
+// upload of a new name claims it as oidc:<publisher>, which a token then
+// cannot publish; each refusal is counted in the upload metrics.
+func TestPublisherPackages(t *testing.T) {
+	is := oidctest.NewIssuer(t)
+	v, err := trusted.New([]trusted.Publisher{{
+		Name: "gh-recipes", Issuer: is.URL, Audiences: []string{"conda-upload.example.org"}, CAFile: is.CAFile,
+		Claims:   map[string]string{"repository": "myorg/recipes", "workflow": "release.yml"},
+		Packages: []string{"recipes-*"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New("test", "", false)
+	root := t.TempDir()
+	e := startAt(t, root, 0, withPolicy(t, root, true, nil), func(o *server.Options) { o.Trusted, o.Observe.Metrics = v, m })
+	jti := 0
+	idToken := func() string {
+		jti++
+		c := oidctest.GitHubClaims(is.URL, time.Now())
+		c["jti"] = fmt.Sprint("jti-", jti)
+		return is.Sign(t, c)
+	}
+	for _, p := range []string{"form", "quetz", "prefix"} {
+		r := e.pkgUpload(t, p, idToken(), "other-tool", noarch(t, "other-tool"))
+		if r.status != 403 || !strings.Contains(r.raw, `trusted publisher \"gh-recipes\" may not publish (not in its packages) package \"other-tool\"`) {
+			t.Errorf("%s: other-tool: %d %s", p, r.status, r.raw)
+		}
+	}
+	if r := e.pkgUpload(t, "artifactory", idToken(), "recipes-cli", noarch(t, "recipes-cli")); r.status != 201 {
+		t.Fatalf("recipes-cli: %d %s", r.status, r.raw)
+	}
+	if got := e.owners(t, opAll, "recipes-cli"); !slices.Equal(got, []string{"oidc:gh-recipes"}) {
+		t.Errorf("owners = %v", got)
+	}
+	if r := e.pkgUpload(t, "quetz", teamB, "recipes_cli", noarch(t, "recipes_cli")); r.status != 403 || !strings.Contains(r.raw, "owned by oidc:gh-recipes") {
+		t.Errorf("a token on the publisher's name: %d %s", r.status, r.raw)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if want := `conda_upload_requests_total{code="403",reason="package_forbidden"} 4`; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("metrics lack %s:\n%s", want, rec.Body.String())
 	}
 }
