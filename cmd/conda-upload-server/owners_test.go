@@ -159,14 +159,7 @@ func TestOwnersDevToken(t *testing.T) {
 	cfg := filepath.Join(wd, "dev.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[[tokens]]\nname = \"team-a\"\nhash = %q\n[policy]\nowners = \"first-upload\"\n",
 		auth.Hash(auth.DefaultSalt, "team-a-secret"))), 0o644)
-	cmd := command(t, "--dev", "-p", fmt.Sprint(port), "--config", cfg)
-	cmd.Dir = wd
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out := startDev(t, wd, "-p", fmt.Sprint(port), "--config", cfg)
 	var devToken string
 	for deadline := time.Now().Add(15 * time.Second); devToken == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for _, l := range strings.Split(out.String(), "\n") {
@@ -199,4 +192,19 @@ func TestOwnersDevToken(t *testing.T) {
 	if own := ownersFile(t, filepath.Join(wd, "channel")); !slices.Equal(own["shared-tool"], []string{"team-a"}) || own["dev-only"] != nil {
 		t.Errorf("owners: %v", own)
 	}
+}
+
+// startDev starts the program with --dev and args in dir, and returns
+// its standard output, where the banner goes; the test's end stops it.
+func startDev(t *testing.T, dir string, args ...string) *syncBuffer {
+	t.Helper()
+	cmd := command(t, append([]string{"--dev"}, args...)...)
+	cmd.Dir = dir
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return out
 }
