@@ -22,7 +22,6 @@
 package owners
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -230,19 +229,21 @@ func (s *Store) set(key string, owners []string) error {
 // left out). Names are written in map order: sorting 100,000 of them on
 // every claim would cost more than the write.
 func encode(m map[string][]string, key string, owners []string) []byte {
-	var buf bytes.Buffer
-	buf.WriteString(`{"version":1,"packages":{`)
-	n := 0
+	buf := make([]byte, 0, 64+len(m)*32)
+	buf = append(buf, `{"version":1,"packages":{`...)
 	put := func(k string, v []string) {
-		if n > 0 {
-			buf.WriteByte(',')
+		if buf[len(buf)-1] != '{' {
+			buf = append(buf, ',')
 		}
-		n++
-		kb, _ := json.Marshal(k)
-		vb, _ := json.Marshal(v)
-		buf.Write(kb)
-		buf.WriteByte(':')
-		buf.Write(vb)
+		buf = appendString(buf, k)
+		buf = append(buf, ':', '[')
+		for i, o := range v {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendString(buf, o)
+		}
+		buf = append(buf, ']')
 	}
 	for k, v := range m {
 		if k != key {
@@ -252,8 +253,22 @@ func encode(m map[string][]string, key string, owners []string) []byte {
 	if len(owners) > 0 {
 		put(key, owners)
 	}
-	buf.WriteString("}}\n")
-	return buf.Bytes()
+	return append(buf, "}}\n"...)
+}
+
+// appendString appends s as a JSON string: as it is when it is plain
+// printable ASCII (every conda name, and token names as they are
+// usually written), else by encoding/json.
+func appendString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
 }
 
 func (s *Store) write(b []byte) error {

@@ -143,3 +143,46 @@ func BenchmarkOwns(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaim measures a claim of a new name among 100,000 owned
+// ones: the owners file is written whole (temp file, fsync, rename).
+func BenchmarkClaim(b *testing.B) {
+	events := make([]owners.Event, 100000)
+	for i := range events {
+		events[i] = owners.Event{Call: owners.CallAdd, Name: fmt.Sprintf("pkg-%06d", i), Owner: "team"}
+	}
+	st, err := owners.Open(filepath.Join(b.TempDir(), "owners.json"), events)
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		if _, claimed, err := st.Claim(fmt.Sprintf("new-%06d", i), "team"); err != nil || !claimed {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// TestFileRoundTrip: what the store writes reads back the same, for
+// owner names that JSON must escape too.
+func TestFileRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "owners.json")
+	st, err := owners.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weird := []string{`team "a"`, `back\slash`, "tëam", "<tag>&", "oidc:gh-recipes"}
+	for i, o := range weird {
+		if _, err := st.Change(owners.Event{Call: owners.CallAdd, Name: fmt.Sprint("pkg-", i%2), Owner: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := owners.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := fmt.Sprint(st.List()), fmt.Sprint(again.List()); a != b {
+		t.Errorf("wrote %s, read %s", a, b)
+	}
+}
