@@ -124,14 +124,7 @@ func TestRebuildFromAudit(t *testing.T) {
 func BenchmarkOwns(b *testing.B) {
 	for _, n := range []int{0, 100000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			events := make([]owners.Event, n)
-			for i := range events {
-				events[i] = owners.Event{Call: owners.CallAdd, Name: fmt.Sprintf("pkg-%06d", i), Owner: "team"}
-			}
-			st, err := owners.Open(filepath.Join(b.TempDir(), "owners.json"), events)
-			if err != nil {
-				b.Fatal(err)
-			}
+			st := ownedStore(b, n)
 			i := 0
 			for b.Loop() {
 				name := fmt.Sprintf("pkg-%06d", i%100000)
@@ -147,14 +140,7 @@ func BenchmarkOwns(b *testing.B) {
 // BenchmarkClaim measures a claim of a new name among 100,000 owned
 // ones: the owners file is written whole (temp file, fsync, rename).
 func BenchmarkClaim(b *testing.B) {
-	events := make([]owners.Event, 100000)
-	for i := range events {
-		events[i] = owners.Event{Call: owners.CallAdd, Name: fmt.Sprintf("pkg-%06d", i), Owner: "team"}
-	}
-	st, err := owners.Open(filepath.Join(b.TempDir(), "owners.json"), events)
-	if err != nil {
-		b.Fatal(err)
-	}
+	st := ownedStore(b, 100000)
 	i := 0
 	for b.Loop() {
 		if _, claimed, err := st.Claim(fmt.Sprintf("new-%06d", i), "team"); err != nil || !claimed {
@@ -185,4 +171,17 @@ func TestFileRoundTrip(t *testing.T) {
 	if a, b := fmt.Sprint(st.List()), fmt.Sprint(again.List()); a != b {
 		t.Errorf("wrote %s, read %s", a, b)
 	}
+}
+
+// ownedStore is a store where team owns pkg-000000 to pkg-<n-1>.
+func ownedStore(b *testing.B, n int) *owners.Store {
+	events := make([]owners.Event, n)
+	for i := range events {
+		events[i] = owners.Event{Call: owners.CallAdd, Name: fmt.Sprintf("pkg-%06d", i), Owner: "team"}
+	}
+	st, err := owners.Open(filepath.Join(b.TempDir(), "owners.json"), events)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
 }
