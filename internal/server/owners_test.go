@@ -368,3 +368,47 @@ func TestPublisherPackages(t *testing.T) {
 		t.Errorf("metrics lack %s:\n%s", want, rec.Body.String())
 	}
 }
+
+// TestHostileNames: a token limited to pkg-a* cannot get another name
+// past the limit with a glob in the filename, upper case, _ for -, or a
+// Unicode look-alike; nothing is stored.
+func TestHostileNames(t *testing.T) {
+	e := startPolicy(t, true, nil)
+	for _, c := range []struct {
+		name string
+		want int
+	}{
+		{"pkg-a*", 400},       // a glob in a filename is no name at all
+		{"pkg-a?x", 400},      //
+		{"[p]kg-a", 400},      //
+		{"PKG-A-x", 403},      // upper case matches no lowercase pattern
+		{"pkg_a-x", 403},      // _ is not -
+		{"pkg.a-x", 403},      // nor is .
+		{"pkg-\u0430-x", 400}, // Cyrillic a: not ASCII
+		{"pkg-a\u200b", 400},  // a zero-width space
+		{"pkg-a-x", 201},
+	} {
+		for _, p := range []string{"form", "quetz"} {
+			name := c.name
+			if p == "quetz" {
+				name = strings.ReplaceAll(strings.ReplaceAll(name, "?", "%3F"), "[", "%5B")
+			}
+			r := e.pkgUpload(t, p, teamA, name, noarch(t, c.name))
+			if r.status != c.want && !(c.want == 201 && r.status == 200) {
+				t.Errorf("%s by %s: %d %s, want %d", c.name, p, r.status, r.raw, c.want)
+			}
+		}
+	}
+	if got := slices.DeleteFunc(e.files(t), func(f string) bool { return f == ".admin/owners.json" }); !slices.Equal(got, []string{"noarch/pkg-a-x-1.0-0.conda"}) {
+		t.Errorf("stored: %v", got)
+	}
+	// The look-alikes of a claimed name are its owner's.
+	if got := e.owners(t, opAll, "pkg-a-x"); !slices.Equal(got, []string{"team-a"}) {
+		t.Errorf("owners of pkg-a-x: %v", got)
+	}
+	for _, n := range []string{"pkg_a_x", "pkg.a.x", "Pkg-A-X", "pkg-a_x"} {
+		if r := e.pkgUpload(t, "form", teamB, n, noarch(t, n)); r.status != 403 {
+			t.Errorf("%s by team-b: %d %s", n, r.status, r.raw)
+		}
+	}
+}
