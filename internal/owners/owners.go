@@ -137,9 +137,9 @@ func Open(p string, events []Event) (*Store, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("owners: %s: %w", p, err)
 	}
-	for name, os := range f.Packages {
-		if len(os) > 0 {
-			s.m[Fold(name)] = slices.Clone(os)
+	for name, who := range f.Packages {
+		if len(who) > 0 {
+			s.m[Fold(name)] = slices.Clone(who)
 		}
 	}
 	return s, nil
@@ -157,8 +157,8 @@ func (s *Store) Of(name string) []string {
 func (s *Store) Owns(name, owner string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	os := s.m[Fold(name)]
-	return len(os) == 0 || slices.Contains(os, owner)
+	who := s.m[Fold(name)]
+	return len(who) == 0 || slices.Contains(who, owner)
 }
 
 // Claim makes owner the owner of name if it has none, durably, and
@@ -168,8 +168,8 @@ func (s *Store) Claim(name, owner string) ([]string, bool, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	key := Fold(name)
-	if os := s.m[key]; len(os) > 0 {
-		return slices.Clone(os), false, nil
+	if who := s.m[key]; len(who) > 0 {
+		return slices.Clone(who), false, nil
 	}
 	if err := s.set(key, []string{owner}); err != nil {
 		return nil, false, err
@@ -178,16 +178,21 @@ func (s *Store) Claim(name, owner string) ([]string, bool, error) {
 }
 
 // Change applies an admin change (Add, Remove or Transfer) and returns
-// name's owners after it.
-func (s *Store) Change(e Event) ([]string, error) {
+// name's owners after it, and whether they changed: a change that
+// changes nothing is not written.
+func (s *Store) Change(e Event) ([]string, bool, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	key := Fold(e.Name)
-	next := e.next(s.m[key])
-	if err := s.set(key, next); err != nil {
-		return nil, err
+	cur := s.m[key]
+	next := e.next(cur)
+	if slices.Equal(cur, next) {
+		return slices.Clone(cur), false, nil
 	}
-	return slices.Clone(next), nil
+	if err := s.set(key, next); err != nil {
+		return nil, false, err
+	}
+	return slices.Clone(next), true, nil
 }
 
 // List returns every owned name (folded) and its owners, sorted by name.
@@ -195,8 +200,8 @@ func (s *Store) List() []Owned {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]Owned, 0, len(s.m))
-	for n, os := range s.m {
-		out = append(out, Owned{Name: n, Owners: slices.Clone(os)})
+	for n, who := range s.m {
+		out = append(out, Owned{Name: n, Owners: slices.Clone(who)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -160,7 +160,7 @@ func TestFileRoundTrip(t *testing.T) {
 	}
 	weird := []string{`team "a"`, `back\slash`, "tëam", "<tag>&", "oidc:gh-recipes"}
 	for i, o := range weird {
-		if _, err := st.Change(owners.Event{Call: owners.CallAdd, Name: fmt.Sprint("pkg-", i%2), Owner: o}); err != nil {
+		if _, _, err := st.Change(owners.Event{Call: owners.CallAdd, Name: fmt.Sprint("pkg-", i%2), Owner: o}); err != nil {
 			t.Fatal(err)
 		}
 	}

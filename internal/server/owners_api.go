@@ -90,12 +90,14 @@ func (s *Server) ownersCall(w http.ResponseWriter, r *http.Request) (*Result, er
 		return nil, newError(http.StatusBadRequest, `the body must name the owner, a token name or oidc:<publisher>: {"owner": "<name>"}`)
 	}
 	lf.to = body.Owner
-	got, err := s.o.Policy.Owners.Change(owners.Event{Call: call, Name: name, Owner: body.Owner})
+	got, changed, err := s.o.Policy.Owners.Change(owners.Event{Call: call, Name: name, Owner: body.Owner})
 	if err != nil {
 		return nil, err
 	}
-	s.o.Log.Warn("package owners changed", "package", name, "call", call, "owner", body.Owner, "token", lf.token)
-	return &Result{Status: http.StatusOK, Body: map[string]any{"name": owners.Fold(name), "owners": got, "changed": true, "status": http.StatusOK}}, nil
+	if changed {
+		s.o.Log.Warn("package owners changed", "package", name, "call", call, "owner", body.Owner, "token", lf.token)
+	}
+	return &Result{Status: http.StatusOK, Body: map[string]any{"name": owners.Fold(name), "owners": got, "changed": changed, "status": http.StatusOK}}, nil
 }
 
 // mayChange checks that an admin call on a package (copy, move, yank,

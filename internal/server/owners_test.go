@@ -199,8 +199,11 @@ func TestFirstUpload(t *testing.T) {
 	if got := e.owners(t, opAll, "tool-x"); !slices.Equal(got, []string{"team-c", "team-b"}) {
 		t.Errorf("owners after add = %v", got)
 	}
-	if r := e.call(t, "POST", "/api/v1/owners/tool-x/remove", opAll, `{"owner":"team-c"}`); r.status != 200 {
+	if r := e.call(t, "POST", "/api/v1/owners/tool-x/remove", opAll, `{"owner":"team-c"}`); r.status != 200 || r.body["changed"] != true {
 		t.Errorf("remove: %d %s", r.status, r.raw)
+	}
+	if r := e.call(t, "POST", "/api/v1/owners/tool-x/remove", opAll, `{"owner":"team-c"}`); r.status != 200 || r.body["changed"] != false {
+		t.Errorf("remove again: %d %s", r.status, r.raw)
 	}
 	var f owners.File
 	b, _ := os.ReadFile(filepath.Join(e.root, ".admin", "owners.json"))
