@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -356,6 +357,15 @@ func TestPublisherPackages(t *testing.T) {
 			t.Errorf("%s: other-tool: %d %s", p, r.status, r.raw)
 		}
 	}
+	resp, err := e.client.Post(e.url+"api/oidc/mint_token", "application/json", strings.NewReader(fmt.Sprintf(`{"token":%q}`, idToken())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	minted, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if r := e.pkgUpload(t, "prefix", string(minted), "other-tool", noarch(t, "other-tool")); r.status != 403 {
+		t.Errorf("minted token, other-tool: %d %s", r.status, r.raw)
+	}
 	if r := e.pkgUpload(t, "artifactory", idToken(), "recipes-cli", noarch(t, "recipes-cli")); r.status != 201 {
 		t.Fatalf("recipes-cli: %d %s", r.status, r.raw)
 	}
@@ -367,7 +377,7 @@ func TestPublisherPackages(t *testing.T) {
 	}
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if want := `conda_upload_requests_total{code="403",reason="package_forbidden"} 4`; !strings.Contains(rec.Body.String(), want) {
+	if want := `conda_upload_requests_total{code="403",reason="package_forbidden"} 5`; !strings.Contains(rec.Body.String(), want) {
 		t.Errorf("metrics lack %s:\n%s", want, rec.Body.String())
 	}
 }
