@@ -250,9 +250,11 @@ func (d *daemon) limits(lim condapkg.Limits, arrivals *index.Arrivals) server.Li
 	cfg := d.cfg
 	return server.Limits{
 		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads, Package: lim,
-		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D(), IPv6Prefix: cfg.AuthFailureIPv6Prefix},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Arrivals: arrivals,
+		Downloads: server.DownloadLimits{MaxConcurrent: cfg.Download.MaxConcurrent,
+			MaxPerConnection: cfg.Download.MaxPerConnection, SendTimeout: cfg.Download.SendTimeout.D()},
 	}
 }
 
@@ -327,6 +329,8 @@ func (d *daemon) httpServer(h http.Handler) *http.Server {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		HTTP2:             server.HTTP2Config(),
 	}
+	hs.HTTP2.MaxConcurrentStreams = d.cfg.MaxStreamsPerConnection
+	hs.HTTP2.WriteByteTimeout = d.cfg.Download.SendTimeout.D()
 	if d.cert != nil {
 		hs.TLSConfig = d.cert.TLSConfig()
 	}

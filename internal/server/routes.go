@@ -170,8 +170,14 @@ func (s *Server) mux(roles Role) *http.ServeMux {
 			}
 		}
 		miss := s.handle(rt.kind, s.refuseMethod(rt.pattern, slices.Sorted(maps.Keys(methods))))
+		tokenMiss := s.refuseTokenRoute(rt.kind)
 		mux.Handle(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if h, ok := methods[r.Method]; ok {
+			h, ok := methods[r.Method]
+			switch {
+			case tokenRouteRefused(r, rt.methods[r.Method].kind, ok):
+				tokenMiss.ServeHTTP(w, r)
+				return
+			case ok:
 				h.ServeHTTP(w, r)
 				return
 			}

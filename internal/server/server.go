@@ -110,11 +110,18 @@ type Limits struct {
 	// bodies that trickle in. Zero disables it.
 	MinUploadRate int64
 	RateWindow    time.Duration
+	// AuthDeadline is how long an upload may send its body before it
+	// authenticates (its token in a form field); DefaultAuthDeadline
+	// if zero.
+	AuthDeadline time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
 	// Arrivals, if set, counts uploads from their first byte until they
 	// are stored or refused, for the index scheduler.
 	Arrivals *index.Arrivals
+	// Downloads bounds what downloads, and answers that wait for a
+	// client, may hold.
+	Downloads DownloadLimits
 }
 
 // Observability is what the server tells operators besides its log.
@@ -165,6 +172,10 @@ type Server struct {
 	draining atomic.Bool
 	handler  http.Handler
 	pace     *pacer
+	// sending counts the downloads in flight, and finishing the other
+	// answers whose last bytes wait for an HTTP/2 client, against
+	// o.Limits.Downloads.
+	sending, finishing downloadSlots
 
 	uploads      atomic.Int64 // packages stored (created or identical)
 	failures     atomic.Int64 // refused or failed upload requests
@@ -177,6 +188,8 @@ func New(o Options) *Server {
 		o.Channel.Name = "main"
 	}
 	s := &Server{o: o, sem: make(chan struct{}, o.Limits.MaxConcurrent)}
+	s.sending = downloadSlots{limits: o.Limits.Downloads, conns: map[string]int{}}
+	s.finishing = downloadSlots{limits: o.Limits.Downloads, conns: map[string]int{}, firstFree: true}
 	s.pace = &pacer{rate: float64(o.Channel.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
@@ -224,17 +237,6 @@ type logFields struct {
 	pkg string
 }
 
-// pathToken is the context key of a token given as a /t/<token>/ prefix.
-type pathToken struct{}
-
-// logPath is the path as logged: a /t/<token>/ prefix is redacted.
-func logPath(r *http.Request) string {
-	if _, ok := r.Context().Value(pathToken{}).(string); ok {
-		return "/t/REDACTED" + r.URL.Path
-	}
-	return r.URL.Path
-}
-
 type ctxKey struct{}
 
 func fieldsOf(r *http.Request) *logFields {
@@ -261,9 +263,6 @@ func (s *Server) handle(k routeKind, h handler) http.Handler {
 		// Log before answering, so that the log has the line by the time
 		// the client has its response.
 		s.logRequest(r, lf, start, o)
-		if r.TLS != nil {
-			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-		}
 		writeJSON(w, o.status, o.body)
 	})
 }
