@@ -66,6 +66,9 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
+	if err := d.openPages(); err != nil {
+		return err
+	}
 	policy, err := d.policyOptions()
 	if err != nil {
 		return err
@@ -95,10 +98,11 @@ func (d *daemon) openStore() error {
 func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 	if d.cfg.CondaExe == "" {
 		ix := d.cfg.Index
-		return repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
+		d.writer = repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
 			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, Channeldata: ix.Channeldata,
 			CurrentRepodata: ix.CurrentRepodata, ShardRetention: ix.ShardRetention.D(),
-		})), nil
+		}))
+		return d.writer, nil
 	}
 	tmp := filepath.Join(d.writeDir, IndexerTempDir)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -275,6 +279,7 @@ func (d *daemon) channelOptions() server.ChannelOptions {
 	return server.ChannelOptions{
 		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
 		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
+		Pages:                      d.pages, Stats: d.stats,
 	}
 }
 

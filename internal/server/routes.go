@@ -140,7 +140,9 @@ func (s *Server) routes() []route {
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
-		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
+		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json;
+		// with [ui], the pages (/packages/<name>, /static/<file>) and
+		// /api/v1/stats/..., which download hands to internal/web.
 		{pattern: "/", kind: kindDownload, methods: get(s.download, kindDownload)},
 	}
 }

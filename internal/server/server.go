@@ -48,8 +48,10 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Indexer is what the server needs of the index scheduler
@@ -153,6 +155,10 @@ type ChannelOptions struct {
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
+	// Pages, if set, serves the channel's pages to browsers, under the
+	// same access as the channel; Stats, if set, counts downloads.
+	Pages *web.UI
+	Stats *stats.Counter
 }
 
 // MirrorOptions tell the upload answer about the object-storage mirror.
@@ -281,6 +287,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result
 func (s *Server) wrote(k routeKind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
 	if k == kindDownload {
 		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
+		s.countDownload(r, w.status)
 	}
 	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
 		slog.Int("status", w.status)}
