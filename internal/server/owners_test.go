@@ -315,6 +315,14 @@ func TestLabelPolicy(t *testing.T) {
 			t.Errorf("quetz to %s: %d %s, want %d", c.label, r.status, r.raw, c.want)
 		}
 	}
+	// Artifactory names a label in its path: /label/<label>/<subdir>/<file>.
+	for label, want := range map[string]int{"staging": 404, "nightly-x": 201} {
+		data := noarch(t, "lbl-art")
+		req := e.artifactoryRequest("label/"+label, "noarch", "lbl-art-1.0-0.conda", data, bearer(teamB))
+		if r := e.do(t, req); r.status != want {
+			t.Errorf("artifactory to %s: %d %s, want %d", label, r.status, r.raw, want)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(e.root, "label", "staging")); err == nil {
 		t.Error("label staging was created")
 	}
