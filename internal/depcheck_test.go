@@ -26,14 +26,15 @@ var allowed = map[string][]string{
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg", "internal/store"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd", "internal/record"},
-	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/store", "internal/trusted"},
+	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/owners", "internal/store", "internal/trusted"},
 	"internal/condaversion":   nil,
 	"internal/corpus":         nil,
 	"internal/daemon": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/config", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/repodata", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
+		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/owners", "internal/repodata", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
 	"internal/form":      nil,
 	"internal/index":     nil,
 	"internal/lifecycle": {"internal/atomicfile", "internal/condapkg", "internal/patch", "internal/store"},
+	"internal/owners":    {"internal/atomicfile", "internal/audit"},
 	"internal/patch":     {"internal/record"},
 	"internal/record":    {"internal/condaversion"},
 	// The mirror's S3 client: the AWS SDK, which speaks every S3 dialect
@@ -51,7 +52,7 @@ var allowed = map[string][]string{
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
+		"internal/lifecycle", "internal/metrics", "internal/owners", "internal/patch", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
 	// Download counts: an append-only log of our own (no store
 	// dependency; chosen over go.etcd.io/bbolt by measurement).
 	"internal/stats": {"internal/atomicfile", "internal/condapkg"},

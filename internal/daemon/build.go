@@ -69,11 +69,16 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openPages(); err != nil {
 		return err
 	}
+	policy, err := d.policyOptions()
+	if err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
 		Trusted: verifier, Lifecycle: d.lifecycle,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
+		Policy: policy,
 	})
 	d.startHTTPServers()
 	return nil

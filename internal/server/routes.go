@@ -126,6 +126,13 @@ func (s *Server) routes() []route {
 			http.MethodPost: s.packageCall})},
 		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
+		// Package owners: list, add, remove, transfer.
+		{pattern: "/api/v1/owners", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.listOwners, http.MethodHead: s.listOwners})},
+		{pattern: "/api/v1/owners/{package}", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.listOwners, http.MethodHead: s.listOwners})},
+		{pattern: "/api/v1/owners/{package}/{call}", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodPost: s.ownersCall})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
