@@ -192,6 +192,15 @@ func TestOwnersDevToken(t *testing.T) {
 	if own := ownersFile(t, filepath.Join(wd, "channel")); !slices.Equal(own["shared-tool"], []string{"team-a"}) || own["dev-only"] != nil {
 		t.Errorf("owners: %v", own)
 	}
+	// The package's page names its owner by the token's name, never the
+	// token; a name nobody owns shows none.
+	st, _, page := fetch(t, p, http.MethodGet, "packages/shared-tool", "Accept", "text/html")
+	if st != 200 || !strings.Contains(page, "Owners: team-a") || strings.Contains(page, "team-a-secret") || strings.Contains(page, devToken) {
+		t.Errorf("shared-tool's page (%d) does not name its owner team-a alone, or shows a token", st)
+	}
+	if st, _, page := fetch(t, p, http.MethodGet, "packages/dev-only", "Accept", "text/html"); st != 200 || strings.Contains(page, "Owners:") {
+		t.Errorf("dev-only's page (%d) names owners", st)
+	}
 }
 
 // startDev starts the program with --dev and args in dir, and returns

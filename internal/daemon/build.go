@@ -66,11 +66,11 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
-	if err := d.openPages(); err != nil {
-		return err
-	}
 	policy, err := d.policyOptions()
 	if err != nil {
+		return err
+	}
+	if err := d.openPages(policy.Owners); err != nil {
 		return err
 	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
