@@ -34,6 +34,7 @@ func TestFiles(t *testing.T) {
 		"port-string.bad.toml":       `port`,
 		"relative-conda.bad.toml":    `must be an absolute path`,
 		"bad-landlock.bad.toml":      `sandbox.landlock "strict"`,
+		"bad-retention.bad.toml":     `retention\[0\] \(label "nightly"\) needs keep_last above 0`,
 	}
 	files, _ := filepath.Glob("testdata/*.toml")
 	if len(files) == 0 {
