@@ -48,7 +48,12 @@ func New(o Options) *Pruner {
 }
 
 // Removed is the number of files removed so far, for the metrics.
-func (p *Pruner) Removed() int64 { return p.removed.Load() }
+func (p *Pruner) Removed() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.removed.Load()
+}
 
 // Covers reports whether a rule may apply to the folder dir (store.Dir).
 func (p *Pruner) Covers(dir string) bool {

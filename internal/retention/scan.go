@@ -12,10 +12,13 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 )
 
-// Scan lists the package files of the folder dir (a label's subdir): the
-// name, version and build from the filename, the build number from the
-// folder's repodata.json where it lists the file, else from the build
-// string's last number, as conda-build writes it ("py311_2").
+// Scan lists the package files of the folder dir (a label's subdir) that
+// its index knows: the name, version and build from the filename, the
+// build number from the folder's repodata.json, or, for a yanked file
+// (listed in "removed" only), from the build string's last number, as
+// conda-build writes it ("py311_2"). A file stored but not indexed yet is
+// left for the pass after its index run, so that an upload is never
+// removed before its answer says it is indexed.
 func Scan(dir string) ([]File, error) {
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -24,7 +27,7 @@ func Scan(dir string) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	numbers := buildNumbers(filepath.Join(dir, "repodata.json"))
+	numbers, removed := indexedFiles(filepath.Join(dir, "repodata.json"))
 	files := make([]File, 0, len(des))
 	for _, de := range des {
 		if !de.Type().IsRegular() {
@@ -39,6 +42,9 @@ func Scan(dir string) ([]File, error) {
 			continue // removed meanwhile
 		}
 		n, ok := numbers[de.Name()]
+		if !ok && !removed[de.Name()] {
+			continue
+		}
 		if !ok {
 			n = trailingNumber(fn.Build)
 		}
@@ -47,13 +53,13 @@ func Scan(dir string) ([]File, error) {
 	return files, nil
 }
 
-// buildNumbers reads the build numbers of the packages a repodata.json
-// lists. A missing or unreadable file gives none: the build strings then
-// stand in.
-func buildNumbers(path string) map[string]int {
+// indexedFiles reads the build numbers of the packages a repodata.json
+// lists, and the files it lists as removed. A missing or unreadable file
+// gives none.
+func indexedFiles(path string) (map[string]int, map[string]bool) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	type rec struct {
 		BuildNumber int `json:"build_number"`
@@ -61,9 +67,10 @@ func buildNumbers(path string) map[string]int {
 	var rd struct {
 		Packages      map[string]rec `json:"packages"`
 		PackagesConda map[string]rec `json:"packages.conda"`
+		Removed       []string       `json:"removed"`
 	}
 	if json.Unmarshal(b, &rd) != nil {
-		return nil
+		return nil, nil
 	}
 	out := make(map[string]int, len(rd.Packages)+len(rd.PackagesConda))
 	for _, m := range []map[string]rec{rd.Packages, rd.PackagesConda} {
@@ -71,7 +78,11 @@ func buildNumbers(path string) map[string]int {
 			out[fn] = r.BuildNumber
 		}
 	}
-	return out
+	removed := make(map[string]bool, len(rd.Removed))
+	for _, fn := range rd.Removed {
+		removed[fn] = true
+	}
+	return out, removed
 }
 
 // trailingNumber is the number after a build string's last underscore,

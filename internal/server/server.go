@@ -48,6 +48,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
@@ -90,6 +91,8 @@ type Options struct {
 	// Lifecycle, if set, serves the admin API: labels, promotion,
 	// yanks, deletes and patches.
 	Lifecycle *lifecycle.Manager
+	// Retention, if set, serves the retention call of the admin API.
+	Retention *retention.Pruner
 
 	Limits  Limits
 	Observe Observability
