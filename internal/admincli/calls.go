@@ -56,6 +56,9 @@ func calls() []call {
 			}
 			return request{method: http.MethodPost, path: path("retention")}
 		}},
+		{"quotas", "", "each quota's usage and limit (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("quotas")}
+		}},
 		{"patch get", "LABEL SUBDIR", "print the label's repodata patch (scope patch)", func(a []string) request {
 			return request{method: http.MethodGet, path: path("patches", a...)}
 		}},

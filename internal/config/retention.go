@@ -4,6 +4,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
@@ -42,6 +43,24 @@ func (c *Config) RetentionRules() retention.Rules {
 		rs = append(rs, retention.Rule{Label: r.Label, Packages: r.Packages, KeepLast: r.KeepLast, MaxAge: r.MaxAge.D()})
 	}
 	return rs
+}
+
+// LabelLimits returns the [[label_quotas]].
+func (c *Config) LabelLimits() []quota.LabelLimit {
+	var out []quota.LabelLimit
+	for _, q := range c.LabelQuotas {
+		out = append(out, quota.LabelLimit{Label: q.Label, MaxBytes: int64(q.MaxBytes), MaxFiles: int64(q.MaxFiles)})
+	}
+	return out
+}
+
+// UploaderLimits returns the [[upload_quotas]].
+func (c *Config) UploaderLimits() []quota.UploaderLimit {
+	var out []quota.UploaderLimit
+	for _, q := range c.UploadQuotas {
+		out = append(out, quota.UploaderLimit{Name: q.Name, BytesPerDay: int64(q.BytesPerDay)})
+	}
+	return out
 }
 
 // validateRetention checks the retention rules, trash_retention and the

@@ -71,7 +71,7 @@ func (d *daemon) build(ctx context.Context) error {
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
-		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner,
+		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
 	})
 	d.startHTTPServers()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 )
 
@@ -20,6 +21,7 @@ const trashInterval = time.Hour
 // goroutine, woken by the index runs of labels a rule covers.
 type housekeeping struct {
 	pruner *retention.Pruner
+	quota  *quota.Ledger
 
 	mu   sync.Mutex
 	dirs map[string]bool // folders to prune, nil for every one
@@ -29,8 +31,9 @@ type housekeeping struct {
 	trashFiles, trashBytes atomic.Int64
 }
 
-// newHousekeeping sets up retention before the scheduler, whose runs it
-// follows. Removals are the admin API's crash-safe delete, audited.
+// newHousekeeping sets up retention and the quotas before the scheduler,
+// whose runs they follow. Removals are the admin API's crash-safe delete,
+// audited.
 func (d *daemon) newHousekeeping() {
 	d.house = &housekeeping{dirs: map[string]bool{}, all: true, wake: make(chan struct{}, 1)}
 	d.house.pruner = retention.New(retention.Options{
@@ -38,14 +41,19 @@ func (d *daemon) newHousekeeping() {
 		Delete:  d.retentionDelete,
 		Reindex: func(dir string) { d.sched.Request(dir) },
 	})
+	d.house.quota = quota.New(quota.Options{Root: d.writeDir, Subdirs: d.cfg.AllowedSubdirs,
+		Labels: d.cfg.LabelLimits(), Uploaders: d.cfg.UploaderLimits()})
+	d.metrics.Quotas(d.house.quota)
 	d.metrics.Housekeeping(
 		func() float64 { return float64(d.house.pruner.Removed()) },
 		func() float64 { return float64(d.house.trashFiles.Load()) },
 		func() float64 { return float64(d.house.trashBytes.Load()) })
 }
 
-// afterIndex queues a retention pass of dir after its index run.
+// afterIndex has the label of dir counted again for its quota, and
+// queues a retention pass of dir, after its index run.
 func (h *housekeeping) afterIndex(dir string, err error) {
+	h.quota.Changed(dir)
 	if err != nil || h.pruner == nil || !h.pruner.Covers(dir) {
 		return
 	}

@@ -128,6 +128,8 @@ func (s *Server) routes() []route {
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
 		{pattern: "/api/v1/retention", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.retention, http.MethodHead: s.retention, http.MethodPost: s.retention})},
+		{pattern: "/api/v1/quotas", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.quotas, http.MethodHead: s.quotas})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},

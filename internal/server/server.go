@@ -48,6 +48,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
@@ -93,6 +94,8 @@ type Options struct {
 	Lifecycle *lifecycle.Manager
 	// Retention, if set, serves the retention call of the admin API.
 	Retention *retention.Pruner
+	// Quota, if set, bounds what labels hold and uploaders send a day.
+	Quota *quota.Ledger
 
 	Limits  Limits
 	Observe Observability

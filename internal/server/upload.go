@@ -340,7 +340,13 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 	if err := pub.authorize(); err != nil {
 		return nil, err
 	}
-	if err := s.move(pub); err != nil {
+	settle, err := s.reserveQuota(pub)
+	if err != nil {
+		return nil, err
+	}
+	err = s.move(pub)
+	settle(err)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.sidecar(pub); err != nil {
