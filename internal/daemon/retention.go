@@ -40,6 +40,7 @@ func (d *daemon) newHousekeeping() {
 		Root: d.writeDir, Rules: d.cfg.RetentionRules(), Subdirs: d.cfg.AllowedSubdirs,
 		Delete:  d.retentionDelete,
 		Reindex: func(dir string) { d.sched.Request(dir) },
+		Again:   func(dir string) { d.house.queue(dir) },
 	})
 	d.house.quota = quota.New(quota.Options{Root: d.writeDir, Subdirs: d.cfg.AllowedSubdirs,
 		Labels: d.cfg.LabelLimits(), Uploaders: d.cfg.UploaderLimits()})
@@ -57,6 +58,11 @@ func (h *housekeeping) afterIndex(dir string, err error) {
 	if err != nil || h.pruner == nil || !h.pruner.Covers(dir) {
 		return
 	}
+	h.queue(dir)
+}
+
+// queue asks for a retention pass of dir.
+func (h *housekeeping) queue(dir string) {
 	h.mu.Lock()
 	h.dirs[dir] = true
 	h.mu.Unlock()

@@ -25,6 +25,9 @@ type Options struct {
 	// Reindex asks for an index run of a folder (store.Dir) whose
 	// files were removed.
 	Reindex func(dir string)
+	// Again asks for another pass over dir, once an upload that a pass
+	// skipped has its answer.
+	Again func(dir string)
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 }
@@ -32,8 +35,12 @@ type Options struct {
 // Pruner applies the rules to the channel's labels, one pass at a time.
 type Pruner struct {
 	o       Options
-	mu      sync.Mutex
+	mu      sync.Mutex // one pass at a time
 	removed atomic.Int64
+
+	holdMu   sync.Mutex
+	held     map[string]int  // dir/filename of uploads not answered yet
+	deferred map[string]bool // dirs of which a pass skipped a held file
 }
 
 // New returns a Pruner; nil if there are no rules.
@@ -44,7 +51,45 @@ func New(o Options) *Pruner {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Pruner{o: o}
+	return &Pruner{o: o, held: map[string]int{}, deferred: map[string]bool{}}
+}
+
+// Hold keeps a pass from removing dir/filename until release is called:
+// an upload holds its package until its answer, which says it is
+// indexed. A pass that skips it has Again ask for another after.
+func (p *Pruner) Hold(dir, filename string) (release func()) {
+	if p == nil {
+		return func() {}
+	}
+	key := dir + "/" + filename
+	p.holdMu.Lock()
+	p.held[key]++
+	p.holdMu.Unlock()
+	return func() {
+		p.holdMu.Lock()
+		again := false
+		if p.held[key]--; p.held[key] <= 0 {
+			delete(p.held, key)
+			again = p.deferred[dir]
+			delete(p.deferred, dir)
+		}
+		p.holdMu.Unlock()
+		if again && p.o.Again != nil {
+			p.o.Again(dir)
+		}
+	}
+}
+
+// skip reports whether r is held, and if so defers its dir.
+func (p *Pruner) skip(r Removal) bool {
+	dir := store.Dir(r.Label, r.Subdir)
+	p.holdMu.Lock()
+	defer p.holdMu.Unlock()
+	if p.held[dir+"/"+r.Filename] == 0 {
+		return false
+	}
+	p.deferred[dir] = true
+	return true
 }
 
 // Removed is the number of files removed so far, for the metrics.
@@ -94,11 +139,11 @@ func (p *Pruner) Plan(dirs ...string) ([]Removal, error) {
 	now := p.o.Now()
 	var out []Removal
 	for _, dir := range dirs {
-		files, err := Scan(filepath.Join(p.o.Root, dir))
+		label, subdir := store.SplitDir(dir)
+		files, err := Scan(filepath.Join(p.o.Root, dir), p.o.Rules.Ages(label))
 		if err != nil {
 			return out, fmt.Errorf("retention: %s: %w", dir, err)
 		}
-		label, subdir := store.SplitDir(dir)
 		out = append(out, p.o.Rules.Plan(label, subdir, files, now)...)
 	}
 	return out, nil
@@ -114,6 +159,9 @@ func (p *Pruner) Prune(dirs ...string) ([]Removal, error) {
 	var done []Removal
 	changed := map[string]bool{}
 	for _, r := range plan {
+		if p.skip(r) {
+			continue
+		}
 		if derr := p.o.Delete(r); derr != nil {
 			err = errors.Join(err, fmt.Errorf("retention: delete %s/%s from %s: %w", r.Subdir, r.Filename, r.Label, derr))
 			continue

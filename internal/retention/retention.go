@@ -76,6 +76,17 @@ func (rs Rules) For(label, name string) (Rule, bool) {
 	return Rule{}, false
 }
 
+// Ages reports whether a rule with a max_age may apply to label: only
+// then does a pass need the files' times.
+func (rs Rules) Ages(label string) bool {
+	for _, r := range rs {
+		if ok, _ := path.Match(r.Label, label); ok && r.MaxAge > 0 && (label != store.MainLabel || r.Label == store.MainLabel) {
+			return true
+		}
+	}
+	return false
+}
+
 // Covers reports whether any rule may apply to label.
 func (rs Rules) Covers(label string) bool {
 	for _, r := range rs {
@@ -125,12 +136,13 @@ func (rs Rules) Plan(label, subdir string, files []File, now time.Time) []Remova
 		byName[f.Name] = append(byName[f.Name], f)
 	}
 	var out []Removal
+	versions := map[string]*condaversion.Version{}
 	for name, fs := range byName {
 		r, ok := rs.For(label, name)
 		if !ok {
 			continue
 		}
-		for i, b := range newestFirst(fs) {
+		for i, b := range newestFirst(fs, versions) {
 			why := r.why(i, b, now)
 			if why == "" {
 				continue
@@ -166,21 +178,29 @@ func days(d time.Duration) string {
 
 // newestFirst groups files into builds and orders them newest first:
 // conda's version order, then the build number. Files whose version does
-// not parse are left out, and so kept.
-func newestFirst(files []File) []build {
+// not parse are left out, and so kept. versions caches the parsed
+// versions (nil for one that does not parse): a channel has far fewer
+// version strings than files.
+func newestFirst(files []File, versions map[string]*condaversion.Version) []build {
 	idx := map[string]int{}
 	var bs []build
 	for _, f := range files {
 		key := f.Version + "\x00" + strconv.Itoa(f.Number)
 		i, ok := idx[key]
 		if !ok {
-			v, err := condaversion.Parse(f.Version)
-			if err != nil {
+			v, seen := versions[f.Version]
+			if !seen {
+				if pv, err := condaversion.Parse(f.Version); err == nil {
+					v = &pv
+				}
+				versions[f.Version] = v
+			}
+			if v == nil {
 				continue
 			}
 			i = len(bs)
 			idx[key] = i
-			bs = append(bs, build{version: v, number: f.Number})
+			bs = append(bs, build{version: *v, number: f.Number})
 		}
 		bs[i].files = append(bs[i].files, f)
 		if f.Stored.After(bs[i].stored) {

@@ -18,8 +18,9 @@ import (
 // (listed in "removed" only), from the build string's last number, as
 // conda-build writes it ("py311_2"). A file stored but not indexed yet is
 // left for the pass after its index run, so that an upload is never
-// removed before its answer says it is indexed.
-func Scan(dir string) ([]File, error) {
+// removed before its answer says it is indexed. Without times, Stored
+// is left zero, and no file is stat'ed.
+func Scan(dir string, times bool) ([]File, error) {
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -37,10 +38,6 @@ func Scan(dir string) ([]File, error) {
 		if err != nil {
 			continue
 		}
-		fi, err := de.Info()
-		if err != nil {
-			continue // removed meanwhile
-		}
 		n, ok := numbers[de.Name()]
 		if !ok && !removed[de.Name()] {
 			continue
@@ -48,7 +45,15 @@ func Scan(dir string) ([]File, error) {
 		if !ok {
 			n = trailingNumber(fn.Build)
 		}
-		files = append(files, File{Filename: de.Name(), Name: fn.Name, Version: fn.Version, Build: fn.Build, Number: n, Stored: fi.ModTime()})
+		f := File{Filename: de.Name(), Name: fn.Name, Version: fn.Version, Build: fn.Build, Number: n}
+		if times {
+			fi, err := de.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			f.Stored = fi.ModTime()
+		}
+		files = append(files, f)
 	}
 	return files, nil
 }

@@ -340,6 +340,9 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 	if err := pub.authorize(); err != nil {
 		return nil, err
 	}
+	// Retention leaves the package alone until the answer says it is
+	// indexed.
+	defer s.o.Retention.Hold(pub.dir, pub.name)()
 	settle, err := s.reserveQuota(pub)
 	if err != nil {
 		return nil, err
