@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestQuotas sends 8 uploads at once to a label with room for 3, through
@@ -70,6 +74,25 @@ bytes_per_day = "4KiB"
 	if inc, _ := os.ReadDir(filepath.Join(root, ".incoming")); len(inc) != 0 {
 		t.Errorf("refused uploads left %d temp files", len(inc))
 	}
+	// With the label full, an Artifactory PUT of 10 MB is refused from
+	// its headers: the answer comes though no body byte is ever sent.
+	// (net/http reads up to 256 KiB of an unread body before it answers,
+	// so a small Content-Length would wait for its body.)
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.port), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "PUT /label/nightly/linux-64/tricky-9.0-h0_0.conda HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\nContent-Length: 10000000\r\n\r\n", ciToken)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body: %v", err)
+	}
+	early, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 507 || !strings.Contains(string(early), "max_files 3, used 3") {
+		t.Errorf("PUT into the full label: %d %s", resp.StatusCode, early)
+	}
 
 	// ci has sent 3 packages of under 900 bytes today (the refused ones
 	// are not counted): a fourth fits in 4 KiB, a fifth does not.
@@ -88,7 +111,7 @@ bytes_per_day = "4KiB"
 	if code != 0 || !strings.Contains(out, `{"label":"nightly","bytes":`) || !strings.Contains(out, `"files":3,"max_files":3}`) || !strings.Contains(out, `"name":"ci"`) {
 		t.Errorf("quotas: %d %s %s", code, out, stderr)
 	}
-	resp, err := p.client.Get(p.url + "metrics")
+	resp, err = p.client.Get(p.url + "metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

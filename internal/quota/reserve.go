@@ -24,24 +24,11 @@ func (l *Ledger) Reserve(label, who string, size int64) (*Reservation, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := &Reservation{l: l, label: label, who: who, date: l.o.Now().UTC().Format(time.DateOnly)}
-	var u *usage
-	if q, ok := l.labelLimit(label); ok {
-		u = l.labelUsage(label)
-		used := u.total()
-		if q.MaxBytes > 0 && used.bytes+size > q.MaxBytes {
-			return nil, &LabelFull{Label: label, What: "bytes", Quota: q.MaxBytes, Used: used.bytes, Added: size}
-		}
-		if q.MaxFiles > 0 && used.files+1 > q.MaxFiles {
-			return nil, &LabelFull{Label: label, What: "files", Quota: q.MaxFiles, Used: used.files, Added: 1}
-		}
+	u, d, err := l.check(label, who, size, r.date)
+	if err != nil {
+		return nil, err
 	}
-	var d *day
-	if q, ok := l.uploaderLimit(who); ok {
-		d = l.today(who, r.date)
-		if d.bytes+size > q.BytesPerDay {
-			reset, _ := time.Parse(time.DateOnly, r.date)
-			return nil, &DailyExceeded{Name: who, Quota: q.BytesPerDay, Used: d.bytes, Added: size, Reset: reset.Add(24 * time.Hour)}
-		}
+	if d != nil {
 		d.bytes += size
 		r.size = size
 	}
@@ -50,6 +37,43 @@ func (l *Ledger) Reserve(label, who string, size int64) (*Reservation, error) {
 		u.inflight.add(r.amount)
 	}
 	return r, nil
+}
+
+// Check returns the error Reserve would, and reserves nothing: an upload
+// whose size its request says is refused before its body is read.
+func (l *Ledger) Check(label, who string, size int64) error {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _, err := l.check(label, who, size, l.o.Now().UTC().Format(time.DateOnly))
+	return err
+}
+
+// check checks size bytes and a file against label's and who's quotas on
+// date, and returns the usages they count against (nil for no quota).
+func (l *Ledger) check(label, who string, size int64, date string) (*usage, *day, error) {
+	var u *usage
+	if q, ok := l.labelLimit(label); ok {
+		u = l.labelUsage(label)
+		used := u.total()
+		if q.MaxBytes > 0 && used.bytes+size > q.MaxBytes {
+			return nil, nil, &LabelFull{Label: label, What: "bytes", Quota: q.MaxBytes, Used: used.bytes, Added: size}
+		}
+		if q.MaxFiles > 0 && used.files+1 > q.MaxFiles {
+			return nil, nil, &LabelFull{Label: label, What: "files", Quota: q.MaxFiles, Used: used.files, Added: 1}
+		}
+	}
+	var d *day
+	if q, ok := l.uploaderLimit(who); ok {
+		d = l.today(who, date)
+		if d.bytes+size > q.BytesPerDay {
+			reset, _ := time.Parse(time.DateOnly, date)
+			return nil, nil, &DailyExceeded{Name: who, Quota: q.BytesPerDay, Used: d.bytes, Added: size, Reset: reset.Add(24 * time.Hour)}
+		}
+	}
+	return u, d, nil
 }
 
 // labelUsage returns label's usage, counting it from the disk if it

@@ -85,6 +85,9 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	if !token.AllowsLabel(lf.label) {
 		return auth.Token{}, false, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, lf.label))
 	}
+	if err := s.quotaPrecheck(r, lf.label, token); err != nil {
+		return auth.Token{}, false, err
+	}
 	f, err := force(r)
 	return token, f, err
 }

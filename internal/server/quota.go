@@ -26,6 +26,18 @@ func (s *Server) reserveQuota(pub *publication) (settle func(err error), err err
 	}, nil
 }
 
+// quotaPrecheck refuses, before the body is read, an upload to label by
+// token that the quotas refuse already: at least one byte more, or, for
+// a raw body (quetz, Artifactory), its Content-Length. The publish step
+// checks again with the package's own size, and reserves it.
+func (s *Server) quotaPrecheck(r *http.Request, label string, token auth.Token) error {
+	size := int64(1)
+	if p := fieldsOf(r).protocol; r.ContentLength > 0 && (p == "quetz" || p == "artifactory") {
+		size = r.ContentLength
+	}
+	return s.o.Quota.Check(label, token.Name, size)
+}
+
 // quotas: GET /api/v1/quotas, the usage of every quota (scope read).
 func (s *Server) quotas(w http.ResponseWriter, r *http.Request) (*Result, error) {
 	if _, err := s.authorize(r, auth.ScopeRead); err != nil {
