@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -244,6 +245,12 @@ func TestRetentionKill9(t *testing.T) {
 	if kills == 0 {
 		t.Fatal("no kill fell in the middle of a pass")
 	}
+	// A trash day past trash_retention (30 days) is emptied at start,
+	// and counted.
+	oldDay := filepath.Join(root, ".trash", "2020-01-01")
+	os.MkdirAll(filepath.Join(oldDay, "nightly", "linux-64"), 0o755)
+	os.WriteFile(filepath.Join(oldDay, "nightly", "linux-64", "old-1.0-0.conda"), make([]byte, 1234), 0o644)
+	serviceOwned(t, oldDay)
 	port := freePort(t)
 	p := startServer(t, pool, port, "--config", userConfig(t, dir, rules), "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key, "-t", auth.Hash(auth.DefaultSalt, testToken))
 	settled(t, p, root, "label/nightly/linux-64", slices.Clone(all[builds-keep:]))
@@ -256,6 +263,28 @@ func TestRetentionKill9(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(main, all[i])); err != nil {
 			t.Errorf("main lost %s: %v", all[i], err)
 		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := p.client.Get(p.url + "metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(m), "conda_upload_trash_emptied_files_total 1\n") && strings.Contains(string(m), "conda_upload_trash_emptied_bytes_total 1234\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old trash day was not counted:\n%s", m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(oldDay); err == nil {
+		t.Errorf("%s is still there", oldDay)
+	}
+	if len(packagesIn(root, ".trash/"+time.Now().UTC().Format(time.DateOnly)+"/nightly/linux-64")) == 0 {
+		t.Error("today's trash was emptied too")
 	}
 	t.Logf("%d of 6 kills fell in the middle of the pass", kills)
 }

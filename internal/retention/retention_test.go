@@ -3,6 +3,8 @@ package retention_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -109,5 +111,36 @@ func TestPlanRules(t *testing.T) {
 				t.Errorf("removed %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestEmptyTrash removes the trash's date folders whose day ended more
+// than trash_retention ago, with what they held, and nothing else.
+func TestEmptyTrash(t *testing.T) {
+	root := t.TempDir()
+	put := func(rel string, size int) {
+		p := filepath.Join(root, ".trash", rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, make([]byte, size), 0o644)
+	}
+	put("2026-11-05/nightly/linux-64/a-1-0.conda", 100)
+	put("2026-11-05/main/noarch/b-1-0.conda", 20)
+	put("2026-11-06/nightly/linux-64/c-1-0.conda", 7) // ends 2026-11-07, 29d 12h ago
+	put("keep-me/x", 1)
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	e, err := retention.EmptyTrash(root, 30*24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e != (retention.Emptied{Days: 1, Files: 2, Bytes: 120}) {
+		t.Errorf("emptied %+v", e)
+	}
+	des, _ := os.ReadDir(filepath.Join(root, ".trash"))
+	var left []string
+	for _, de := range des {
+		left = append(left, de.Name())
+	}
+	if !slices.Equal(left, []string{"2026-11-06", "keep-me"}) {
+		t.Errorf("left %v", left)
 	}
 }

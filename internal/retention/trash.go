@@ -39,11 +39,12 @@ func EmptyTrash(root string, keep time.Duration, now time.Time) (Emptied, error)
 			continue
 		}
 		dir := filepath.Join(trash, de.Name())
+		var got Emptied
 		filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				if fi, err := d.Info(); err == nil {
-					e.Files++
-					e.Bytes += fi.Size()
+					got.Files++
+					got.Bytes += fi.Size()
 				}
 			}
 			return nil
@@ -51,7 +52,7 @@ func EmptyTrash(root string, keep time.Duration, now time.Time) (Emptied, error)
 		if err := os.RemoveAll(dir); err != nil {
 			return e, err
 		}
-		e.Days++
+		e.Days, e.Files, e.Bytes = e.Days+1, e.Files+got.Files, e.Bytes+got.Bytes
 	}
 	return e, nil
 }
