@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 	"internal/condaversion":   nil,
 	"internal/corpus":         nil,
 	"internal/daemon": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/config", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/quota", "internal/repodata", "internal/retention", "internal/sandbox", "internal/server", "internal/store", "internal/systemd", "internal/trusted"},
+		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/quota", "internal/repodata", "internal/retention", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
 	"internal/form":      nil,
 	"internal/index":     nil,
 	"internal/lifecycle": {"internal/atomicfile", "internal/condapkg", "internal/patch", "internal/store"},
@@ -53,8 +53,13 @@ var allowed = map[string][]string{
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/quota", "internal/retention", "internal/store", "internal/trusted"},
-	"internal/store":    {"internal/atomicfile"},
+		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/quota", "internal/retention", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
+	// Download counts: an append-only log of our own (no store
+	// dependency; chosen over go.etcd.io/bbolt by measurement).
+	"internal/stats": {"internal/atomicfile", "internal/condapkg"},
+	"internal/store": {"internal/atomicfile"},
+	// The channel's pages: built from what the indexer holds.
+	"internal/web":      {"internal/condapkg", "internal/condaversion", "internal/repodata", "internal/stats"},
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},

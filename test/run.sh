@@ -66,6 +66,7 @@ fi
 
 echo "== rattler solver (npm)"
 (cd test/rattler && npm install --no-audit --no-fund --loglevel=error)
+(cd test/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)

@@ -60,10 +60,11 @@ type Token struct {
 	Hash [sha256.Size]byte
 	// Scopes are what the token may do; nil means upload only.
 	Scopes []string
-	// Subdirs, if not empty, are the only subdirs the token may upload to.
+	// Subdirs, if not empty, are the only subdirs the token may upload
+	// to, read, or change.
 	Subdirs []string
-	// Labels, if not empty, are the only labels the token may upload to
-	// or change ("main" is the channel root).
+	// Labels, if not empty, are the only labels the token may upload to,
+	// read, or change ("main" is the channel root).
 	Labels []string
 	// Expires, if not zero, is when the token stops being accepted.
 	Expires time.Time
@@ -80,12 +81,16 @@ func (t Token) Can(scope string) bool {
 	return slices.Contains(t.Scopes, scope)
 }
 
-// Allows reports whether the token may upload to subdir.
+// Allows reports whether the token may use subdir. The empty subdir
+// stands for all of them (what spans subdirs, such as channeldata.json),
+// which only a token without a subdir limit may use.
 func (t Token) Allows(subdir string) bool {
 	return len(t.Subdirs) == 0 || slices.Contains(t.Subdirs, subdir)
 }
 
-// AllowsLabel reports whether the token may upload to or change label.
+// AllowsLabel reports whether the token may use label. The empty label
+// stands for all of them (the list of labels), which only a token without
+// a label limit may use.
 func (t Token) AllowsLabel(label string) bool {
 	return len(t.Labels) == 0 || slices.Contains(t.Labels, label)
 }

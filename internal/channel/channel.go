@@ -174,10 +174,8 @@ func (c *Channel) Serve(w http.ResponseWriter, r *http.Request, rel string) erro
 
 // file serves one file, never following a symlink, with its validators.
 func (c *Channel) file(w http.ResponseWriter, r *http.Request, rel string, k kind) error {
-	if dir, _, ok := strings.Cut(rel, "/"); ok {
-		if fi, err := c.root.Lstat(dir); err != nil || !fi.IsDir() {
-			return ErrNotFound // missing, or a symlink to a folder
-		}
+	if !c.realDirs(rel[:max(0, strings.LastIndexByte(rel, '/'))]) {
+		return ErrNotFound
 	}
 	// os.Root keeps every step inside the channel, but it follows a
 	// symlink that stays inside (into .incoming, say). A public file is
@@ -204,11 +202,39 @@ func (c *Channel) file(w http.ResponseWriter, r *http.Request, rel string, k kin
 	if k == pkg {
 		h.Set("Content-Disposition", "attachment")
 	}
+	if r.Header.Get("Range") != "" {
+		r = r.WithContext(r.Context())
+		r.Header = r.Header.Clone()
+		checkRanges(r.Header, fi.Size())
+	}
 	// ServeContent answers conditional requests (ETag, Last-Modified),
 	// ranges (206, multipart/byteranges, 416) and HEAD, streaming the
 	// file, never holding it in memory.
-	http.ServeContent(&jsonErrors{ResponseWriter: w}, r, "", fi.ModTime(), f)
+	j := &jsonErrors{ResponseWriter: w}
+	http.ServeContent(j, r, "", fi.ModTime(), f)
+	j.finish()
 	return nil
+}
+
+// realDirs reports whether dir (a path below the channel root, "" for
+// the root) and every folder on the way to it are folders, not symlinks.
+// os.Root keeps every step inside the channel, but it follows a symlink
+// that stays inside: a label folder, or a subdir of a label, that links
+// to .trash/ or .incoming/ would serve what was deleted or is not yet
+// checked. The public tree has no symlinks at any level.
+func (c *Channel) realDirs(dir string) bool {
+	if dir == "" {
+		return true
+	}
+	for i := 0; i <= len(dir); i++ {
+		if i < len(dir) && dir[i] != '/' {
+			continue
+		}
+		if fi, err := c.root.Lstat(dir[:i]); err != nil || !fi.IsDir() {
+			return false // missing, a file, or a symlink to a folder
+		}
+	}
+	return true
 }
 
 // etag is a strong validator from the file's identity: a package never
@@ -279,6 +305,16 @@ func (j *jsonErrors) WriteHeader(code int) {
 	j.ResponseWriter.WriteHeader(code)
 }
 
+// finish sends an error whose status was set with no body to follow:
+// http.ServeContent answers a failed If-Match or If-Unmodified-Since with
+// WriteHeader(412) alone, which would otherwise leave the response at an
+// empty 200.
+func (j *jsonErrors) finish() {
+	if j.status > 0 {
+		j.Write([]byte(http.StatusText(j.status)))
+	}
+}
+
 func (j *jsonErrors) Write(p []byte) (int, error) {
 	if j.status == 0 {
 		return j.ResponseWriter.Write(p)
@@ -312,9 +348,9 @@ func (c *Channel) list(w http.ResponseWriter, r *http.Request, subdir string) er
 	dir := "."
 	if subdir != "" {
 		dir = subdir
-		if fi, err := c.root.Lstat(subdir); err != nil || !fi.IsDir() {
-			return ErrNotFound
-		}
+	}
+	if !c.realDirs(subdir) {
+		return ErrNotFound
 	}
 	d, err := c.root.Open(dir)
 	if err != nil {

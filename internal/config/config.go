@@ -67,11 +67,20 @@ type Config struct {
 	UploadRateWindow     Duration `toml:"upload_rate_window"`
 	AuthFailureLimit     int      `toml:"auth_failure_limit"`
 	AuthFailureWindow    Duration `toml:"auth_failure_window"`
-	AllowedSubdirs       []string `toml:"allowed_subdirs"`
+	// AuthFailureIPv6Prefix is the prefix length by which IPv6 clients
+	// are counted for auth_failure_limit: a host holds a whole /64, and
+	// counted by address it could rotate through it without limit.
+	AuthFailureIPv6Prefix int      `toml:"auth_failure_ipv6_prefix"`
+	AllowedSubdirs        []string `toml:"allowed_subdirs"`
 	// MemoryLimit is a soft limit for the Go heap (runtime/debug
 	// SetMemoryLimit): near it the garbage collector works harder rather
 	// than let the heap double. Zero leaves the runtime's default.
 	MemoryLimit ByteSize `toml:"memory_limit"`
+
+	// MaxStreamsPerConnection is how many HTTP/2 streams one connection
+	// may have open at once; with max_connections, it bounds the
+	// requests in flight.
+	MaxStreamsPerConnection int `toml:"max_streams_per_connection"`
 
 	// ChannelName is the {channel} of the quetz, prefix.dev and
 	// Artifactory upload paths that means this channel.
@@ -180,6 +189,15 @@ type DownloadConfig struct {
 	// together may send while an upload is in flight, so that uploads
 	// keep their speed on a small host; 0 does not pace downloads.
 	RateWhileUploading ByteSize `toml:"rate_while_uploading"`
+	// MaxConcurrent bounds the downloads in flight (each holds one open
+	// file at most), and MaxPerConnection those of one connection; past
+	// either, a download gets 503 with Retry-After.
+	MaxConcurrent    int `toml:"max_concurrent"`
+	MaxPerConnection int `toml:"max_per_connection"`
+	// SendTimeout is how long a client may take to accept each 32 KiB of
+	// a download (or a shorter answer); past it the download is cut and
+	// its file closed.
+	SendTimeout Duration `toml:"send_timeout"`
 }
 
 // TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
@@ -388,21 +406,22 @@ func DefaultIndexCommand() []string { return []string{"index", "--subdir", "{sub
 // silent.
 func Default() *Config {
 	return &Config{
-		Port:                 8443,
-		Salt:                 auth.DefaultSalt,
-		MaxUploadSize:        4 << 30,
-		MaxConcurrentUploads: 16,
-		ReadHeaderTimeout:    Duration(10 * time.Second),
-		IdleTimeout:          Duration(2 * time.Minute),
-		ShutdownGrace:        Duration(30 * time.Second),
-		MaxConnections:       512,
-		MinUploadRate:        10 << 10,
-		UploadRateWindow:     Duration(30 * time.Second),
-		AuthFailureLimit:     10,
-		AuthFailureWindow:    Duration(time.Minute),
-		AllowedSubdirs:       condapkg.KnownSubdirs(),
-		MemoryLimit:          224 << 20,
-		TrashRetention:       Duration(30 * 24 * time.Hour),
+		Port:                  8443,
+		Salt:                  auth.DefaultSalt,
+		MaxUploadSize:         4 << 30,
+		MaxConcurrentUploads:  16,
+		ReadHeaderTimeout:     Duration(10 * time.Second),
+		IdleTimeout:           Duration(2 * time.Minute),
+		ShutdownGrace:         Duration(30 * time.Second),
+		MaxConnections:        512,
+		MinUploadRate:         10 << 10,
+		UploadRateWindow:      Duration(30 * time.Second),
+		AuthFailureLimit:      10,
+		AuthFailureWindow:     Duration(time.Minute),
+		AuthFailureIPv6Prefix: 64,
+		AllowedSubdirs:        condapkg.KnownSubdirs(),
+		MemoryLimit:           224 << 20,
+		TrashRetention:        Duration(30 * 24 * time.Hour),
 		Index: IndexConfig{
 			Command:        DefaultIndexCommand(),
 			Timeout:        Duration(10 * time.Minute),
@@ -412,10 +431,11 @@ func Default() *Config {
 			RunExports:     true,
 			ShardRetention: Duration(6 * time.Hour),
 		},
+		MaxStreamsPerConnection: 100,
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
-		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20},
+		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20, MaxConcurrent: 256, MaxPerConnection: 64, SendTimeout: Duration(30 * time.Second)},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
 		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour), WaitTimeout: Duration(30 * time.Second)},
@@ -452,6 +472,7 @@ func (c *Config) Validate() error {
 	c.validateIndex(add)
 	c.validateSandbox(add)
 	c.validateMirror(add)
+	c.validateDownloadLimits(add)
 	c.validateRetention(add)
 	return errors.Join(errs...)
 }
@@ -521,9 +542,7 @@ func (c *Config) validateLimits(add func(format string, args ...any)) {
 	if c.MinUploadRate < 0 || c.UploadRateWindow <= 0 {
 		add("min_upload_rate must not be negative and upload_rate_window must be positive")
 	}
-	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
-		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
-	}
+	c.validateAuthFailures(add)
 }
 
 // validateIndex checks what is indexed and how: the subdirs, the conda
@@ -566,6 +585,37 @@ func (c *Config) validateSandbox(add func(format string, args ...any)) {
 	}
 	if c.Audit.File != "" && !filepath.IsAbs(c.Audit.File) {
 		add("audit.file %q must be an absolute path", c.Audit.File)
+	}
+}
+
+// validateDownloadLimits checks the bounds on what clients that do not
+// read their answers can hold: HTTP/2 streams, downloads in flight, and
+// how long an answer may wait for its client.
+func (c *Config) validateDownloadLimits(add func(format string, args ...any)) {
+	if c.MaxStreamsPerConnection < 1 || c.MaxStreamsPerConnection > 1000 {
+		add("max_streams_per_connection %d: want 1 to 1000", c.MaxStreamsPerConnection)
+	}
+	d := c.Download
+	if d.MaxConcurrent < 1 {
+		add("download.max_concurrent must be at least 1")
+	}
+	if d.MaxPerConnection < 1 || d.MaxPerConnection > d.MaxConcurrent {
+		add("download.max_per_connection %d: want 1 to download.max_concurrent (%d)", d.MaxPerConnection, d.MaxConcurrent)
+	}
+	if d.SendTimeout.D() < time.Second || d.SendTimeout.D() > 10*time.Minute {
+		add("download.send_timeout %s: want 1s to 10m", d.SendTimeout.D())
+	}
+}
+
+// validateAuthFailures checks the failed-authentication limiter's keys.
+func (c *Config) validateAuthFailures(add func(format string, args ...any)) {
+	if c.AuthFailureLimit < 0 || c.AuthFailureWindow <= 0 {
+		add("auth_failure_limit must not be negative and auth_failure_window must be positive")
+	}
+	// Shorter than a /16 would count unrelated networks as one client;
+	// 128 counts each IPv6 address on its own.
+	if p := c.AuthFailureIPv6Prefix; p < 16 || p > 128 {
+		add("auth_failure_ipv6_prefix %d: want a prefix length from 16 to 128 (64, a host's usual share, by default)", p)
 	}
 }
 

@@ -68,6 +68,9 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
+	if err := d.openPages(); err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
@@ -92,10 +95,11 @@ func (d *daemon) openStore() error {
 func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 	if d.cfg.CondaExe == "" {
 		ix := d.cfg.Index
-		return repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
+		d.writer = repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
 			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, Channeldata: ix.Channeldata,
 			CurrentRepodata: ix.CurrentRepodata, ShardRetention: ix.ShardRetention.D(),
-		})), nil
+		}))
+		return d.writer, nil
 	}
 	tmp := filepath.Join(d.writeDir, IndexerTempDir)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -246,9 +250,11 @@ func (d *daemon) limits(lim condapkg.Limits, arrivals *index.Arrivals) server.Li
 	cfg := d.cfg
 	return server.Limits{
 		MaxUploadSize: int64(cfg.MaxUploadSize), MaxConcurrent: cfg.MaxConcurrentUploads, Package: lim,
-		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D()},
+		AuthLimiter:   &server.AuthLimiter{Limit: cfg.AuthFailureLimit, Window: cfg.AuthFailureWindow.D(), IPv6Prefix: cfg.AuthFailureIPv6Prefix},
 		MinUploadRate: int64(cfg.MinUploadRate), RateWindow: cfg.UploadRateWindow.D(),
 		Conns: d.conns, Arrivals: arrivals,
+		Downloads: server.DownloadLimits{MaxConcurrent: cfg.Download.MaxConcurrent,
+			MaxPerConnection: cfg.Download.MaxPerConnection, SendTimeout: cfg.Download.SendTimeout.D()},
 	}
 }
 
@@ -269,6 +275,7 @@ func (d *daemon) channelOptions() server.ChannelOptions {
 	return server.ChannelOptions{
 		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
 		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
+		Pages:                      d.pages, Stats: d.stats,
 	}
 }
 
@@ -323,6 +330,8 @@ func (d *daemon) httpServer(h http.Handler) *http.Server {
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		HTTP2:             server.HTTP2Config(),
 	}
+	hs.HTTP2.MaxConcurrentStreams = d.cfg.MaxStreamsPerConnection
+	hs.HTTP2.WriteByteTimeout = d.cfg.Download.SendTimeout.D()
 	if d.cert != nil {
 		hs.TLSConfig = d.cert.TLSConfig()
 	}

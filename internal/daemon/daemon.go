@@ -42,10 +42,13 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
+	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Options configure a run of the daemon.
@@ -109,6 +112,11 @@ type daemon struct {
 	downloadHS *http.Server
 	metricsHS  []*http.Server
 	channel    *channel.Channel
+	// writer is the built-in indexer, whose memory the pages read;
+	// stats counts downloads.
+	writer *repodata.Writer
+	stats  *stats.Counter
+	pages  *web.UI
 
 	serveErr atomic.Pointer[error]
 	closers  []func()

@@ -13,6 +13,10 @@
 //     between leaves the package in both labels, never in neither;
 //   - a delete hard-links the file into .trash/<UTC date>/<label>/<subdir>/
 //     before removing it, so the bytes are never lost;
+//   - a package's attestations (<filename>.sigs) follow its bytes: a copy
+//     carries them (adding those the target lacks), and a move or delete
+//     keeps the source's in .trash/ and removes them before the package
+//     (store.RemovePackage), so none is ever left beside other bytes;
 //   - yanks and the patch are small files in <subdir>/.admin/, replaced
 //     atomically; from them the subdir's patch_instructions.json is
 //     derived (the file conda-index applies, and the built-in indexer
@@ -231,23 +235,18 @@ func (m *Manager) copy(label, subdir, filename, to string) (Copied, error) {
 		if tsum != sum {
 			return Copied{}, store.ErrExists
 		}
-		m.linkSidecar(from, dst, filename)
-		return Copied{SHA256: sum}, nil
+		return Copied{SHA256: sum}, m.st.CarrySidecar(from, dst, filename)
 	}
 	if err != nil {
 		return Copied{}, fmt.Errorf("link into label %s: %w", to, err)
 	}
-	m.linkSidecar(from, dst, filename)
+	if err := m.st.CarrySidecar(from, dst, filename); err != nil {
+		return Copied{}, err
+	}
 	if err := atomicfile.SyncDir(m.abs(dst)); err != nil {
 		return Copied{}, err
 	}
 	return Copied{SHA256: sum, Created: true}, nil
-}
-
-// linkSidecar brings a package's attestations (<filename>.sigs) along,
-// if it has any and the target has none.
-func (m *Manager) linkSidecar(from, to, filename string) {
-	os.Link(filepath.Join(m.abs(from), filename+".sigs"), filepath.Join(m.abs(to), filename+".sigs"))
 }
 
 // Move copies, then removes the package from the source label.
@@ -261,14 +260,11 @@ func (m *Manager) Move(label, subdir, filename, to string) (Copied, error) {
 	return c, m.unlink(store.Dir(label, subdir), filename)
 }
 
-// unlink removes a package (and its attestations, and its yank) from
-// dir, once its bytes are safe elsewhere.
+// unlink removes a package (and its yank) from dir, once its bytes are
+// safe elsewhere; its attestations go to .trash/, whether or not they
+// were carried along too.
 func (m *Manager) unlink(dir, filename string) error {
-	if err := os.Remove(filepath.Join(m.abs(dir), filename)); err != nil {
-		return fmt.Errorf("remove from the source label: %w", err)
-	}
-	os.Remove(filepath.Join(m.abs(dir), filename+".sigs"))
-	if err := atomicfile.SyncDir(m.abs(dir)); err != nil {
+	if err := m.st.RemovePackage(dir, filename, m.now()); err != nil {
 		return err
 	}
 	yanks, err := m.yanks(dir)
@@ -302,15 +298,9 @@ func (m *Manager) Delete(label, subdir, filename string) (Deleted, error) {
 	if err != nil {
 		return Deleted{}, err
 	}
-	now := m.now()
-	rel, err := m.st.Trash(dir, filename, now)
+	rel, err := m.st.Trash(dir, filename, m.now())
 	if err != nil {
 		return Deleted{}, err
-	}
-	if _, err := os.Lstat(filepath.Join(m.abs(dir), filename+".sigs")); err == nil {
-		if _, err := m.st.Trash(dir, filename+".sigs", now); err != nil {
-			return Deleted{}, err
-		}
 	}
 	return Deleted{SHA256: sum, Trash: rel}, m.unlink(dir, filename)
 }
@@ -409,6 +399,19 @@ func (m *Manager) Refresh(dir string) error {
 		return err
 	}
 	return m.derive(dir)
+}
+
+// YankReasons returns the reasons of dir's yanked packages by filename,
+// for the channel's pages; it is empty if they cannot be read.
+func (m *Manager) YankReasons(dir string) map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	yanks, _ := m.yanks(dir)
+	out := make(map[string]string, len(yanks))
+	for fn, y := range yanks {
+		out[fn] = y.Reason
+	}
+	return out
 }
 
 func (m *Manager) yanks(dir string) (map[string]Yank, error) {

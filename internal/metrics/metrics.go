@@ -232,3 +232,15 @@ func (m *Metrics) CertExpiry(t time.Time) {
 		m.certExpiry.Set(float64(t.Unix()))
 	}
 }
+
+// DownloadCounts exports the package downloads counted (internal/stats),
+// which survive restarts, as a counter read when scraped.
+func (m *Metrics) DownloadCounts(total func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "conda_package_downloads_total",
+		Help: "Package downloads counted for the channel's pages: GETs answered 200, and 206 once per file, client and day.",
+	}, func() float64 { return float64(total()) }))
+}

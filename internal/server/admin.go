@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -84,20 +85,36 @@ func (s *Server) adminToken(r *http.Request, scope, subdir string, labels ...str
 	if err != nil {
 		return t, err
 	}
+	verb := "change"
+	if scope == auth.ScopeRead {
+		verb = "read"
+	}
 	for _, l := range labels {
 		if !t.AllowsLabel(l) {
-			return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not change label %s", t.Name, l))
+			return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not %s label %s", t.Name, verb, l))
 		}
 	}
 	if !t.Allows(subdir) {
-		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not change subdir %s", t.Name, subdir))
+		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not %s subdir %s", t.Name, verb, subdir))
 	}
 	return t, nil
 }
 
-// readJSON decodes a JSON body of at most max bytes into v; an empty
-// body leaves v as it is.
+// readJSON decodes a JSON body of at most max bytes into v, with exact
+// and unique keys (decodeJSON); an empty body leaves v as it is.
 func readJSON(w http.ResponseWriter, r *http.Request, max int64, v any) ([]byte, error) {
+	b, err := readBody(w, r, max)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	if err := decodeJSON(b, v); err != nil {
+		return nil, newError(http.StatusBadRequest, "body is not the JSON this call takes: "+oneLine(err.Error()))
+	}
+	return b, nil
+}
+
+// readBody reads a JSON body of at most max bytes; nil if it is empty.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			return nil, &Error{Status: http.StatusUnsupportedMediaType, Reason: "bad_request", Msg: "the body must be application/json"}
@@ -116,14 +133,6 @@ func readJSON(w http.ResponseWriter, r *http.Request, max int64, v any) ([]byte,
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return nil, newError(http.StatusBadRequest, "body is not the JSON this call takes: "+oneLine(err.Error()))
-	}
-	if dec.More() {
-		return nil, newError(http.StatusBadRequest, "body holds more than one JSON value")
 	}
 	return b, nil
 }
@@ -188,7 +197,7 @@ func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) (*Result, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.adminToken(r, auth.ScopeRead, subdir); err != nil {
+	if _, err := s.adminToken(r, auth.ScopeRead, subdir, label); err != nil {
 		return nil, err
 	}
 	files, err := s.o.Lifecycle.List(label, subdir)
@@ -340,13 +349,15 @@ func (s *Server) patches(w http.ResponseWriter, r *http.Request) (*Result, error
 	}
 	var in *patch.Instructions
 	if r.Method == http.MethodPut {
-		var raw json.RawMessage
-		b, err := readJSON(w, r, maxPatchBody, &raw)
+		b, err := readBody(w, r, maxPatchBody)
 		if err != nil {
 			return nil, err
 		}
 		if b == nil {
 			return nil, newError(http.StatusBadRequest, "the body must be patch instructions (conda-index's patch_instructions.json)")
+		}
+		if err := checkJSON(b, reflect.TypeFor[patch.Instructions]()); err != nil {
+			return nil, newError(http.StatusBadRequest, "body is not the JSON this call takes: "+oneLine(err.Error()))
 		}
 		if in, err = patch.Parse(b, true); err != nil {
 			return nil, newError(http.StatusBadRequest, oneLine(err.Error()))

@@ -1,78 +1,18 @@
 package server
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
-
-var errBadPath = newError(http.StatusBadRequest, "malformed request path")
-
-// guard refuses request paths that are not in canonical form before any
-// route sees them, and takes a token given as a /t/<token>/ prefix (the
-// form conda, anaconda.org and quetz use) out of the path.
-//
-// ServeMux would answer a non-canonical path with a redirect to its
-// cleaned form; a path that needs cleaning is not one any client of a
-// channel sends, so it is refused instead: dot segments, empty segments,
-// backslashes, NUL and other control bytes, semicolons (as in "..;"),
-// invalid UTF-8 (overlong encodings), and percent-encoded slashes or
-// backslashes. What passes is checked again against the channel's
-// allow-list, and opened through os.Root.
-func (s *Server) guard(next http.Handler) http.Handler {
-	refuse := s.handle(kindDownload, func(http.ResponseWriter, *http.Request) (*Result, error) { return nil, errBadPath })
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !cleanPath(r.URL) {
-			refuse.ServeHTTP(w, r)
-			return
-		}
-		if rest, ok := strings.CutPrefix(r.URL.Path, "/t/"); ok {
-			tok, after, found := strings.Cut(rest, "/")
-			if !found || tok == "" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-				refuse.ServeHTTP(w, r)
-				return
-			}
-			u := *r.URL
-			u.Path, u.RawPath = "/"+after, ""
-			r = r.WithContext(context.WithValue(r.Context(), pathToken{}, tok))
-			r.URL = &u
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// cleanPath reports whether a request path is in canonical form.
-func cleanPath(u *url.URL) bool {
-	raw := strings.ToLower(u.RawPath)
-	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") || strings.Contains(raw, "%00") {
-		return false
-	}
-	p := u.Path
-	if !strings.HasPrefix(p, "/") || !utf8.ValidString(p) {
-		return false
-	}
-	parts := strings.Split(p[1:], "/")
-	for i, part := range parts {
-		if (part == "" && i != len(parts)-1) || part == "." || part == ".." {
-			return false
-		}
-		for _, c := range []byte(part) {
-			if c < 0x20 || c == 0x7f || c == '\\' || c == ';' {
-				return false
-			}
-		}
-	}
-	return true
-}
 
 // credentials returns the token a request presents, in any of the forms
 // clients send: Authorization: Bearer, HTTP Basic with the token as the
@@ -147,23 +87,68 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 		}
 		return nil, errNotFound
 	}
+	// A page checks the token only; it then shows what the token's
+	// labels and subdirs allow, where a file or listing is refused.
+	pages := s.o.Channel.Pages != nil && web.Wants(r)
+	var acc web.Access
 	if s.o.Channel.TokenDownloads {
-		if _, err := s.authorize(r, auth.ScopeRead); err != nil {
+		var err error
+		if pages {
+			acc, err = s.pageAccess(r)
+		} else {
+			err = s.authorizeRead(r)
+		}
+		if err != nil {
 			if errorOf(err).Status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Basic realm="conda channel", charset="UTF-8"`)
 			}
 			return nil, err
 		}
 	}
-	if s.pace != nil && s.pace.rate > 0 {
-		w = pacedWriter{w, s.pace}
+	if pages {
+		return s.page(w, r, acc)
 	}
-	err := s.o.Channel.Files.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+	w, release, err := s.startDownload(w, r)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	err = s.o.Channel.Files.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 	if errors.Is(err, channel.ErrNotFound) {
+		return nil, newError(http.StatusNotFound, "not found: "+oneLine(logPath(r)))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return handled, nil
+}
+
+// pageAccess checks a page request's read token and returns what its
+// pages may show.
+func (s *Server) pageAccess(r *http.Request) (web.Access, error) {
+	t, err := s.authorize(r, auth.ScopeRead)
+	return web.Access{Labels: t.Labels, Subdirs: t.Subdirs}, err
+}
+
+// page serves one of the channel's pages.
+func (s *Server) page(w http.ResponseWriter, r *http.Request, acc web.Access) (*Result, error) {
+	err := s.o.Channel.Pages.Serve(w, r, acc)
+	if errors.Is(err, web.ErrNotFound) {
 		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))
 	}
 	if err != nil {
 		return nil, err
 	}
 	return handled, nil
+}
+
+// countDownload counts a package GET answered 200 or 206; HEAD, 304
+// and everything else are not downloads.
+func (s *Server) countDownload(r *http.Request, status int) {
+	if s.o.Channel.Stats == nil || r.Method != http.MethodGet || (status != http.StatusOK && status != http.StatusPartialContent) {
+		return
+	}
+	if file, ok := stats.Countable(strings.TrimPrefix(r.URL.Path, "/")); ok {
+		s.o.Channel.Stats.Record(file, remoteIP(r), status == http.StatusPartialContent, time.Now())
+	}
 }

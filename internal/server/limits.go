@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,12 +16,44 @@ import (
 // Only failures count, so clients that authenticate are never slowed; and
 // a limited address is refused before its token is checked, so that
 // answers cannot be used to keep guessing at full speed.
+//
+// An IPv6 address counts by its IPv6Prefix (a /64 by default): one host
+// is usually given a whole /64, and would otherwise rotate through it,
+// an address per try, without limit. An IPv4-mapped IPv6 address counts
+// as the IPv4 address it is.
 type AuthLimiter struct {
 	Limit  int
 	Window time.Duration
+	// IPv6Prefix is the prefix length IPv6 addresses are counted by;
+	// 0 means DefaultIPv6Prefix.
+	IPv6Prefix int
 
 	mu    sync.Mutex
 	addrs map[string][]time.Time
+}
+
+// DefaultIPv6Prefix is the prefix IPv6 clients are counted by, unless
+// configured otherwise: a /64, what one host or site is usually given.
+const DefaultIPv6Prefix = 64
+
+// key is what failures from addr count against: the IPv4 address, or
+// the IPv6 address's prefix. Anything that is not an IP address counts
+// as itself.
+func (l *AuthLimiter) key(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.WithZone("").Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	bits := l.IPv6Prefix
+	if bits <= 0 || bits > 128 {
+		bits = DefaultIPv6Prefix
+	}
+	p, _ := ip.Prefix(bits) // cannot fail: an IPv6 address, 0 < bits <= 128
+	return p.String()
 }
 
 // maxTrackedAddrs bounds the limiter's memory under a spray of addresses.
@@ -32,6 +65,7 @@ func (l *AuthLimiter) Blocked(addr string, now time.Time) (time.Duration, bool) 
 	if l == nil || l.Limit <= 0 {
 		return 0, false
 	}
+	addr = l.key(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	fails := l.prune(addr, now)
@@ -46,6 +80,7 @@ func (l *AuthLimiter) Fail(addr string, now time.Time) {
 	if l == nil || l.Limit <= 0 {
 		return
 	}
+	addr = l.key(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.addrs == nil {
@@ -100,6 +135,10 @@ var errTooSlow = errors.New("upload slower than min_upload_rate")
 // Reads have a deadline at most one window away, so a client that sends
 // nothing at all is cut too. (The deadline is moved only when half of it
 // is used up: setting it on every read of a fast upload is measurable.)
+// With min or window 0 the rate is not checked.
+//
+// Until authenticated is called, reads also have the hard deadline
+// until, past which the body fails with authTimeout (see admission.go).
 type rateReader struct {
 	r        io.Reader
 	rc       *http.ResponseController
@@ -108,25 +147,31 @@ type rateReader struct {
 	waited   time.Duration
 	n        int64
 	deadline time.Time
-}
 
-func newRateReader(r io.Reader, w http.ResponseWriter, min int64, window time.Duration) io.Reader {
-	if min <= 0 || window <= 0 {
-		return r
-	}
-	return &rateReader{r: r, rc: http.NewResponseController(w), min: min, window: window}
+	until       time.Time
+	authTimeout error
 }
 
 func (rr *rateReader) Read(p []byte) (int, error) {
 	start := time.Now()
-	if rr.deadline.Sub(start) < rr.window/2 {
-		rr.deadline = start.Add(rr.window)
-		rr.rc.SetReadDeadline(rr.deadline)
+	if !rr.until.IsZero() && !start.Before(rr.until) {
+		return 0, rr.authTimeout
+	}
+	want := rr.deadline
+	if rr.window > 0 && rr.deadline.Sub(start) < rr.window/2 {
+		want = start.Add(rr.window)
+	}
+	if !rr.until.IsZero() && (want.IsZero() || want.After(rr.until)) {
+		want = rr.until
+	}
+	if !want.Equal(rr.deadline) {
+		rr.deadline = want
+		rr.rc.SetReadDeadline(want)
 	}
 	n, err := rr.r.Read(p)
 	rr.waited += time.Since(start)
 	rr.n += int64(n)
-	if rr.waited >= rr.window {
+	if rr.min > 0 && rr.window > 0 && rr.waited >= rr.window {
 		if float64(rr.n) < float64(rr.min)*rr.waited.Seconds() {
 			return n, errTooSlow
 		}
@@ -134,9 +179,22 @@ func (rr *rateReader) Read(p []byte) (int, error) {
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		if !rr.until.IsZero() {
+			return n, rr.authTimeout
+		}
 		return n, errTooSlow
 	}
 	return n, err
+}
+
+// authenticated lifts the auth deadline: the request has a token.
+func (rr *rateReader) authenticated() {
+	rr.until = time.Time{}
+	if rr.window <= 0 || rr.min <= 0 {
+		rr.window = 0
+		rr.rc.SetReadDeadline(time.Time{})
+	}
+	rr.deadline = time.Time{}
 }
 
 // ConnLimiter bounds open connections. Up to Max, connections are served

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -75,8 +74,10 @@ func readJWT(r *http.Request) (string, error) {
 	if len(b) > 64<<10 {
 		return "", newError(http.StatusRequestEntityTooLarge, "mint request over 64 KiB")
 	}
-	if err := json.Unmarshal(b, &body); err != nil || body.Token == "" {
-		return "", newError(http.StatusBadRequest, `mint request must be JSON {"token": "<OIDC ID token>"}`)
+	// The reason is not echoed: it could quote a credential sent in the
+	// wrong place.
+	if err := decodeJSON(b, &body); err != nil || body.Token == "" {
+		return "", newError(http.StatusBadRequest, `mint request must be JSON {"token": "<OIDC ID token>"}, with that one key exactly`)
 	}
 	return body.Token, nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -58,20 +59,34 @@ func (p *pacer) wait(n int) {
 	}
 }
 
-// pacedWriter sends a download body through the pacer, in pieces small
-// enough that an upload starting mid-download is felt at once. It has no
-// ReadFrom, so that io.Copy goes through Write.
-type pacedWriter struct {
+// sendWriter sends a download body in pieces of sendPiece bytes: each
+// waits for the pacer, small enough that an upload starting
+// mid-download is felt at once, and then must be taken by the client
+// within the send timeout.
+type sendWriter struct {
 	http.ResponseWriter
 	p *pacer
+	// rc sets the deadlines; timeout 0 sets none.
+	rc      *http.ResponseController
+	timeout time.Duration
+	// sendfile says that the connection is plain HTTP/1.x, whose
+	// ReadFrom sends a file without copying it.
+	sendfile bool
 }
 
-func (w pacedWriter) Write(b []byte) (int, error) {
-	const piece = 32 << 10
+// extend moves the send deadline to a timeout from now.
+func (w *sendWriter) extend() {
+	if w.timeout > 0 {
+		w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+}
+
+func (w *sendWriter) Write(b []byte) (int, error) {
 	written := 0
 	for len(b) > 0 {
-		n := min(len(b), piece)
+		n := min(len(b), sendPiece)
 		w.p.wait(n)
+		w.extend()
 		m, err := w.ResponseWriter.Write(b[:n])
 		written += m
 		if err != nil {
@@ -82,4 +97,29 @@ func (w pacedWriter) Write(b []byte) (int, error) {
 	return written, nil
 }
 
-func (w pacedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// pieces holds the buffers that file bodies are copied through.
+var pieces = sync.Pool{New: func() any { return new([sendPiece]byte) }}
+
+// ReadFrom sends a file in pieces: through the server's ReadFrom (and so
+// sendfile) on plain HTTP/1.x, else through Write with a pooled buffer,
+// where io.Copy would allocate one per call.
+func (w *sendWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok || !w.sendfile {
+		buf := pieces.Get().(*[sendPiece]byte)
+		defer pieces.Put(buf)
+		return io.CopyBuffer(struct{ io.Writer }{w}, src, buf[:])
+	}
+	var total int64
+	for {
+		w.p.wait(sendPiece)
+		w.extend()
+		n, err := rf.ReadFrom(io.LimitReader(src, sendPiece))
+		total += n
+		if err != nil || n < sendPiece {
+			return total, err
+		}
+	}
+}
+
+func (w *sendWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

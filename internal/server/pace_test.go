@@ -28,7 +28,7 @@ func TestPacer(t *testing.T) {
 			p := &pacer{rate: tt.rate, active: func() bool { return tt.active },
 				now:   func() time.Time { return clock },
 				sleep: func(d time.Duration) { slept += d; clock = clock.Add(d) }}
-			w := pacedWriter{httptest.NewRecorder(), p}
+			w := &sendWriter{ResponseWriter: httptest.NewRecorder(), p: p}
 			n, err := w.Write(make([]byte, tt.send))
 			if err != nil || n != tt.send {
 				t.Fatalf("wrote %d, %v", n, err)

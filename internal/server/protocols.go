@@ -1,8 +1,6 @@
 package server
 
 import (
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -56,7 +54,7 @@ func (s *Server) headerToken(r *http.Request) (auth.Token, error) {
 
 // protocolAuth does what every protocol route does before reading the
 // body: find the label from the path, authenticate the header token and
-// check it may upload there, read force.
+// check it may upload there, read force, and admit the upload.
 func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	lf := fieldsOf(r)
 	switch {
@@ -89,7 +87,11 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 		return auth.Token{}, false, err
 	}
 	f, err := force(r)
-	return token, f, err
+	if err != nil {
+		return auth.Token{}, false, err
+	}
+	// Authenticated: now, and only now, the upload takes a slot.
+	return token, f, s.admit(r)
 }
 
 // force reads the force query parameter as rattler sends it.
@@ -105,30 +107,6 @@ func force(r *http.Request) (bool, error) {
 	return b, nil
 }
 
-// digestSHA256 reads the sha-256 of an RFC 9530 Repr-Digest or
-// Content-Digest header (sha-256=:<base64>:), as hex; "" if neither
-// names sha-256. For a raw upload body both describe the package.
-func digestSHA256(h http.Header) (string, string, error) {
-	for _, name := range []string{"Repr-Digest", "Content-Digest"} {
-		for _, field := range strings.Split(h.Get(name), ",") {
-			algo, val, ok := strings.Cut(strings.TrimSpace(field), "=")
-			if !ok || !strings.EqualFold(strings.TrimSpace(algo), "sha-256") {
-				continue
-			}
-			val = strings.TrimSpace(val)
-			if len(val) < 2 || val[0] != ':' || val[len(val)-1] != ':' {
-				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value must be :base64:")
-			}
-			b, err := base64.StdEncoding.DecodeString(val[1 : len(val)-1])
-			if err != nil || len(b) != 32 {
-				return "", name, newError(http.StatusBadRequest, name+": the sha-256 value is not 32 bytes of base64")
-			}
-			return hex.EncodeToString(b), name, nil
-		}
-	}
-	return "", "", nil
-}
-
 // rawUpload receives a package sent as the whole request body (quetz,
 // Artifactory), with or without a Content-Length.
 func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(), filename string, p publishing) (*Result, error) {
@@ -138,15 +116,13 @@ func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(
 		return nil, err
 	}
 	p.force = f
-	sum, from, err := digestSHA256(r.Header)
-	if err != nil {
-		return nil, err
-	}
-	if q := r.URL.Query().Get("sha256"); q != "" {
-		sum, from = q, "the sha256 query parameter"
-	}
-	if sum != "" && p.sha256 == "" {
-		p.sha256, p.sha256From = sum, from
+	// The digest fields of the request are checked as the body arrives
+	// (limitBody); the sha256 parameters, as many as were sent, here.
+	p.sha256From = "the sha256 query parameter"
+	for _, q := range r.URL.Query()["sha256"] {
+		if p.sha256, err = sameSHA256(p.sha256, q, p.sha256From); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.limitBody(w, r, 0); err != nil {
 		return nil, err
@@ -226,23 +202,22 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 		if x := part.Header.Get("X-File-Name"); x != "" && x != filename {
 			return newError(http.StatusBadRequest, fmt.Sprintf("X-File-Name %q disagrees with the part's filename %q", oneLine(x), oneLine(filename)))
 		}
-		if x := part.Header.Get("X-File-SHA256"); x != "" {
-			fu.p.sha256, fu.p.sha256From = x, "X-File-SHA256"
-		}
+		// X-File-SHA256, and any other digest field of the part, is
+		// checked as the part ends.
 		var err error
-		fu.in, err = s.receive(part, filename, fieldsOf(r))
+		fu.in, err = s.receive(checkDigests(part, part.Header, "file part"), filename, fieldsOf(r))
 		return err
 	case name == "attestation":
 		a, err := readField(part, name, maxAttestation)
 		if err != nil {
 			return err
 		}
-		if !json.Valid([]byte(a)) {
-			return newError(http.StatusBadRequest, "the attestation part is not JSON")
+		if a = strings.TrimSpace(a); !json.Valid([]byte(a)) || a[0] != '{' {
+			return newError(http.StatusBadRequest, "the attestation part is not JSON: want one object, a Sigstore bundle")
 		}
-		// CEP 50: <filename>.sigs holds a JSON array of them. It is
-		// kept as sent, not verified.
-		fu.p.sigs = []byte("[" + strings.TrimSpace(a) + "]")
+		// CEP 50: <filename>.sigs holds a JSON array of them, to which
+		// this one is added. It is kept as sent, not verified.
+		fu.p.sigs = []byte("[" + a + "]")
 		return nil
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -135,7 +136,8 @@ func TestUploadProtocols(t *testing.T) {
 		cases = append(cases, tc{"artifactory/" + a.name + "/Repr-Digest", func(e *env) *http.Request {
 			r := e.artifactoryRequest("main", "linux-64", fn, data, a)
 			b, _ := hex.DecodeString(sum)
-			r.Header.Set("Repr-Digest", "sha-512=:AAAA:, sha-256=:"+base64.StdEncoding.EncodeToString(b)+":")
+			s512 := sha512.Sum512(data)
+			r.Header.Set("Repr-Digest", "crc32c=:AAAAAA==:, sha-512=:"+base64.StdEncoding.EncodeToString(s512[:])+":, sha-256=:"+base64.StdEncoding.EncodeToString(b)+":")
 			return r
 		}})
 	}

@@ -137,7 +137,9 @@ func (s *Server) routes() []route {
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
-		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
+		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json;
+		// with [ui], the pages (/packages/<name>, /static/<file>) and
+		// /api/v1/stats/..., which download hands to internal/web.
 		{pattern: "/", kind: kindDownload, methods: get(s.download, kindDownload)},
 	}
 }
@@ -167,8 +169,14 @@ func (s *Server) mux(roles Role) *http.ServeMux {
 			}
 		}
 		miss := s.handle(rt.kind, s.refuseMethod(rt.pattern, slices.Sorted(maps.Keys(methods))))
+		tokenMiss := s.refuseTokenRoute(rt.kind)
 		mux.Handle(rt.pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if h, ok := methods[r.Method]; ok {
+			h, ok := methods[r.Method]
+			switch {
+			case tokenRouteRefused(r, rt.methods[r.Method].kind, ok):
+				tokenMiss.ServeHTTP(w, r)
+				return
+			case ok:
 				h.ServeHTTP(w, r)
 				return
 			}

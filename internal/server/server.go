@@ -50,8 +50,10 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/retention"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Indexer is what the server needs of the index scheduler
@@ -115,11 +117,18 @@ type Limits struct {
 	// bodies that trickle in. Zero disables it.
 	MinUploadRate int64
 	RateWindow    time.Duration
+	// AuthDeadline is how long an upload may send its body before it
+	// authenticates (its token in a form field); DefaultAuthDeadline
+	// if zero.
+	AuthDeadline time.Duration
 	// Conns, if set, is the connection limiter of the http.Server.
 	Conns *ConnLimiter
 	// Arrivals, if set, counts uploads from their first byte until they
 	// are stored or refused, for the index scheduler.
 	Arrivals *index.Arrivals
+	// Downloads bounds what downloads, and answers that wait for a
+	// client, may hold.
+	Downloads DownloadLimits
 }
 
 // Observability is what the server tells operators besides its log.
@@ -151,6 +160,10 @@ type ChannelOptions struct {
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
+	// Pages, if set, serves the channel's pages to browsers, under the
+	// same access as the channel; Stats, if set, counts downloads.
+	Pages *web.UI
+	Stats *stats.Counter
 }
 
 // MirrorOptions tell the upload answer about the object-storage mirror.
@@ -170,6 +183,10 @@ type Server struct {
 	draining atomic.Bool
 	handler  http.Handler
 	pace     *pacer
+	// sending counts the downloads in flight, and finishing the other
+	// answers whose last bytes wait for an HTTP/2 client, against
+	// o.Limits.Downloads.
+	sending, finishing downloadSlots
 
 	uploads      atomic.Int64 // packages stored (created or identical)
 	failures     atomic.Int64 // refused or failed upload requests
@@ -182,6 +199,8 @@ func New(o Options) *Server {
 		o.Channel.Name = "main"
 	}
 	s := &Server{o: o, sem: make(chan struct{}, o.Limits.MaxConcurrent)}
+	s.sending = downloadSlots{limits: o.Limits.Downloads, conns: map[string]int{}}
+	s.finishing = downloadSlots{limits: o.Limits.Downloads, conns: map[string]int{}, firstFree: true}
 	s.pace = &pacer{rate: float64(o.Channel.DownloadRateWhileUploading), active: func() bool { return len(s.sem) > 0 }}
 	s.auth.Store(o.Auth)
 	s.handler = s.Handler(All)
@@ -227,17 +246,6 @@ type logFields struct {
 	label, call, to, reason string
 }
 
-// pathToken is the context key of a token given as a /t/<token>/ prefix.
-type pathToken struct{}
-
-// logPath is the path as logged: a /t/<token>/ prefix is redacted.
-func logPath(r *http.Request) string {
-	if _, ok := r.Context().Value(pathToken{}).(string); ok {
-		return "/t/REDACTED" + r.URL.Path
-	}
-	return r.URL.Path
-}
-
 type ctxKey struct{}
 
 func fieldsOf(r *http.Request) *logFields {
@@ -264,9 +272,6 @@ func (s *Server) handle(k routeKind, h handler) http.Handler {
 		// Log before answering, so that the log has the line by the time
 		// the client has its response.
 		s.logRequest(r, lf, start, o)
-		if r.TLS != nil {
-			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
-		}
 		writeJSON(w, o.status, o.body)
 	})
 }
@@ -285,6 +290,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result
 func (s *Server) wrote(k routeKind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
 	if k == kindDownload {
 		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
+		s.countDownload(r, w.status)
 	}
 	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
 		slog.Int("status", w.status)}

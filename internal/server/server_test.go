@@ -151,6 +151,7 @@ func startAt(t testing.TB, root string, indexDelay time.Duration, opts ...option
 	hs := httptest.NewUnstartedServer(srv)
 	hs.EnableHTTP2 = true
 	hs.Config.HTTP2 = server.HTTP2Config()
+	hs.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn) // as the daemon's
 	hs.StartTLS()
 	t.Cleanup(hs.Close)
 	return &env{url: hs.URL + "/", client: hs.Client(), root: root, ix: ix, srv: srv, httpSrv: hs, logs: logs, audit: auditFile}

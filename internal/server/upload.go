@@ -54,58 +54,14 @@ type Uploaded struct {
 	Status   int    `json:"status"`
 }
 
-// admit runs the checks every upload route makes before it reads a body
-// byte: not draining, not blocked for failed logins, a free upload slot.
-// It returns a function that releases the slot.
-func (s *Server) admit(r *http.Request) (release func(), err error) {
-	if s.draining.Load() {
-		return nil, errShuttingDown
-	}
-	if wait, blocked := s.o.Limits.AuthLimiter.Blocked(remoteIP(r), time.Now()); blocked {
-		return nil, &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited",
-			Msg: "too many failed authentications from this address; retry later", RetryAfter: wait}
-	}
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		return nil, errBusy
-	}
-	s.o.Observe.Metrics.InFlight(1)
-	return func() {
-		s.o.Observe.Metrics.InFlight(-1)
-		<-s.sem
-	}, nil
-}
-
 // uploadForm is the original's upload: POST / as multipart form data.
 func (s *Server) uploadForm(w http.ResponseWriter, r *http.Request) (*Result, error) {
 	return s.uploading(w, r, "form", s.receiveForm)
 }
 
-// uploading runs an upload protocol's handler with what every upload
-// needs around it: admission (drain, failed-login limit, a free slot),
-// the arrival count for the index scheduler, and counting a 401 against
-// the address.
-func (s *Server) uploading(w http.ResponseWriter, r *http.Request, protocol string,
-	h func(w http.ResponseWriter, r *http.Request, arrived func()) (*Result, error)) (*Result, error) {
-	fieldsOf(r).protocol = protocol
-	release, err := s.admit(r)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	arrived := s.o.Limits.Arrivals.Begin()
-	defer arrived()
-	res, err := h(w, r, arrived)
-	if err != nil && errorOf(err).Status == http.StatusUnauthorized {
-		s.o.Limits.AuthLimiter.Fail(remoteIP(r), time.Now())
-		s.authFailures.Add(1)
-	}
-	return res, err
-}
-
 // limitBody bounds an upload's body to max_upload_size plus slack, and
-// cuts one that trickles in slower than min_upload_rate.
+// cuts one that trickles in slower than min_upload_rate or, before the
+// upload is admitted, past the auth deadline (paced).
 func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) error {
 	limit := s.o.Limits.MaxUploadSize + slack
 	if r.ContentLength > limit {
@@ -115,7 +71,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request, slack int64) 
 	r.Body = struct {
 		io.Reader
 		io.Closer
-	}{newRateReader(body, w, s.o.Limits.MinUploadRate, s.o.Limits.RateWindow), body}
+	}{s.paced(w, r, checkDigests(body, textproto.MIMEHeader(r.Header), "request body")), body}
 	return nil
 }
 
@@ -134,6 +90,9 @@ func (s *Server) receiveForm(w http.ResponseWriter, r *http.Request, arrived fun
 			return nil, err
 		}
 		fu.token = &t
+		if err := s.admit(r); err != nil {
+			return nil, err
+		}
 	}
 	mr, err := formReader(r, "fields token and artifact")
 	if err != nil {
@@ -220,6 +179,9 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 			return err
 		}
 		fu.token = &t
+		if err := s.admit(req); err != nil {
+			return err
+		}
 	case name == "artifact":
 		switch {
 		case fu.in != nil:
@@ -230,15 +192,17 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 			return newError(http.StatusBadRequest, "artifact must be a file field with a filename")
 		}
 		var err error
-		fu.in, err = s.receive(p, filename, lf)
+		fu.in, err = s.receive(checkDigests(p, p.Header, "artifact part"), filename, lf)
 		return err
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
 	case name == "sha256":
 		// Optional: the client's sha256 of the artifact, checked
 		// against what arrived.
-		var err error
-		fu.p.sha256, err = readField(p, name, maxFieldLen)
+		v, err := readField(p, name, maxFieldLen)
+		if err == nil {
+			fu.p.sha256, err = sameSHA256(fu.p.sha256, v, fu.p.sha256From)
+		}
 		return err
 	case name == "label":
 		// Optional: the label to upload to; main if absent.
@@ -425,13 +389,13 @@ func (s *Server) move(pub *publication) error {
 	return err
 }
 
-// sidecar keeps the attestation the client sent, if any, as
-// <filename>.sigs.
+// sidecar adds the attestation the client sent, if any, to
+// <filename>.sigs (store.AddSidecar).
 func (s *Server) sidecar(pub *publication) error {
 	if pub.p.sigs == nil {
 		return nil
 	}
-	if err := s.o.Store.WriteSidecar(pub.dir, pub.name+".sigs", pub.p.sigs); err != nil {
+	if err := s.o.Store.AddSidecar(pub.dir, pub.name, pub.fi, pub.p.sigs); err != nil {
 		return fmt.Errorf("keep attestation: %w", err)
 	}
 	return nil

@@ -51,6 +51,10 @@ type Store struct {
 	// chunks recycles the buffers of Receive between uploads, so that a
 	// steady stream of uploads allocates (and clears) no new memory.
 	chunks sync.Pool
+	// sidecars serializes every change to a package's sidecar with the
+	// changes to the package that must not interleave with it
+	// (sidecar.go).
+	sidecars sync.Mutex
 }
 
 // Open prepares the channel at root and removes the temp files of uploads
@@ -154,19 +158,15 @@ func (u *Upload) Publish(dir, filename, sha256hex string) (Outcome, fs.FileInfo,
 		return 0, nil, err
 	}
 	final := filepath.Join(abs, filename)
-	err := os.Link(u.f.Name(), final)
+	err := u.s.link(u.f.Name(), dir, filename)
 	switch {
 	case errors.Is(err, fs.ErrExist):
-		same, err := sameContent(final, sha256hex)
+		same, fi, err := sameContent(final, sha256hex)
 		if err != nil {
 			return 0, nil, err
 		}
 		if !same {
 			return 0, nil, ErrExists
-		}
-		fi, err := os.Stat(final)
-		if err != nil {
-			return 0, nil, err
 		}
 		u.Abort()
 		return Identical, fi, nil
@@ -188,15 +188,6 @@ func (u *Upload) Publish(dir, filename, sha256hex string) (Outcome, fs.FileInfo,
 	return Created, fi, nil
 }
 
-// WriteSidecar replaces dir/name, a small file that goes with a
-// package (such as its CEP 50 attestations, <filename>.sigs), atomically.
-func (s *Store) WriteSidecar(subdir, name string, data []byte) error {
-	if err := checkName(subdir, name); err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(s.root, subdir, name), data)
-}
-
 // TrashDir is the folder inside the channel root that keeps the bytes of
 // packages replaced or deleted, by UTC date: nothing is ever destroyed by
 // the server, only moved aside.
@@ -214,10 +205,9 @@ func (u *Upload) Replace(dir, filename, sha256hex string, now time.Time) (Outcom
 		return 0, nil, "", err
 	}
 	final := filepath.Join(u.s.root, dir, filename)
-	if same, err := sameContent(final, sha256hex); err == nil && same {
-		fi, err := os.Stat(final)
+	if same, fi, err := sameContent(final, sha256hex); err == nil && same {
 		u.Abort()
-		return Identical, fi, "", err
+		return Identical, fi, "", nil
 	}
 	if err := u.f.Sync(); err != nil {
 		return 0, nil, "", fmt.Errorf("fsync upload: %w", err)
@@ -229,8 +219,8 @@ func (u *Upload) Replace(dir, filename, sha256hex string, now time.Time) (Outcom
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, nil, "", err
 	}
-	if err := os.Rename(u.f.Name(), final); err != nil {
-		return 0, nil, "", fmt.Errorf("replace %s/%s: %w", dir, filename, err)
+	if err := u.s.swap(u.f.Name(), dir, filename, now); err != nil {
+		return 0, nil, "", err
 	}
 	u.done = true
 	u.f.Close()
@@ -286,21 +276,27 @@ func checkName(dir, filename string) error {
 	return nil
 }
 
-func sameContent(path, sha256hex string) (bool, error) {
+// sameContent reports whether the file at path has the digest
+// sha256hex, and returns the info of the file it hashed.
+func sameContent(path, sha256hex string) (bool, fs.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, nil, err
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return false, fmt.Errorf("hash existing %s: %w", filepath.Base(path), err)
+		return false, nil, fmt.Errorf("hash existing %s: %w", filepath.Base(path), err)
 	}
 	want, err := hex.DecodeString(sha256hex)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return bytes.Equal(h.Sum(nil), want), nil
+	return bytes.Equal(h.Sum(nil), want), fi, nil
 }
 
 // MkdirSynced creates dir (relative to the root) and its parents if

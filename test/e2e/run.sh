@@ -325,7 +325,11 @@ log "systemctl stop during a 400 MiB upload"
 curl -sS --cacert "$WORK/cert.pem" --max-time 120 --limit-rate 40M -o "$WORK/big.json" -w '%{http_code}' \
 	-F "token=$TOKEN" -F "artifact=@$WORK/e2e-big-1.0-0.conda" "$URL" >"$WORK/big.code" 2>"$WORK/big.err" &
 UPLOAD_PID=$!
-sleep 3
+# Stop once the upload is in flight: the metrics say so.
+for _ in $(seq 100); do
+	curl -sS --cacert "$WORK/cert.pem" --max-time 5 "${URL}metrics" | grep -qx 'conda_upload_in_flight 1' && break
+	sleep 0.1
+done
 cx systemctl stop conda-upload.service
 wait "$UPLOAD_PID" || true
 UPLOAD_PID=''
