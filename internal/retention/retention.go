@@ -43,12 +43,19 @@ type Rule struct {
 	MaxAge time.Duration
 }
 
+// coversLabel reports whether the rule's label (or glob) matches label.
+// Only a rule that names main matches main.
+func (r Rule) coversLabel(label string) bool {
+	if label == store.MainLabel {
+		return r.Label == store.MainLabel
+	}
+	ok, _ := path.Match(r.Label, label)
+	return ok
+}
+
 // Matches reports whether the rule covers package name in label.
 func (r Rule) Matches(label, name string) bool {
-	if label == store.MainLabel && r.Label != store.MainLabel {
-		return false
-	}
-	if ok, _ := path.Match(r.Label, label); !ok {
+	if !r.coversLabel(label) {
 		return false
 	}
 	if len(r.Packages) == 0 {
@@ -80,7 +87,7 @@ func (rs Rules) For(label, name string) (Rule, bool) {
 // then does a pass need the files' times.
 func (rs Rules) Ages(label string) bool {
 	for _, r := range rs {
-		if ok, _ := path.Match(r.Label, label); ok && r.MaxAge > 0 && (label != store.MainLabel || r.Label == store.MainLabel) {
+		if r.MaxAge > 0 && r.coversLabel(label) {
 			return true
 		}
 	}
@@ -90,10 +97,7 @@ func (rs Rules) Ages(label string) bool {
 // Covers reports whether any rule may apply to label.
 func (rs Rules) Covers(label string) bool {
 	for _, r := range rs {
-		if label == store.MainLabel && r.Label != store.MainLabel {
-			continue
-		}
-		if ok, _ := path.Match(r.Label, label); ok {
+		if r.coversLabel(label) {
 			return true
 		}
 	}
