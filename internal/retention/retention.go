@@ -135,14 +135,18 @@ type build struct {
 // Plan returns the files of label's subdir that the rules remove, in
 // filename order. Files whose version conda cannot parse are kept.
 func (rs Rules) Plan(label, subdir string, files []File, now time.Time) []Removal {
-	byName := map[string][]File{}
-	for _, f := range files {
-		byName[f.Name] = append(byName[f.Name], f)
-	}
+	byName := slices.Clone(files)
+	slices.SortFunc(byName, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	var out []Removal
 	versions := map[string]*condaversion.Version{}
-	for name, fs := range byName {
-		r, ok := rs.For(label, name)
+	for start := 0; start < len(byName); {
+		end := start + 1
+		for end < len(byName) && byName[end].Name == byName[start].Name {
+			end++
+		}
+		fs := byName[start:end]
+		start = end
+		r, ok := rs.For(label, fs[0].Name)
 		if !ok {
 			continue
 		}
@@ -186,11 +190,15 @@ func days(d time.Duration) string {
 // versions (nil for one that does not parse): a channel has far fewer
 // version strings than files.
 func newestFirst(files []File, versions map[string]*condaversion.Version) []build {
-	idx := map[string]int{}
-	var bs []build
+	type key struct {
+		version string
+		number  int
+	}
+	idx := make(map[key]int, len(files))
+	bs := make([]build, 0, len(files))
 	for _, f := range files {
-		key := f.Version + "\x00" + strconv.Itoa(f.Number)
-		i, ok := idx[key]
+		k := key{f.Version, f.Number}
+		i, ok := idx[k]
 		if !ok {
 			v, seen := versions[f.Version]
 			if !seen {
@@ -203,7 +211,7 @@ func newestFirst(files []File, versions map[string]*condaversion.Version) []buil
 				continue
 			}
 			i = len(bs)
-			idx[key] = i
+			idx[k] = i
 			bs = append(bs, build{version: *v, number: f.Number})
 		}
 		bs[i].files = append(bs[i].files, f)

@@ -66,6 +66,19 @@ func indexedFiles(path string) (map[string]int, map[string]bool) {
 	if err != nil {
 		return nil, nil
 	}
+	if numbers, removed, ok := scanIndex(b); ok {
+		return numbers, removed
+	}
+	numbers, removed, err := decodeIndex(b)
+	if err != nil {
+		return nil, nil
+	}
+	return numbers, removed
+}
+
+// decodeIndex reads what indexedFiles needs with encoding/json, for a
+// document scanIndex gives up on.
+func decodeIndex(b []byte) (map[string]int, map[string]bool, error) {
 	type rec struct {
 		BuildNumber int `json:"build_number"`
 	}
@@ -74,8 +87,8 @@ func indexedFiles(path string) (map[string]int, map[string]bool) {
 		PackagesConda map[string]rec `json:"packages.conda"`
 		Removed       []string       `json:"removed"`
 	}
-	if json.Unmarshal(b, &rd) != nil {
-		return nil, nil
+	if err := json.Unmarshal(b, &rd); err != nil {
+		return nil, nil, err
 	}
 	out := make(map[string]int, len(rd.Packages)+len(rd.PackagesConda))
 	for _, m := range []map[string]rec{rd.Packages, rd.PackagesConda} {
@@ -87,7 +100,7 @@ func indexedFiles(path string) (map[string]int, map[string]bool) {
 	for _, fn := range rd.Removed {
 		removed[fn] = true
 	}
-	return out, removed
+	return out, removed, nil
 }
 
 // trailingNumber is the number after a build string's last underscore,
