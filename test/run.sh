@@ -48,6 +48,7 @@ declare -A need=(
 	[nginx]=nginx-light
 	[node]=nodejs
 	[npm]=npm
+	[chromium]=chromium
 )
 missing=()
 for cmd in "${!need[@]}"; do

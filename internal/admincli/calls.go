@@ -68,7 +68,20 @@ func calls() []call {
 		{"patch delete", "LABEL SUBDIR", "remove it", func(a []string) request {
 			return request{method: http.MethodDelete, path: path("patches", a...)}
 		}},
+		{"owners list", "[PACKAGE]", "owned names and their owners (scope owners)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("owners", a...)}
+		}},
+		ownersCall("add", "add OWNER (a token name or oidc:<publisher>)"),
+		ownersCall("remove", "remove OWNER"),
+		ownersCall("transfer", "make OWNER the only owner"),
 	}
+}
+
+// ownersCall is a change of a package's owners.
+func ownersCall(name, summary string) call {
+	return call{"owners " + name, "PACKAGE OWNER", summary, func(a []string) request {
+		return request{method: http.MethodPost, path: path("owners", a[0]) + "/" + name, body: jsonBody("owner", a[1])}
+	}}
 }
 
 // path is the API path of a collection and its escaped segments.
@@ -117,21 +130,36 @@ func find(args []string) (call, []string, error) {
 		return call{}, nil, &Error{Msg: "no call given", Usage: true, Hint: "the calls are " + callNames()}
 	}
 	name, rest := args[0], args[1:]
-	if name == "patch" {
+	if subs := subCalls(name); subs != "" {
 		if len(rest) == 0 {
-			return call{}, nil, usageError("patch takes get, set or delete")
+			return call{}, nil, usageError("%s takes %s", name, subs)
 		}
-		name, rest = "patch "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	for _, c := range calls() {
 		if c.name == name {
 			return c, rest, nil
 		}
 	}
-	if sub, ok := strings.CutPrefix(name, "patch "); ok {
-		return call{}, nil, usageError("patch takes get, set or delete, not %q", sub)
+	if group, sub, ok := strings.Cut(name, " "); ok {
+		return call{}, nil, usageError("%s takes %s, not %q", group, subCalls(group), sub)
 	}
 	return call{}, nil, &Error{Msg: fmt.Sprintf("unknown call %q", name), Usage: true, Hint: "the calls are " + callNames()}
+}
+
+// subCalls lists the sub-calls of a call with them ("get, set or
+// delete" for patch), or "".
+func subCalls(group string) string {
+	var subs []string
+	for _, c := range calls() {
+		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
+			subs = append(subs, sub)
+		}
+	}
+	if len(subs) < 2 {
+		return strings.Join(subs, "")
+	}
+	return strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 }
 
 // callNames lists the calls' first words: "list, copy, ... and patch".

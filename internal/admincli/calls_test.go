@@ -18,6 +18,10 @@ func TestParse(t *testing.T) {
 		usage, hint        bool
 	}{
 		{args: "list main linux-64", method: "GET", path: "/api/v1/packages/main/linux-64"},
+		{args: "owners list", method: "GET", path: "/api/v1/owners"},
+		{args: "owners list my-pkg", method: "GET", path: "/api/v1/owners/my-pkg"},
+		{args: "owners transfer my-pkg oidc:team-b", method: "POST", path: "/api/v1/owners/my-pkg/transfer", body: `{"owner":"oidc:team-b"}`},
+		{args: "owners remove my-pkg team-a", method: "POST", path: "/api/v1/owners/my-pkg/remove", body: `{"owner":"team-a"}`},
 		{args: "copy dev noarch x-1-0.conda main", method: "POST", path: "/api/v1/packages/dev/noarch/x-1-0.conda/copy", body: `{"to":"main"}`},
 		{args: "move dev noarch x-1-0.conda main", method: "POST", path: "/api/v1/packages/dev/noarch/x-1-0.conda/move", body: `{"to":"main"}`},
 		{args: "yank main noarch x-1-0.conda", method: "POST", path: "/api/v1/packages/main/noarch/x-1-0.conda/yank", body: `{"reason":""}`},
@@ -69,6 +73,7 @@ func TestUsageListsCalls(t *testing.T) {
 		"list LABEL SUBDIR", "copy LABEL SUBDIR FILENAME TO", "move LABEL SUBDIR FILENAME TO",
 		"yank LABEL SUBDIR FILENAME [REASON]", "unyank LABEL SUBDIR FILENAME", "delete LABEL SUBDIR FILENAME",
 		"patch get LABEL SUBDIR", "patch set LABEL SUBDIR FILE", "patch delete LABEL SUBDIR",
+		"owners list [PACKAGE]", "owners add PACKAGE OWNER", "owners transfer PACKAGE OWNER",
 	} {
 		found := false
 		for _, l := range strings.Split(u, "\n") {

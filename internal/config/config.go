@@ -31,6 +31,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
@@ -90,6 +91,7 @@ type Config struct {
 	ListenDownload string `toml:"listen_download"`
 
 	Download          DownloadConfig           `toml:"download"`
+	UI                UIConfig                 `toml:"ui"`
 	TrustedPublishers []TrustedPublisherConfig `toml:"trusted_publishers"`
 	OIDC              OIDCConfig               `toml:"oidc"`
 	Index             IndexConfig              `toml:"index"`
@@ -97,6 +99,7 @@ type Config struct {
 	Metrics           MetricsConfig            `toml:"metrics"`
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
+	Policy            PolicyConfig             `toml:"policy"`
 
 	// Retention, TrashRetention and the quotas bound what the channel
 	// keeps (retention.go).
@@ -200,6 +203,14 @@ type DownloadConfig struct {
 	SendTimeout Duration `toml:"send_timeout"`
 }
 
+// UIConfig configures the channel's pages for browsers.
+type UIConfig struct {
+	// Enabled serves the pages wherever the channel is served: a person
+	// who opens the channel's URL sees its packages rather than a bare
+	// listing. Off, browsers get the plain listings curl gets.
+	Enabled bool `toml:"enabled"`
+}
+
 // TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
 // jobs, by their OIDC identity, may upload without a stored token.
 type TrustedPublisherConfig struct {
@@ -209,6 +220,7 @@ type TrustedPublisherConfig struct {
 	Claims    map[string]string `toml:"claims"`
 	Subdirs   []string          `toml:"subdirs"`
 	Labels    []string          `toml:"labels"`
+	Packages  []string          `toml:"packages"`
 	Scopes    []string          `toml:"scopes"`
 	JWKSFile  string            `toml:"jwks_file"`
 	CAFile    string            `toml:"ca_file"`
@@ -263,6 +275,9 @@ func (p TrustedPublisherConfig) check() error {
 			add("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
+	if err := checkPackages(p.Packages); err != nil {
+		add("%v", err)
+	}
 	for _, f := range []string{p.JWKSFile, p.CAFile} {
 		if f != "" && !filepath.IsAbs(f) {
 			add("%q must be an absolute path", f)
@@ -276,7 +291,7 @@ func (c *Config) Publishers() []trusted.Publisher {
 	var out []trusted.Publisher
 	for _, p := range c.TrustedPublishers {
 		out = append(out, trusted.Publisher{Name: p.Name, Issuer: p.Issuer, Audiences: p.Audiences, Claims: p.Claims,
-			Subdirs: p.Subdirs, Labels: p.Labels, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
+			Subdirs: p.Subdirs, Labels: p.Labels, Packages: p.Packages, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
 	}
 	return out
 }
@@ -310,8 +325,11 @@ type TokenConfig struct {
 	Subdirs []string `toml:"subdirs"`
 	// Labels, if set, are the only labels the token may upload to or
 	// change; "main" is the channel root.
-	Labels  []string  `toml:"labels"`
-	Expires time.Time `toml:"expires"`
+	Labels []string `toml:"labels"`
+	// Packages, if set, are the only package names the token may
+	// upload or change: exact names and globs ("mypkg", "mypkg-*").
+	Packages []string  `toml:"packages"`
+	Expires  time.Time `toml:"expires"`
 }
 
 // TokensFile is the document of a tokens_file: [[tokens]] only.
@@ -363,7 +381,7 @@ func (t TokenConfig) check() error {
 			return fmt.Errorf("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
-	return nil
+	return checkPackages(t.Packages)
 }
 
 func (t TokenConfig) token() (auth.Token, error) {
@@ -371,7 +389,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Packages: t.Packages, Expires: t.Expires}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -435,9 +453,11 @@ func Default() *Config {
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		UI:          UIConfig{Enabled: true},
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20, MaxConcurrent: 256, MaxPerConnection: 64, SendTimeout: Duration(30 * time.Second)},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
+		Policy:      PolicyConfig{Owners: owners.ModeConfig},
 		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour), WaitTimeout: Duration(30 * time.Second)},
 	}
 }
@@ -473,6 +493,7 @@ func (c *Config) Validate() error {
 	c.validateSandbox(add)
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
+	c.validatePolicy(add)
 	c.validateRetention(add)
 	return errors.Join(errs...)
 }

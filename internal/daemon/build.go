@@ -68,7 +68,11 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
-	if err := d.openPages(); err != nil {
+	policy, err := d.policyOptions()
+	if err != nil {
+		return err
+	}
+	if err := d.openPages(policy.Owners); err != nil {
 		return err
 	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
@@ -76,6 +80,7 @@ func (d *daemon) build(ctx context.Context) error {
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
 		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
+		Policy: policy,
 	})
 	d.startHTTPServers()
 	return nil

@@ -42,6 +42,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
+	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -94,6 +95,7 @@ type daemon struct {
 	notify            *systemd.Notifier
 	wdInterval        time.Duration
 	auditLog          *audit.Log
+	ownerEvents       []owners.Event
 
 	// build
 	store      *store.Store
@@ -157,7 +159,7 @@ func prepare(o Options) (*daemon, error) {
 			cfg.Download.Enabled, cfg.Download.Access = true, "public"
 		}
 		d.devToken = rand.Text()
-		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken),
+		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: devTokenName, Hash: auth.Hash(cfg.Salt, d.devToken),
 			Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
 	}
 	if err := cfg.Validate(); err != nil {

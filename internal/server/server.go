@@ -103,6 +103,7 @@ type Options struct {
 	Observe Observability
 	Channel ChannelOptions
 	Mirror  MirrorOptions
+	Policy  PolicyOptions
 }
 
 // Limits bound what clients may take of the server.
@@ -244,6 +245,8 @@ type logFields struct {
 	// label is the label uploaded to or changed; call, to and reason
 	// describe an admin call.
 	label, call, to, reason string
+	// pkg is the package name of an admin call on its owners.
+	pkg string
 }
 
 type ctxKey struct{}
@@ -439,7 +442,7 @@ func (s *Server) record(r *http.Request, lf *logFields, start time.Time, status 
 	if aerr := s.o.Observe.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Label: lf.label, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
-		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason,
+		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason, Package: lf.pkg,
 	}); aerr != nil {
 		// The change happened; say so loudly rather than lie to the
 		// client about it.

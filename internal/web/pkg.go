@@ -14,6 +14,7 @@ import (
 type pkgData struct {
 	Name, Label                 string
 	Labels                      []string
+	Owners                      []string
 	About                       about
 	Latest                      []latestCell
 	Versions                    []string
@@ -98,6 +99,11 @@ func (rq *request) pkg(w http.ResponseWriter, name string) error {
 	rows := rq.fileDetails(files)
 	d.Latest, d.Versions, d.Platforms, d.Grid = grid(rows)
 	d.About = rq.about(rows)
+	if rq.u.o.Owners != nil {
+		for _, o := range rq.u.o.Owners(name) {
+			d.Owners = append(d.Owners, clip(o, maxText))
+		}
+	}
 	d.Build = rq.chooseBuild(rows, q.Get("file"))
 	var lo, hi int
 	extra := ""

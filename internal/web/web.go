@@ -52,6 +52,9 @@ type Options struct {
 	// Yanks, if not nil, returns the yank reasons of a directory's
 	// packages by filename.
 	Yanks func(dir string) map[string]string
+	// Owners, if not nil, returns the owners of a package name: token
+	// names and "oidc:<publisher>", never a token.
+	Owners func(name string) []string
 	// BaseURL is the channel's public URL (https://host[:port]), for
 	// install commands; if empty, it is taken from the request.
 	BaseURL string
