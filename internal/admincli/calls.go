@@ -50,6 +50,15 @@ func calls() []call {
 		{"delete", "LABEL SUBDIR FILENAME", "move to .trash/<date>/, unindex (scope delete)", func(a []string) request {
 			return request{method: http.MethodDelete, path: path("packages", a...)}
 		}},
+		{"retention", "[--dry-run]", "run retention now, or list what would go and why (scope delete; read)", func(a []string) request {
+			if len(a) == 1 && a[0] == "--dry-run" {
+				return request{method: http.MethodGet, path: path("retention")}
+			}
+			return request{method: http.MethodPost, path: path("retention")}
+		}},
+		{"quotas", "", "each quota's usage and limit (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("quotas")}
+		}},
 		{"patch get", "LABEL SUBDIR", "print the label's repodata patch (scope patch)", func(a []string) request {
 			return request{method: http.MethodGet, path: path("patches", a...)}
 		}},
@@ -105,6 +114,11 @@ func parse(args []string) (request, error) {
 	}
 	if len(rest) < len(words)-optional || len(rest) > len(words) {
 		return request{}, usageError("%s takes %s", c.name, c.synopsis)
+	}
+	for i, w := range words {
+		if flag, ok := strings.CutPrefix(w, "[--"); ok && i < len(rest) && rest[i] != "--"+strings.TrimSuffix(flag, "]") {
+			return request{}, usageError("%s takes %s, not %q", c.name, c.synopsis, rest[i])
+		}
 	}
 	return c.request(rest), nil
 }

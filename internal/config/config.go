@@ -100,6 +100,13 @@ type Config struct {
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
 	Policy            PolicyConfig             `toml:"policy"`
+
+	// Retention, TrashRetention and the quotas bound what the channel
+	// keeps (retention.go).
+	Retention      []RetentionConfig   `toml:"retention"`
+	TrashRetention Duration            `toml:"trash_retention"`
+	LabelQuotas    []LabelQuotaConfig  `toml:"label_quotas"`
+	UploadQuotas   []UploadQuotaConfig `toml:"upload_quotas"`
 }
 
 // MirrorConfig is [mirror]: a copy of the channel in S3-compatible object
@@ -432,6 +439,7 @@ func Default() *Config {
 		AuthFailureIPv6Prefix: 64,
 		AllowedSubdirs:        condapkg.KnownSubdirs(),
 		MemoryLimit:           224 << 20,
+		TrashRetention:        Duration(30 * 24 * time.Hour),
 		Index: IndexConfig{
 			Command:        DefaultIndexCommand(),
 			Timeout:        Duration(10 * time.Minute),
@@ -486,6 +494,7 @@ func (c *Config) Validate() error {
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
 	c.validatePolicy(add)
+	c.validateRetention(add)
 	return errors.Join(errs...)
 }
 
@@ -831,11 +840,18 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
-// Duration is a time.Duration written in TOML as a string: "10s", "5m".
+// Duration is a time.Duration written in TOML as a string: "10s", "5m",
+// or whole days, "30d".
 type Duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
+	if n, ok := strings.CutSuffix(string(b), "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days < 100000 {
+			*d = Duration(time.Duration(days) * 24 * time.Hour)
+			return nil
+		}
+	}
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return fmt.Errorf("bad duration %q: %w", b, err)

@@ -40,6 +40,7 @@ func TestFiles(t *testing.T) {
 		"bad-packages-empty.bad.toml":     `packages is empty`,
 		"bad-publisher-packages.bad.toml": `trusted_publishers\[0\] \(gh\): packages: pattern "a/b": '/'`,
 		"bad-policy.bad.toml":             `policy.owners "anyone": want config or first-upload(.|\n)*policy.labels: pattern "Main"`,
+		"bad-retention.bad.toml":          `retention\[0\] \(label "nightly"\) needs keep_last above 0`,
 	}
 	files, _ := filepath.Glob("testdata/*.toml")
 	if len(files) == 0 {

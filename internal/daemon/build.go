@@ -54,11 +54,13 @@ func (d *daemon) build(ctx context.Context) error {
 		}
 	}
 	arrivals := &index.Arrivals{}
-	d.startScheduler(runner, arrivals)
 	d.lifecycle = lifecycle.New(d.store)
+	d.newHousekeeping()
+	d.startScheduler(runner, arrivals)
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
+	d.startHousekeeping(ctx)
 	verifier, err := d.trustedVerifier()
 	if err != nil {
 		return err
@@ -76,7 +78,7 @@ func (d *daemon) build(ctx context.Context) error {
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
-		Trusted: verifier, Lifecycle: d.lifecycle,
+		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
 		Policy: policy,
 	})
@@ -152,19 +154,18 @@ func (d *daemon) startMirror(ctx context.Context) error {
 
 // startScheduler starts the index scheduler over runner. Its runs are
 // observed by the metrics, and each that succeeds marks its subdir for
-// the mirror.
+// the mirror and queues its retention pass.
 func (d *daemon) startScheduler(runner index.Runner, arrivals *index.Arrivals) {
 	opts := []index.Option{index.WithTimeout(d.cfg.Index.Timeout.D()), index.WithArrivals(arrivals)}
 	if d.metrics != nil {
 		opts = append(opts, index.WithObserver(d.metrics.IndexRun))
 	}
-	if d.mirror != nil {
-		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
-			if err == nil {
-				d.mirror.Mark(dir)
-			}
-		}))
-	}
+	opts = append(opts, index.WithAfterRun(func(dir string, err error) {
+		if err == nil && d.mirror != nil {
+			d.mirror.Mark(dir)
+		}
+		d.house.afterIndex(dir, err)
+	}))
 	d.sched = index.New(runner, d.log, opts...)
 	d.onClose(d.sched.Close)
 }

@@ -102,6 +102,7 @@ type daemon struct {
 	indexerTmp string
 	sched      *index.Scheduler
 	lifecycle  *lifecycle.Manager
+	house      *housekeeping
 	// mirrorCfg is the object-storage mirror's settings and keys, read
 	// before confinement; mirror syncs to it.
 	mirrorCfg  *mirror.Config

@@ -86,6 +86,9 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	if err := s.labelAllowed(lf.label); err != nil {
 		return auth.Token{}, false, err
 	}
+	if err := s.quotaPrecheck(r, lf.label, token); err != nil {
+		return auth.Token{}, false, err
+	}
 	f, err := force(r)
 	if err != nil {
 		return auth.Token{}, false, err

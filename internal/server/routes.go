@@ -126,6 +126,10 @@ func (s *Server) routes() []route {
 			http.MethodPost: s.packageCall})},
 		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
+		{pattern: "/api/v1/retention", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.retention, http.MethodHead: s.retention, http.MethodPost: s.retention})},
+		{pattern: "/api/v1/quotas", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.quotas, http.MethodHead: s.quotas})},
 		// Package owners: list, add, remove, transfer.
 		{pattern: "/api/v1/owners", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.listOwners, http.MethodHead: s.listOwners})},

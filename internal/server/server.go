@@ -48,6 +48,8 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
+	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
@@ -92,6 +94,10 @@ type Options struct {
 	// Lifecycle, if set, serves the admin API: labels, promotion,
 	// yanks, deletes and patches.
 	Lifecycle *lifecycle.Manager
+	// Retention, if set, serves the retention call of the admin API.
+	Retention *retention.Pruner
+	// Quota, if set, bounds what labels hold and uploaders send a day.
+	Quota *quota.Ledger
 
 	Limits  Limits
 	Observe Observability

@@ -308,10 +308,18 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 	if err := pub.authorize(); err != nil {
 		return nil, err
 	}
-	if err := s.own(r, pub); err != nil {
+	// Retention leaves the package alone until the answer says it is
+	// indexed; the quotas are taken before an owner is claimed.
+	defer s.o.Retention.Hold(pub.dir, pub.name)()
+	settle, err := s.reserveQuota(pub)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.move(pub); err != nil {
+	if err = s.own(r, pub); err == nil {
+		err = s.move(pub)
+	}
+	settle(err)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.sidecar(pub); err != nil {
