@@ -52,6 +52,7 @@ var allowed = map[string][]string{
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
 		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/store", "internal/trusted"},
+	"internal/sidecar":  {"internal/atomicfile"},
 	"internal/store":    {"internal/atomicfile"},
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
