@@ -47,7 +47,7 @@ type Check string
 const (
 	CheckBundle        Check = "bundle"         // a Sigstore bundle, signed with a certificate
 	CheckStatement     Check = "statement"      // an in-toto v1 statement in a DSSE envelope
-	CheckSigstore      Check = "sigstore"       // signature, certificate chain, log inclusion, timestamps
+	CheckSigstore      Check = "sigstore"       // signature, certificate chain and SCT, log inclusion, timestamps
 	CheckIdentity      Check = "identity"       // the certificate's SAN is an expected signer
 	CheckIssuer        Check = "issuer"         // the certificate's OIDC issuer is that signer's
 	CheckPredicateType Check = "predicate_type" // CEP 27's predicate type
@@ -132,12 +132,18 @@ func NewFromFile(path string) (*Verifier, error) {
 // at least one timestamp that a log or a timestamping authority signed:
 // the certificate chain is checked at those times, so a certificate that
 // expired later still verifies, and one used outside its ten minutes not.
+// When the root lists certificate transparency logs, as the public-good
+// one does, the certificate must also carry an SCT from one of them.
 func New(trustedRootJSON []byte) (*Verifier, error) {
 	tr, err := root.NewTrustedRootFromJSON(trustedRootJSON)
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}
-	v, err := verify.NewVerifier(tr, verify.WithTransparencyLog(1), verify.WithObserverTimestamps(1))
+	opts := []verify.VerifierOption{verify.WithTransparencyLog(1), verify.WithObserverTimestamps(1)}
+	if len(tr.CTLogs()) > 0 {
+		opts = append(opts, verify.WithSignedCertificateTimestamps(1))
+	}
+	v, err := verify.NewVerifier(tr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("trusted root: %w", err)
 	}

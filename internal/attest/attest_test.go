@@ -59,7 +59,7 @@ func TestIdentities(t *testing.T) {
 func setup(t testing.TB) (*fakeSigstore, *Verifier, pkgFile) {
 	t.Helper()
 	fs := newFakeSigstore(t)
-	v, err := NewFromFile(fs.trustedRoot(t))
+	v, err := NewFromFile(fs.trustedRoot(t, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +127,7 @@ func TestRefused(t *testing.T) {
 		{"right SAN, wrong issuer", fs.sign(t, good, signing{san: gh.san, issuer: "https://issuer.example.org"}), expect(zlib), CheckIssuer},
 		{"a second SAN", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, email: "a@example.org"}), expect(zlib), CheckIdentity},
 		{"expired certificate without a timestamp", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, notBefore: time.Now().Add(-2 * time.Hour), noTSA: true}), expect(zlib), CheckSigstore},
+		{"certificate without an SCT", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, noSCT: true}), expect(zlib), CheckSigstore},
 		{"not in the transparency log", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, noTlog: true}), expect(zlib), CheckSigstore},
 		{"tampered payload", tamper(t, fs.sign(t, good, gh), func(b map[string]any) {
 			env := b["dsseEnvelope"].(map[string]any)
@@ -188,6 +189,19 @@ func tamper(t testing.TB, bundle []byte, edit func(map[string]any)) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A trusted root without CT logs (a private Sigstore's) cannot demand an
+// SCT; one with them does (TestRefused).
+func TestSCTOnlyWhereTheRootHasCTLogs(t *testing.T) {
+	fs, _, zlib := setup(t)
+	v, err := NewFromFile(fs.trustedRoot(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(fs.sign(t, statement(t, zlib.name, zlib.sha, nil), signing{san: gh.san, issuer: githubIssuer, noSCT: true}), expect(zlib)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestNewRefusesABadTrustedRoot(t *testing.T) {

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	ct "github.com/google/certificate-transparency-go"
+	cttls "github.com/google/certificate-transparency-go/tls"
+	ctx509util "github.com/google/certificate-transparency-go/x509util"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
@@ -31,14 +34,16 @@ import (
 )
 
 // fakeSigstore is an offline Sigstore: VirtualSigstore's Rekor key and
-// timestamping authority, and a Fulcio CA of our own, because
-// VirtualSigstore's leaves carry an e-mail SAN and the deprecated issuer
-// extension, where Fulcio gives a CI job a URI SAN and the issuer in
-// 1.3.6.1.4.1.57264.1.8.
+// timestamping authority, and a Fulcio CA and CT log of our own, because
+// VirtualSigstore's leaves carry an e-mail SAN, the deprecated issuer
+// extension and no SCT, where Fulcio gives a CI job a URI SAN, the issuer
+// in 1.3.6.1.4.1.57264.1.8, and an SCT from its CT log.
 type fakeSigstore struct {
 	vs        *ca.VirtualSigstore
 	fulcio    *root.FulcioCertificateAuthority
 	fulcioKey crypto.Signer
+	ctKey     *ecdsa.PrivateKey
+	ctLogID   [32]byte
 }
 
 func newFakeSigstore(t testing.TB) *fakeSigstore {
@@ -55,17 +60,39 @@ func newFakeSigstore(t testing.TB) *fakeSigstore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeSigstore{vs: vs, fulcioKey: interKey, fulcio: &root.FulcioCertificateAuthority{
+	ctKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&ctKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeSigstore{vs: vs, fulcioKey: interKey, ctKey: ctKey, ctLogID: sha256.Sum256(spki), fulcio: &root.FulcioCertificateAuthority{
 		Root: rootCert, Intermediates: []*x509.Certificate{inter}, URI: "https://fulcio.localhost",
 		ValidityPeriodStart: time.Now().Add(-5 * time.Hour), ValidityPeriodEnd: time.Now().Add(time.Hour),
 	}}
 }
 
-// trustedRoot writes the fake's trusted_root.json and returns its path.
-func (s *fakeSigstore) trustedRoot(t testing.TB) string {
+// ctLogs is the fake's CT log, as a trusted root lists it.
+func (s *fakeSigstore) ctLogs() map[string]*root.TransparencyLog {
+	id := hex.EncodeToString(s.ctLogID[:])
+	return map[string]*root.TransparencyLog{id: {
+		BaseURL: "https://ctfe.localhost", ID: s.ctLogID[:], HashFunc: crypto.SHA256, SignatureHashFunc: crypto.SHA256,
+		PublicKey: &s.ctKey.PublicKey, ValidityPeriodStart: time.Now().Add(-time.Hour),
+	}}
+}
+
+// trustedRoot writes the fake's trusted_root.json and returns its path;
+// withCT false leaves the CT log out, as a private Sigstore may.
+func (s *fakeSigstore) trustedRoot(t testing.TB, withCT bool) string {
 	t.Helper()
+	ctLogs := s.ctLogs()
+	if !withCT {
+		ctLogs = nil
+	}
 	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, []root.CertificateAuthority{s.fulcio},
-		rawIDs(t, s.vs.CTLogs()), s.vs.TimestampingAuthorities(), rawIDs(t, s.vs.RekorLogs()))
+		ctLogs, s.vs.TimestampingAuthorities(), rawIDs(t, s.vs.RekorLogs()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +140,7 @@ type signing struct {
 	noTSA       bool          // no RFC 3161 timestamp
 	noTlog      bool          // no transparency log entry
 	otherCA     *fakeSigstore // the certificate is from this one's Fulcio
+	noSCT       bool          // the certificate has no SCT
 }
 
 // leaf issues a Fulcio-style certificate for key.
@@ -147,7 +175,16 @@ func (s *fakeSigstore) leaf(t testing.TB, o signing, key *ecdsa.PrivateKey) *x50
 	if o.otherCA != nil {
 		issuer = o.otherCA
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer.fulcio.Intermediates[0], &key.PublicKey, issuer.fulcioKey)
+	if !o.noSCT {
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, s.sct(t, issuer.create(t, tmpl, &key.PublicKey), issuer.fulcio.Intermediates[0]))
+	}
+	cert := issuer.create(t, tmpl, &key.PublicKey)
+	return cert
+}
+
+func (s *fakeSigstore) create(t testing.TB, tmpl *x509.Certificate, pub any) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.fulcio.Intermediates[0], pub, s.fulcioKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +193,41 @@ func (s *fakeSigstore) leaf(t testing.TB, o signing, key *ecdsa.PrivateKey) *x50
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// sct is the SCT list extension, with the fake CT log's timestamp over
+// pre: the certificate as it will be without the extension, which is what
+// a verifier rebuilds (RFC 6962 3.2).
+func (s *fakeSigstore) sct(t testing.TB, pre, issuer *x509.Certificate) pkix.Extension {
+	t.Helper()
+	sct := ct.SignedCertificateTimestamp{SCTVersion: ct.V1, LogID: ct.LogID{KeyID: s.ctLogID}, Timestamp: uint64(time.Now().UnixMilli())}
+	input, err := ct.SerializeSCTSignatureInput(sct, ct.LogEntry{Leaf: ct.MerkleTreeLeaf{
+		Version: ct.V1, LeafType: ct.TimestampedEntryLeafType,
+		TimestampedEntry: &ct.TimestampedEntry{Timestamp: sct.Timestamp, EntryType: ct.PrecertLogEntryType,
+			PrecertEntry: &ct.PreCert{IssuerKeyHash: sha256.Sum256(issuer.RawSubjectPublicKeyInfo), TBSCertificate: pre.RawTBSCertificate}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(input)
+	sig, err := ecdsa.SignASN1(rand.Reader, s.ctKey, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sct.Signature = ct.DigitallySigned{Algorithm: cttls.SignatureAndHashAlgorithm{Hash: cttls.SHA256, Signature: cttls.ECDSA}, Signature: sig}
+	list, err := ctx509util.MarshalSCTsIntoSCTList([]*ct.SignedCertificateTimestamp{&sct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := cttls.Marshal(*list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := asn1.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}, Value: val}
 }
 
 // sign makes a Sigstore bundle (v0.3, JSON) of statement: a DSSE envelope
