@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigstore/sigstore-go/pkg/testing/data"
 )
 
 const (
@@ -243,4 +245,47 @@ func timed(b *testing.B, f func()) {
 	slices.Sort(times)
 	b.ReportMetric(float64(times[len(times)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(times[len(times)-1].Microseconds()), "max-µs")
+}
+
+// A real public-good bundle, from sigstore-go's test data: the npm
+// provenance of sigstore-js 2.0.0, signed in GitHub Actions by Fulcio's
+// certificate with a real SCT and logged in Rekor, checked against the
+// public-good trusted root of that time. It is no conda attestation, so it
+// must pass the Sigstore, identity and issuer checks and stop at the
+// predicate type: what a real bundle from a CI job goes through.
+func TestRealPublicGoodBundle(t *testing.T) {
+	trJSON, err := data.TrustedRoot(t, "public-good.json").MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(trJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := data.Bundle(t, "sigstore.js@2.0.0-provenance.sigstore.json").MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Expect{Filename: "sigstore-2.0.0.tgz", SHA256: strings.Repeat("0", 64), Channel: channelURL,
+		Signers: []Identity{GitHub(githubIssuer, "sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main")}}
+	tests := []struct {
+		name    string
+		signers []Identity
+		check   Check
+	}{
+		{"its signer", want.Signers, CheckPredicateType},
+		{"another workflow of the repository", []Identity{GitHub(githubIssuer, "sigstore/sigstore-js/.github/workflows/ci.yml@refs/heads/main")}, CheckIdentity},
+		{"its workflow, from another issuer", []Identity{GitHub("https://token.actions.example.org", "sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main")}, CheckIssuer},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := want
+			w.Signers = tt.signers
+			_, err := v.Verify(bundle, w)
+			var e *Error
+			if !errors.As(err, &e) || e.Check != tt.check {
+				t.Fatalf("err = %v, want a refusal by %s", err, tt.check)
+			}
+		})
+	}
 }
