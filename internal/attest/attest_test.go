@@ -289,3 +289,20 @@ func TestRealPublicGoodBundle(t *testing.T) {
 		})
 	}
 }
+
+// FuzzVerify feeds Verify mangled bundles: it must never panic, and every
+// failure must be a refusal naming a check, for the server's 400.
+func FuzzVerify(f *testing.F) {
+	fs, v, zlib := setup(f)
+	good := fs.sign(f, statement(f, zlib.name, zlib.sha, nil), gh)
+	f.Add(good)
+	f.Add(fs.sign(f, statement(f, zlib.name, zlib.sha, func(m map[string]any) { m["subject"] = []any{} }), gh))
+	f.Add([]byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`))
+	f.Fuzz(func(t *testing.T, bundle []byte) {
+		_, err := v.Verify(bundle, expect(zlib))
+		var e *Error
+		if err != nil && (!errors.As(err, &e) || e.Check == "") {
+			t.Fatalf("%v is not a refusal naming a check", err)
+		}
+	})
+}
