@@ -34,15 +34,17 @@ func Immutable(pkgPath, sha string) string { return pkgPath + Suffix + "." + sha
 // repodata after, and reads the digest to put there with Current at that
 // time, so that of two concurrent additions the index names the later.
 //
-// Additions to the packages of one directory are serialized by an
-// exclusive flock(2) on the directory: it holds across goroutines and
-// processes, and leaves no lock file in the channel.
+// Additions to the packages of one directory are serialized by LockDir.
+// The package must be there: a sidecar never outlives its package.
 func Add(pkgPath string, bundle []byte) (Published, error) {
-	unlock, err := lockDir(filepath.Dir(pkgPath))
+	unlock, err := LockDir(filepath.Dir(pkgPath))
 	if err != nil {
 		return Published{}, err
 	}
 	defer unlock()
+	if _, err := os.Stat(pkgPath); err != nil {
+		return Published{}, fmt.Errorf("no package to attest: %w", err)
+	}
 	mutable := pkgPath + Suffix
 	current, err := readLimited(mutable)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -130,7 +132,11 @@ func readLimited(path string) ([]byte, error) {
 	return b, nil
 }
 
-func lockDir(dir string) (func(), error) {
+// LockDir takes an exclusive flock(2) on dir and returns its release. It
+// holds across goroutines and processes, and leaves no lock file in the
+// channel. Add takes it; what moves, replaces or deletes a package with its
+// sidecars takes it too, so that no addition lands in between.
+func LockDir(dir string) (func(), error) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return nil, err

@@ -179,6 +179,16 @@ func TestAdd(t *testing.T) {
 	}
 }
 
+func TestAddWithoutPackage(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gone-1.0-0.conda")
+	if _, err := Add(p, []byte(`{"n":1}`)); err == nil {
+		t.Fatal("a sidecar was added for a package that is not there")
+	}
+	if paths, err := Paths(p); err != nil || len(paths) != 0 {
+		t.Fatalf("files left: %q, %v", paths, err)
+	}
+}
+
 func TestCurrentWithoutSidecar(t *testing.T) {
 	sha, ok, err := Current(pkg(t))
 	if err != nil || ok || sha != "" {
