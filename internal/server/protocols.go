@@ -213,8 +213,8 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 			return newError(http.StatusBadRequest, "the attestation part is not JSON: want one object, a Sigstore bundle")
 		}
 		// CEP 50: <filename>.sigs holds a JSON array of them, to which
-		// this one is added. It is kept as sent, not verified.
-		fu.p.sigs = []byte("[" + a + "]")
+		// this one is added.
+		fu.p.sigs = []byte(a)
 		return nil
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // attestation is a stand-in for a Sigstore bundle, told apart by n.
@@ -118,10 +119,16 @@ func TestSidecarLifecycle(t *testing.T) {
 	s := pkgtest.Simple("life", "1.0", "0", "linux-64")
 	s.Payload[0].Data = []byte("rebuilt")
 	other := pkgtest.Conda(t, s)
+	// trashed returns the .sigs in label's trash, after checking that
+	// each came with its immutable revision.
 	trashed := func(label string) [][]int {
 		var out [][]int
-		m, _ := filepath.Glob(filepath.Join(e.root, ".trash", "*", label, "linux-64", fn+".sigs*"))
+		m, _ := filepath.Glob(filepath.Join(e.root, ".trash", "*", label, "linux-64", fn+".sigs"))
 		for _, p := range m {
+			b, _ := os.ReadFile(p)
+			if _, err := os.Stat(p + "." + sidecar.Digest(b)); err != nil {
+				t.Errorf("trash: no immutable revision beside %s: %v", p, err)
+			}
 			rel, _ := filepath.Rel(e.root, p)
 			ns, _ := e.sigs(t, rel)
 			out = append(out, ns)
@@ -130,8 +137,16 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	check := func(what, rel string, want []int) {
 		t.Helper()
-		if got, _ := e.sigs(t, rel); !slices.Equal(got, want) {
+		got, b := e.sigs(t, rel)
+		if !slices.Equal(got, want) {
 			t.Errorf("%s: %s holds %v, want %v", what, rel, got, want)
+		}
+		imm, _ := filepath.Glob(filepath.Join(e.root, rel) + ".*")
+		if want == nil && len(imm) > 0 {
+			t.Errorf("%s: immutable revisions left without a sidecar: %q", what, imm)
+		}
+		if b != nil && !slices.Contains(imm, filepath.Join(e.root, rel)+"."+sidecar.Digest(b)) {
+			t.Errorf("%s: %s has no immutable revision (%q)", what, rel, imm)
 		}
 	}
 

@@ -272,7 +272,7 @@ type publishing struct {
 	subdir     string // the subdir the request path names, or ""
 	label      string // the label to store in; main if empty
 	force      bool
-	sigs       []byte // a CEP 50 attestation array to keep as <filename>.sigs
+	sigs       []byte // one attestation (a Sigstore bundle) to add to <filename>.sigs
 }
 
 // publication is one received package on its way through publish: what

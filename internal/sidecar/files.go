@@ -9,10 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 )
+
+// The functions below do the file work. None takes a lock: the caller
+// serializes every change to one package's sidecars with the changes to
+// the package itself (internal/store holds one lock for both), so that an
+// attestation never lands on bytes that have just been replaced.
 
 // Published is a package's current sidecar after Add.
 type Published struct {
@@ -31,17 +35,55 @@ func Immutable(pkgPath, sha string) string { return pkgPath + Suffix + "." + sha
 // Add appends bundle to the sidecar of the package at pkgPath and
 // publishes it: first the content-addressed copy, then the mutable
 // <file>.sigs, each replaced atomically and durably. The caller updates
-// repodata after, and reads the digest to put there with Current at that
-// time, so that of two concurrent additions the index names the later.
+// repodata after, reading the digest to put there with Current at that
+// time, so that of two additions the index names the later.
 //
-// Additions to the packages of one directory are serialized by LockDir.
 // The package must be there: a sidecar never outlives its package.
 func Add(pkgPath string, bundle []byte) (Published, error) {
-	unlock, err := LockDir(filepath.Dir(pkgPath))
-	if err != nil {
-		return Published{}, err
+	return merge(pkgPath, [][]byte{bundle})
+}
+
+// Carry brings the sidecars of the package at from to the same bytes at
+// to, as a copy between labels does: when to has no sidecar yet, every
+// file is linked (the content-addressed ones first), else the elements
+// to lacks are appended to its own, in from's order. Nothing happens
+// when from has no sidecar.
+func Carry(from, to string) error {
+	b, err := readLimited(from + Suffix)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
-	defer unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(to + Suffix); errors.Is(err, fs.ErrNotExist) {
+		return link(from, to)
+	}
+	elems, err := Elements(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", from+Suffix, err)
+	}
+	_, err = merge(to, elems)
+	return err
+}
+
+// link hard-links every sidecar file of from beside to, .sigs last.
+func link(from, to string) error {
+	paths, err := Paths(from)
+	if err != nil {
+		return err
+	}
+	for _, p := range append(paths[1:], paths[0]) { // Paths lists .sigs first
+		dst := to + strings.TrimPrefix(p, from)
+		if err := os.Link(p, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return atomicfile.SyncDir(filepath.Dir(to))
+}
+
+// merge appends bundles to the package's sidecar, and publishes the result.
+func merge(pkgPath string, bundles [][]byte) (Published, error) {
 	if _, err := os.Stat(pkgPath); err != nil {
 		return Published{}, fmt.Errorf("no package to attest: %w", err)
 	}
@@ -50,16 +92,21 @@ func Add(pkgPath string, bundle []byte) (Published, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return Published{}, err
 	}
-	next, added, err := Append(current, bundle)
-	if err != nil {
-		return Published{}, fmt.Errorf("%s: %w", mutable, err)
+	p := Published{Mutable: mutable}
+	next := current
+	for _, b := range bundles {
+		var added bool
+		if next, added, err = Append(next, b); err != nil {
+			return Published{}, fmt.Errorf("%s: %w", mutable, err)
+		}
+		p.Added = p.Added || added
 	}
-	p := Published{SHA256: Digest(next), Mutable: mutable, Added: added}
+	p.SHA256 = Digest(next)
 	p.Immutable = Immutable(pkgPath, p.SHA256)
 	if err := writeImmutable(p.Immutable, next); err != nil {
 		return Published{}, err
 	}
-	if added {
+	if p.Added {
 		if err := atomicfile.Write(mutable, next); err != nil {
 			return Published{}, err
 		}
@@ -81,8 +128,8 @@ func Current(pkgPath string) (string, bool, error) {
 }
 
 // Paths returns the sidecar files of the package at pkgPath (the mutable
-// one and every content-addressed one), for what moves, copies or deletes
-// a package with its sidecars.
+// one first, if there, then every content-addressed one), for what moves,
+// copies or deletes a package with its sidecars.
 func Paths(pkgPath string) ([]string, error) {
 	var out []string
 	if _, err := os.Lstat(pkgPath + Suffix); err == nil {
@@ -132,21 +179,18 @@ func readLimited(path string) ([]byte, error) {
 	return b, nil
 }
 
-// LockDir takes an exclusive flock(2) on dir and returns its release. It
-// holds across goroutines and processes, and leaves no lock file in the
-// channel. Add takes it; what moves, replaces or deletes a package with its
-// sidecars takes it too, so that no addition lands in between.
-func LockDir(dir string) (func(), error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, err
+// IsName reports whether name (a base name) is a sidecar file of a
+// package: <file>.sigs or <file>.sigs.<sha256>; it returns the package's
+// file name and whether the name is the content-addressed one.
+func IsName(name string) (pkg string, immutable, ok bool) {
+	if base, ok := strings.CutSuffix(name, Suffix); ok {
+		return base, false, true
 	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	i := strings.LastIndex(name, Suffix+".")
+	if i < 0 || !isDigest(name[i+len(Suffix)+1:]) {
+		return "", false, false
 	}
-	// Closing the descriptor releases the lock.
-	return func() { d.Close() }, nil
+	return name[:i], true, true
 }
 
 func isDigest(s string) bool {

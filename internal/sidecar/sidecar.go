@@ -7,9 +7,10 @@
 // elements already published are kept byte for byte, in order, and the
 // JSON is never re-serialized, because clients check the sidecar's bytes
 // against the hash in repodata. So the merge works on bytes (Append, a pure
-// function that is fuzzed), and Add does the file work around it under a
-// lock, in the order the CEP prescribes: the immutable copy first, then the
-// mutable name. Updating repodata, the third step, is the caller's.
+// function that is fuzzed), and Add and Carry do the file work around it, in
+// the order the CEP prescribes: the immutable copy first, then the mutable
+// name. Updating repodata, the third step, is the caller's, and so is the
+// lock (internal/store holds it).
 //
 // The package verifies nothing: whether a bundle may be added is decided
 // before (internal/attest).

@@ -241,10 +241,12 @@ func TestPathsIgnoresOtherFiles(t *testing.T) {
 	}
 }
 
-// Concurrent additions are never lost, and a reader that sees a revision
-// of <file>.sigs always finds its immutable copy already there.
+// Serialized additions from many goroutines (the store's lock) are never
+// lost, and a reader that sees a revision of <file>.sigs always finds its
+// immutable copy already there.
 func TestAddConcurrent(t *testing.T) {
 	p := pkg(t)
+	var mu sync.Mutex
 	const n = 40
 	stop := make(chan struct{})
 	readerErr := make(chan error, 1)
@@ -274,7 +276,9 @@ func TestAddConcurrent(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
+			mu.Lock()
 			_, err := Add(p, fmt.Appendf(nil, `{"n":%d}`, i))
+			mu.Unlock()
 			errs <- err
 		})
 	}
@@ -299,5 +303,74 @@ func TestAddConcurrent(t *testing.T) {
 	paths, _ := Paths(p)
 	if len(paths) != n+1 {
 		t.Fatalf("%d sidecar files, want %d immutable revisions and .sigs", len(paths), n)
+	}
+}
+
+// Carry links every sidecar file to a copy without one, and appends the
+// elements a copy lacks to its own, publishing a new immutable revision.
+func TestCarry(t *testing.T) {
+	from := pkg(t)
+	if _, err := Add(from, []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Add(from, []byte(`{"n":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	to := pkg(t)
+	if err := Carry(from, to); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := Paths(from)
+	dst, _ := Paths(to)
+	if len(dst) != 3 || len(src) != 3 {
+		t.Fatalf("carried %q from %q", dst, src)
+	}
+	for i := range src {
+		if !bytes.Equal(read(t, src[i]), read(t, dst[i])) {
+			t.Errorf("%s differs from %s", dst[i], src[i])
+		}
+	}
+	other := pkg(t)
+	if _, err := Add(other, []byte(`{"n":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Carry(from, other); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(read(t, other+".sigs")); got != `[{"n":3},{"n":1},{"n":2}]` {
+		t.Fatalf("merged: %s", got)
+	}
+	if sha, _, _ := Current(other); !slices.Contains(must(Paths(other)), Immutable(other, sha)) {
+		t.Fatal("no immutable copy of the merged sidecar")
+	}
+	if err := Carry(pkg(t), other); err != nil {
+		t.Fatal("carrying nothing:", err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestIsName(t *testing.T) {
+	hex := strings.Repeat("0f", 32)
+	for _, tt := range []struct {
+		name, pkg string
+		immutable bool
+		ok        bool
+	}{
+		{"a-1-0.conda.sigs", "a-1-0.conda", false, true},
+		{"a-1-0.conda.sigs." + hex, "a-1-0.conda", true, true},
+		{"a-1-0.conda.sigs." + strings.ToUpper(hex), "", false, false},
+		{"a-1-0.conda.sigs.x", "", false, false},
+		{"a-1-0.conda", "", false, false},
+	} {
+		pkg, imm, ok := IsName(tt.name)
+		if pkg != tt.pkg || imm != tt.immutable || ok != tt.ok {
+			t.Errorf("IsName(%q) = %q, %v, %v", tt.name, pkg, imm, ok)
+		}
 	}
 }
