@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest/attesttest"
 	"github.com/sigstore/sigstore-go/pkg/testing/data"
 )
 
@@ -43,7 +44,7 @@ func expect(p pkgFile) Expect {
 }
 
 // gh is how Fulcio certifies the trusted publisher's workflow.
-var gh = signing{san: "https://github.com/" + workflowRef, issuer: githubIssuer}
+var gh = attesttest.Signing{SAN: "https://github.com/" + workflowRef, Issuer: githubIssuer}
 
 func TestIdentities(t *testing.T) {
 	if got := GitHub(githubIssuer, workflowRef); got.SAN != "https://github.com/myorg/recipes/.github/workflows/release.yml@refs/heads/main" || got.Issuer != githubIssuer {
@@ -58,10 +59,10 @@ func TestIdentities(t *testing.T) {
 
 // setup makes a fake Sigstore, a Verifier of its trusted root read from a
 // file, and the package the attestations are about.
-func setup(t testing.TB) (*fakeSigstore, *Verifier, pkgFile) {
+func setup(t testing.TB) (*attesttest.Sigstore, *Verifier, pkgFile) {
 	t.Helper()
-	fs := newFakeSigstore(t)
-	v, err := NewFromFile(fs.trustedRoot(t, true))
+	fs := attesttest.New(t)
+	v, err := NewFromFile(fs.TrustedRoot(t, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,20 +78,20 @@ func TestAccepted(t *testing.T) {
 		want   Expect
 		target string
 	}{
-		{"GitHub workflow", fs.sign(t, statement(t, zlib.name, zlib.sha, nil), gh), expect(zlib), channelURL},
-		{"no predicate", fs.sign(t, statement(t, zlib.name, zlib.sha, func(m map[string]any) { delete(m, "predicate") }), gh), expect(zlib), ""},
-		{"null predicate", fs.sign(t, statement(t, zlib.name, zlib.sha, func(m map[string]any) { m["predicate"] = nil }), gh), expect(zlib), ""},
-		{"configured channel URL with a trailing slash", fs.sign(t, statement(t, zlib.name, zlib.sha, nil), gh),
+		{"GitHub workflow", fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), gh), expect(zlib), channelURL},
+		{"no predicate", fs.Sign(t, statement(t, zlib.name, zlib.sha, func(m map[string]any) { delete(m, "predicate") }), gh), expect(zlib), ""},
+		{"null predicate", fs.Sign(t, statement(t, zlib.name, zlib.sha, func(m map[string]any) { m["predicate"] = nil }), gh), expect(zlib), ""},
+		{"configured channel URL with a trailing slash", fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), gh),
 			func() Expect { e := expect(zlib); e.Channel += "/"; return e }(), channelURL},
-		{"the issuer in the deprecated extension", fs.sign(t, statement(t, zlib.name, zlib.sha, nil), signing{san: gh.san, issuer: gh.issuer, legacy: true}), expect(zlib), channelURL},
-		{"RFC 3161 timestamp only from the TSA, log time from Rekor", fs.sign(t, statement(t, zlib.name, zlib.sha, nil), signing{san: gh.san, issuer: gh.issuer, noTSA: true}), expect(zlib), channelURL},
-		{"one of a token's attestation_identities", fs.sign(t, statement(t, zlib.name, zlib.sha, nil), signing{san: gitlab.SAN, issuer: gitlabIssuer}),
+		{"the issuer in the deprecated extension", fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), attesttest.Signing{SAN: gh.SAN, Issuer: gh.Issuer, Legacy: true}), expect(zlib), channelURL},
+		{"RFC 3161 timestamp only from the TSA, log time from Rekor", fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), attesttest.Signing{SAN: gh.SAN, Issuer: gh.Issuer, NoTSA: true}), expect(zlib), channelURL},
+		{"one of a token's attestation_identities", fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), attesttest.Signing{SAN: gitlab.SAN, Issuer: gitlabIssuer}),
 			func() Expect {
 				e := expect(zlib)
 				e.Signers = []Identity{GitHub(githubIssuer, "o/r/.github/workflows/x.yml@refs/heads/main"), gitlab}
 				return e
 			}(), channelURL},
-		{"surrounding white space", append(append([]byte("\n "), fs.sign(t, statement(t, zlib.name, zlib.sha, nil), gh)...), '\n'), expect(zlib), channelURL},
+		{"surrounding white space", append(append([]byte("\n "), fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), gh)...), '\n'), expect(zlib), channelURL},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,7 +109,7 @@ func TestAccepted(t *testing.T) {
 // The hostile catalogue: each row is refused, by the check it names.
 func TestRefused(t *testing.T) {
 	fs, v, zlib := setup(t)
-	other := newFakeSigstore(t)
+	other := attesttest.New(t)
 	quetz := realPackage(t, "quetz/other-package-0.2-0.conda")
 	good := statement(t, zlib.name, zlib.sha, nil)
 	with := func(edit func(map[string]any)) []byte { return statement(t, zlib.name, zlib.sha, edit) }
@@ -118,51 +119,51 @@ func TestRefused(t *testing.T) {
 		want   Expect
 		check  Check
 	}{
-		{"wrong digest", fs.sign(t, statement(t, zlib.name, quetz.sha, nil), gh), expect(zlib), CheckSubjectDigest},
-		{"digest not hex", fs.sign(t, statement(t, zlib.name, "zz"+zlib.sha[2:], nil), gh), expect(zlib), CheckSubjectDigest},
-		{"wrong subject name", fs.sign(t, statement(t, quetz.name, zlib.sha, nil), gh), expect(zlib), CheckSubjectName},
-		{"subject name with a subdir", fs.sign(t, statement(t, "linux-64/"+zlib.name, zlib.sha, nil), gh), expect(zlib), CheckSubjectName},
-		{"wrong predicate type", fs.sign(t, with(func(m map[string]any) { m["predicateType"] = "https://slsa.dev/provenance/v1" }), gh), expect(zlib), CheckPredicateType},
-		{"in-toto statement v0.1", fs.sign(t, with(func(m map[string]any) { m["_type"] = "https://in-toto.io/Statement/v0.1" }), gh), expect(zlib), CheckStatement},
-		{"wrong signer identity", fs.sign(t, good, signing{san: "https://github.com/myorg/recipes/.github/workflows/pr.yml@refs/heads/main", issuer: githubIssuer}), expect(zlib), CheckIdentity},
-		{"reusable workflow signing as its caller", fs.sign(t, good, signing{san: "https://github.com/other/shared/.github/workflows/build.yml@refs/heads/main", issuer: githubIssuer}), expect(zlib), CheckIdentity},
-		{"right SAN, wrong issuer", fs.sign(t, good, signing{san: gh.san, issuer: "https://issuer.example.org"}), expect(zlib), CheckIssuer},
-		{"a second SAN", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, email: "a@example.org"}), expect(zlib), CheckIdentity},
-		{"expired certificate without a timestamp", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, notBefore: time.Now().Add(-2 * time.Hour), noTSA: true}), expect(zlib), CheckSigstore},
-		{"certificate without an SCT", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, noSCT: true}), expect(zlib), CheckSigstore},
-		{"not in the transparency log", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, noTlog: true}), expect(zlib), CheckSigstore},
-		{"tampered payload", tamper(t, fs.sign(t, good, gh), func(b map[string]any) {
+		{"wrong digest", fs.Sign(t, statement(t, zlib.name, quetz.sha, nil), gh), expect(zlib), CheckSubjectDigest},
+		{"digest not hex", fs.Sign(t, statement(t, zlib.name, "zz"+zlib.sha[2:], nil), gh), expect(zlib), CheckSubjectDigest},
+		{"wrong subject name", fs.Sign(t, statement(t, quetz.name, zlib.sha, nil), gh), expect(zlib), CheckSubjectName},
+		{"subject name with a subdir", fs.Sign(t, statement(t, "linux-64/"+zlib.name, zlib.sha, nil), gh), expect(zlib), CheckSubjectName},
+		{"wrong predicate type", fs.Sign(t, with(func(m map[string]any) { m["predicateType"] = "https://slsa.dev/provenance/v1" }), gh), expect(zlib), CheckPredicateType},
+		{"in-toto statement v0.1", fs.Sign(t, with(func(m map[string]any) { m["_type"] = "https://in-toto.io/Statement/v0.1" }), gh), expect(zlib), CheckStatement},
+		{"wrong signer identity", fs.Sign(t, good, attesttest.Signing{SAN: "https://github.com/myorg/recipes/.github/workflows/pr.yml@refs/heads/main", Issuer: githubIssuer}), expect(zlib), CheckIdentity},
+		{"reusable workflow signing as its caller", fs.Sign(t, good, attesttest.Signing{SAN: "https://github.com/other/shared/.github/workflows/build.yml@refs/heads/main", Issuer: githubIssuer}), expect(zlib), CheckIdentity},
+		{"right SAN, wrong issuer", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: "https://issuer.example.org"}), expect(zlib), CheckIssuer},
+		{"a second SAN", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, Email: "a@example.org"}), expect(zlib), CheckIdentity},
+		{"expired certificate without a timestamp", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, NotBefore: time.Now().Add(-2 * time.Hour), NoTSA: true}), expect(zlib), CheckSigstore},
+		{"certificate without an SCT", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, NoSCT: true}), expect(zlib), CheckSigstore},
+		{"not in the transparency log", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, NoTlog: true}), expect(zlib), CheckSigstore},
+		{"tampered payload", tamper(t, fs.Sign(t, good, gh), func(b map[string]any) {
 			env := b["dsseEnvelope"].(map[string]any)
 			env["payload"] = base64.StdEncoding.EncodeToString(statement(t, quetz.name, quetz.sha, nil))
 		}), expect(quetz), CheckSigstore},
-		{"tampered signature", tamper(t, fs.sign(t, good, gh), func(b map[string]any) {
+		{"tampered signature", tamper(t, fs.Sign(t, good, gh), func(b map[string]any) {
 			sig := b["dsseEnvelope"].(map[string]any)["signatures"].([]any)[0].(map[string]any)
 			raw, _ := base64.StdEncoding.DecodeString(sig["sig"].(string))
 			raw[len(raw)-1] ^= 1
 			sig["sig"] = base64.StdEncoding.EncodeToString(raw)
 		}), expect(zlib), CheckSigstore},
-		{"two subjects", fs.sign(t, with(func(m map[string]any) {
+		{"two subjects", fs.Sign(t, with(func(m map[string]any) {
 			m["subject"] = append(m["subject"].([]any), map[string]any{"name": quetz.name, "digest": map[string]any{"sha256": quetz.sha}})
 		}), gh), expect(zlib), CheckSubject},
-		{"no subject", fs.sign(t, with(func(m map[string]any) { m["subject"] = []any{} }), gh), expect(zlib), CheckSubject},
-		{"a second digest", fs.sign(t, with(func(m map[string]any) {
+		{"no subject", fs.Sign(t, with(func(m map[string]any) { m["subject"] = []any{} }), gh), expect(zlib), CheckSubject},
+		{"a second digest", fs.Sign(t, with(func(m map[string]any) {
 			m["subject"].([]any)[0].(map[string]any)["digest"].(map[string]any)["sha512"] = strings.Repeat("ab", 64)
 		}), gh), expect(zlib), CheckSubject},
-		{"a bundle from another root", other.sign(t, good, gh), expect(zlib), CheckSigstore},
-		{"a certificate from another CA, logged in the trusted log", fs.sign(t, good, signing{san: gh.san, issuer: githubIssuer, otherCA: other}), expect(zlib), CheckSigstore},
-		{"a valid bundle for another package", fs.sign(t, statement(t, quetz.name, quetz.sha, nil), gh), expect(zlib), CheckSubjectName},
-		{"targetChannel mismatch", fs.sign(t, with(func(m map[string]any) {
+		{"a bundle from another root", other.Sign(t, good, gh), expect(zlib), CheckSigstore},
+		{"a certificate from another CA, logged in the trusted log", fs.Sign(t, good, attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, OtherCA: other}), expect(zlib), CheckSigstore},
+		{"a valid bundle for another package", fs.Sign(t, statement(t, quetz.name, quetz.sha, nil), gh), expect(zlib), CheckSubjectName},
+		{"targetChannel mismatch", fs.Sign(t, with(func(m map[string]any) {
 			m["predicate"] = map[string]any{"targetChannel": "https://prefix.dev/conda-forge"}
 		}), gh), expect(zlib), CheckTargetChannel},
-		{"replay onto another label's channel", fs.sign(t, good, gh), func() Expect { e := expect(zlib); e.Channel = channelURL + "/label/dev"; return e }(), CheckTargetChannel},
-		{"targetChannel with a trailing slash", fs.sign(t, with(func(m map[string]any) { m["predicate"] = map[string]any{"targetChannel": channelURL + "/"} }), gh), expect(zlib), CheckTargetChannel},
-		{"targetChannel not a string", fs.sign(t, with(func(m map[string]any) { m["predicate"] = map[string]any{"targetChannel": 1} }), gh), expect(zlib), CheckTargetChannel},
-		{"targetChannel, channel URL unknown", fs.sign(t, good, gh), func() Expect { e := expect(zlib); e.Channel = ""; return e }(), CheckTargetChannel},
-		{"no signer allowed", fs.sign(t, good, gh), func() Expect { e := expect(zlib); e.Signers = nil; return e }(), CheckIdentity},
+		{"replay onto another label's channel", fs.Sign(t, good, gh), func() Expect { e := expect(zlib); e.Channel = channelURL + "/label/dev"; return e }(), CheckTargetChannel},
+		{"targetChannel with a trailing slash", fs.Sign(t, with(func(m map[string]any) { m["predicate"] = map[string]any{"targetChannel": channelURL + "/"} }), gh), expect(zlib), CheckTargetChannel},
+		{"targetChannel not a string", fs.Sign(t, with(func(m map[string]any) { m["predicate"] = map[string]any{"targetChannel": 1} }), gh), expect(zlib), CheckTargetChannel},
+		{"targetChannel, channel URL unknown", fs.Sign(t, good, gh), func() Expect { e := expect(zlib); e.Channel = ""; return e }(), CheckTargetChannel},
+		{"no signer allowed", fs.Sign(t, good, gh), func() Expect { e := expect(zlib); e.Signers = nil; return e }(), CheckIdentity},
 		{"not JSON", []byte("not json"), expect(zlib), CheckBundle},
-		{"a JSON array of bundles", append(append([]byte("["), fs.sign(t, good, gh)...), ']'), expect(zlib), CheckBundle},
+		{"a JSON array of bundles", append(append([]byte("["), fs.Sign(t, good, gh)...), ']'), expect(zlib), CheckBundle},
 		{"too large", bytes.Repeat([]byte(" "), MaxBundle+1), expect(zlib), CheckBundle},
-		{"payload is not a statement", fs.sign(t, []byte(`{"hello":"world"}`), gh), expect(zlib), CheckStatement},
+		{"payload is not a statement", fs.Sign(t, []byte(`{"hello":"world"}`), gh), expect(zlib), CheckStatement},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,11 +198,11 @@ func tamper(t testing.TB, bundle []byte, edit func(map[string]any)) []byte {
 // SCT; one with them does (TestRefused).
 func TestSCTOnlyWhereTheRootHasCTLogs(t *testing.T) {
 	fs, _, zlib := setup(t)
-	v, err := NewFromFile(fs.trustedRoot(t, false))
+	v, err := NewFromFile(fs.TrustedRoot(t, false))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(fs.sign(t, statement(t, zlib.name, zlib.sha, nil), signing{san: gh.san, issuer: githubIssuer, noSCT: true}), expect(zlib)); err != nil {
+	if _, err := v.Verify(fs.Sign(t, statement(t, zlib.name, zlib.sha, nil), attesttest.Signing{SAN: gh.SAN, Issuer: githubIssuer, NoSCT: true}), expect(zlib)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -220,7 +221,7 @@ func TestNewRefusesABadTrustedRoot(t *testing.T) {
 // 10 MiB package, which every upload does.
 func BenchmarkVerify(b *testing.B) {
 	fs, v, zlib := setup(b)
-	bundle := fs.sign(b, statement(b, zlib.name, zlib.sha, nil), gh)
+	bundle := fs.Sign(b, statement(b, zlib.name, zlib.sha, nil), gh)
 	b.Run("verify", func(b *testing.B) {
 		timed(b, func() {
 			if _, err := v.Verify(bundle, expect(zlib)); err != nil {
@@ -294,9 +295,9 @@ func TestRealPublicGoodBundle(t *testing.T) {
 // failure must be a refusal naming a check, for the server's 400.
 func FuzzVerify(f *testing.F) {
 	fs, v, zlib := setup(f)
-	good := fs.sign(f, statement(f, zlib.name, zlib.sha, nil), gh)
+	good := fs.Sign(f, statement(f, zlib.name, zlib.sha, nil), gh)
 	f.Add(good)
-	f.Add(fs.sign(f, statement(f, zlib.name, zlib.sha, func(m map[string]any) { m["subject"] = []any{} }), gh))
+	f.Add(fs.Sign(f, statement(f, zlib.name, zlib.sha, func(m map[string]any) { m["subject"] = []any{} }), gh))
 	f.Add([]byte(`{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}`))
 	f.Fuzz(func(t *testing.T, bundle []byte) {
 		_, err := v.Verify(bundle, expect(zlib))
@@ -305,4 +306,10 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("%v is not a refusal naming a check", err)
 		}
 	})
+}
+
+// statement is a CEP 27 statement for channelURL.
+func statement(t testing.TB, name, sha string, edit func(map[string]any)) []byte {
+	t.Helper()
+	return attesttest.Statement(t, name, sha, channelURL, edit)
 }

@@ -1,4 +1,8 @@
-package attest
+// Package attesttest is an offline Sigstore for tests: it signs CEP 27
+// publish attestations as Fulcio, a CT log, Rekor and a timestamping
+// authority would for a CI job, and writes the trusted_root.json that
+// verifies them. Tests of internal/attest and of the server use it.
+package attesttest
 
 import (
 	"crypto"
@@ -33,12 +37,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// fakeSigstore is an offline Sigstore: VirtualSigstore's Rekor key and
+// Sigstore is an offline Sigstore: VirtualSigstore's Rekor key and
 // timestamping authority, and a Fulcio CA and CT log of our own, because
 // VirtualSigstore's leaves carry an e-mail SAN, the deprecated issuer
 // extension and no SCT, where Fulcio gives a CI job a URI SAN, the issuer
 // in 1.3.6.1.4.1.57264.1.8, and an SCT from its CT log.
-type fakeSigstore struct {
+type Sigstore struct {
 	vs        *ca.VirtualSigstore
 	fulcio    *root.FulcioCertificateAuthority
 	fulcioKey crypto.Signer
@@ -46,7 +50,7 @@ type fakeSigstore struct {
 	ctLogID   [32]byte
 }
 
-func newFakeSigstore(t testing.TB) *fakeSigstore {
+func New(t testing.TB) *Sigstore {
 	t.Helper()
 	vs, err := ca.NewVirtualSigstore()
 	if err != nil {
@@ -68,14 +72,14 @@ func newFakeSigstore(t testing.TB) *fakeSigstore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fakeSigstore{vs: vs, fulcioKey: interKey, ctKey: ctKey, ctLogID: sha256.Sum256(spki), fulcio: &root.FulcioCertificateAuthority{
+	return &Sigstore{vs: vs, fulcioKey: interKey, ctKey: ctKey, ctLogID: sha256.Sum256(spki), fulcio: &root.FulcioCertificateAuthority{
 		Root: rootCert, Intermediates: []*x509.Certificate{inter}, URI: "https://fulcio.localhost",
 		ValidityPeriodStart: time.Now().Add(-5 * time.Hour), ValidityPeriodEnd: time.Now().Add(time.Hour),
 	}}
 }
 
 // ctLogs is the fake's CT log, as a trusted root lists it.
-func (s *fakeSigstore) ctLogs() map[string]*root.TransparencyLog {
+func (s *Sigstore) ctLogs() map[string]*root.TransparencyLog {
 	id := hex.EncodeToString(s.ctLogID[:])
 	return map[string]*root.TransparencyLog{id: {
 		BaseURL: "https://ctfe.localhost", ID: s.ctLogID[:], HashFunc: crypto.SHA256, SignatureHashFunc: crypto.SHA256,
@@ -83,9 +87,9 @@ func (s *fakeSigstore) ctLogs() map[string]*root.TransparencyLog {
 	}}
 }
 
-// trustedRoot writes the fake's trusted_root.json and returns its path;
+// TrustedRoot writes the fake's trusted_root.json and returns its path;
 // withCT false leaves the CT log out, as a private Sigstore may.
-func (s *fakeSigstore) trustedRoot(t testing.TB, withCT bool) string {
+func (s *Sigstore) TrustedRoot(t testing.TB, withCT bool) string {
 	t.Helper()
 	ctLogs := s.ctLogs()
 	if !withCT {
@@ -130,35 +134,35 @@ var (
 	oidIssuerV2 = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 8}
 )
 
-// signing says how a bundle is made; the zero value of each field is what
+// Signing says how a bundle is made; the zero value of each field is what
 // Fulcio, Rekor and a TSA would do for a CI job now.
-type signing struct {
-	san, issuer string
-	email       string        // a second SAN
-	notBefore   time.Time     // the certificate's; zero: a minute ago
-	legacy      bool          // the issuer in the deprecated extension
-	noTSA       bool          // no RFC 3161 timestamp
-	noTlog      bool          // no transparency log entry
-	otherCA     *fakeSigstore // the certificate is from this one's Fulcio
-	noSCT       bool          // the certificate has no SCT
+type Signing struct {
+	SAN, Issuer string
+	Email       string    // a second SAN
+	NotBefore   time.Time // the certificate's; zero: a minute ago
+	Legacy      bool      // the issuer in the deprecated extension
+	NoTSA       bool      // no RFC 3161 timestamp
+	NoTlog      bool      // no transparency log entry
+	OtherCA     *Sigstore // the certificate is from this one's Fulcio
+	NoSCT       bool      // the certificate has no SCT
 }
 
 // leaf issues a Fulcio-style certificate for key.
-func (s *fakeSigstore) leaf(t testing.TB, o signing, key *ecdsa.PrivateKey) *x509.Certificate {
+func (s *Sigstore) leaf(t testing.TB, o Signing, key *ecdsa.PrivateKey) *x509.Certificate {
 	t.Helper()
-	u, err := url.Parse(o.san)
+	u, err := url.Parse(o.SAN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ext := pkix.Extension{Id: oidIssuerV1, Value: []byte(o.issuer)}
-	if !o.legacy {
-		v, err := asn1.MarshalWithParams(o.issuer, "utf8")
+	ext := pkix.Extension{Id: oidIssuerV1, Value: []byte(o.Issuer)}
+	if !o.Legacy {
+		v, err := asn1.MarshalWithParams(o.Issuer, "utf8")
 		if err != nil {
 			t.Fatal(err)
 		}
 		ext = pkix.Extension{Id: oidIssuerV2, Value: v}
 	}
-	nb := o.notBefore
+	nb := o.NotBefore
 	if nb.IsZero() {
 		nb = time.Now().Add(-time.Minute)
 	}
@@ -168,21 +172,21 @@ func (s *fakeSigstore) leaf(t testing.TB, o signing, key *ecdsa.PrivateKey) *x50
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		ExtraExtensions: []pkix.Extension{ext},
 	}
-	if o.email != "" {
-		tmpl.EmailAddresses = []string{o.email}
+	if o.Email != "" {
+		tmpl.EmailAddresses = []string{o.Email}
 	}
 	issuer := s
-	if o.otherCA != nil {
-		issuer = o.otherCA
+	if o.OtherCA != nil {
+		issuer = o.OtherCA
 	}
-	if !o.noSCT {
+	if !o.NoSCT {
 		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, s.sct(t, issuer.create(t, tmpl, &key.PublicKey), issuer.fulcio.Intermediates[0]))
 	}
 	cert := issuer.create(t, tmpl, &key.PublicKey)
 	return cert
 }
 
-func (s *fakeSigstore) create(t testing.TB, tmpl *x509.Certificate, pub any) *x509.Certificate {
+func (s *Sigstore) create(t testing.TB, tmpl *x509.Certificate, pub any) *x509.Certificate {
 	t.Helper()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.fulcio.Intermediates[0], pub, s.fulcioKey)
 	if err != nil {
@@ -198,7 +202,7 @@ func (s *fakeSigstore) create(t testing.TB, tmpl *x509.Certificate, pub any) *x5
 // sct is the SCT list extension, with the fake CT log's timestamp over
 // pre: the certificate as it will be without the extension, which is what
 // a verifier rebuilds (RFC 6962 3.2).
-func (s *fakeSigstore) sct(t testing.TB, pre, issuer *x509.Certificate) pkix.Extension {
+func (s *Sigstore) sct(t testing.TB, pre, issuer *x509.Certificate) pkix.Extension {
 	t.Helper()
 	sct := ct.SignedCertificateTimestamp{SCTVersion: ct.V1, LogID: ct.LogID{KeyID: s.ctLogID}, Timestamp: uint64(time.Now().UnixMilli())}
 	input, err := ct.SerializeSCTSignatureInput(sct, ct.LogEntry{Leaf: ct.MerkleTreeLeaf{
@@ -230,10 +234,10 @@ func (s *fakeSigstore) sct(t testing.TB, pre, issuer *x509.Certificate) pkix.Ext
 	return pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 11129, 2, 4, 2}, Value: val}
 }
 
-// sign makes a Sigstore bundle (v0.3, JSON) of statement: a DSSE envelope
+// Sign makes a Sigstore bundle (v0.3, JSON) of statement: a DSSE envelope
 // signed by a fresh leaf, its Rekor entry with inclusion proof and signed
 // entry timestamp, and an RFC 3161 timestamp.
-func (s *fakeSigstore) sign(t testing.TB, statement []byte, o signing) []byte {
+func (s *Sigstore) Sign(t testing.TB, statement []byte, o Signing) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -251,14 +255,14 @@ func (s *fakeSigstore) sign(t testing.TB, statement []byte, o signing) []byte {
 		Content:                   &protobundle.VerificationMaterial_Certificate{Certificate: &protocommon.X509Certificate{RawBytes: cert.Raw}},
 		TimestampVerificationData: &protobundle.TimestampVerificationData{},
 	}
-	if !o.noTSA {
+	if !o.NoTSA {
 		tsr, err := s.vs.TimestampResponse(sig)
 		if err != nil {
 			t.Fatal(err)
 		}
 		vm.TimestampVerificationData.Rfc3161Timestamps = []*protocommon.RFC3161SignedTimestamp{{SignedTimestamp: tsr}}
 	}
-	if !o.noTlog {
+	if !o.NoTlog {
 		env := &dsse.Envelope{PayloadType: payloadType, Payload: base64.StdEncoding.EncodeToString(statement),
 			Signatures: []dsse.Signature{{Sig: base64.StdEncoding.EncodeToString(sig)}}}
 		vm.TlogEntries = []*protorekor.TransparencyLogEntry{s.tlogEntry(t, cert, env, sig)}
@@ -278,7 +282,7 @@ func (s *fakeSigstore) sign(t testing.TB, statement []byte, o signing) []byte {
 
 // tlogEntry is the Rekor v1 dsse entry of env, logged now, with its
 // inclusion proof and the log's signed entry timestamp.
-func (s *fakeSigstore) tlogEntry(t testing.TB, cert *x509.Certificate, env *dsse.Envelope, sig []byte) *protorekor.TransparencyLogEntry {
+func (s *Sigstore) tlogEntry(t testing.TB, cert *x509.Certificate, env *dsse.Envelope, sig []byte) *protorekor.TransparencyLogEntry {
 	t.Helper()
 	now := time.Now().Unix()
 	entry, err := s.vs.GenerateTlogEntry(cert, env, sig, now, true)
@@ -298,14 +302,19 @@ func (s *fakeSigstore) tlogEntry(t testing.TB, cert *x509.Certificate, env *dsse
 	return tle
 }
 
-// statement is a CEP 27 statement; edit changes it before it is encoded.
-func statement(t testing.TB, name, sha string, edit func(map[string]any)) []byte {
+// Statement is a CEP 27 statement about the file name of digest sha,
+// for the channel URL channel ("": none); edit changes it before it is
+// encoded.
+func Statement(t testing.TB, name, sha, channel string, edit func(map[string]any)) []byte {
 	t.Helper()
 	st := map[string]any{
-		"_type":         StatementType,
+		"_type":         "https://in-toto.io/Statement/v1",
 		"subject":       []any{map[string]any{"name": name, "digest": map[string]any{"sha256": sha}}},
-		"predicateType": PredicateType,
-		"predicate":     map[string]any{"targetChannel": channelURL},
+		"predicateType": "https://schemas.conda.org/attestations/publish/v1",
+		"predicate":     map[string]any{},
+	}
+	if channel != "" {
+		st["predicate"] = map[string]any{"targetChannel": channel}
 	}
 	if edit != nil {
 		edit(st)
