@@ -60,7 +60,7 @@ var allowed = map[string][]string{
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
 	"internal/repodata": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "golang.org/x/sys/unix",
-		"internal/atomicfile", "internal/condapkg", "internal/condaversion", "internal/index", "internal/patch"},
+		"internal/atomicfile", "internal/condapkg", "internal/condaversion", "internal/index", "internal/patch", "internal/sidecar"},
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 )
@@ -118,7 +119,8 @@ func merge(pkgPath string, bundles [][]byte) (Published, error) {
 // when it has none: what the record's attestations_sha256 must be.
 func Current(pkgPath string) (string, bool, error) {
 	b, err := readLimited(pkgPath + Suffix)
-	if errors.Is(err, fs.ErrNotExist) {
+	// A file name too long for a sidecar name has none.
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENAMETOOLONG) {
 		return "", false, nil
 	}
 	if err != nil {
