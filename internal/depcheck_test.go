@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/audit":          nil,
 	"internal/atomicfile":     {"golang.org/x/sys/unix"},
 	"internal/auth":           nil,
-	"internal/channel":        {"internal/condapkg", "internal/store"},
+	"internal/channel":        {"internal/condapkg", "internal/sidecar", "internal/store"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd", "internal/record"},
 	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/store", "internal/trusted"},
 	"internal/condaversion":   nil,
