@@ -97,6 +97,7 @@ type Config struct {
 	Metrics           MetricsConfig            `toml:"metrics"`
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
+	Attestations      AttestationsConfig       `toml:"attestations"`
 }
 
 // MirrorConfig is [mirror]: a copy of the channel in S3-compatible object
@@ -205,6 +206,9 @@ type TrustedPublisherConfig struct {
 	Scopes    []string          `toml:"scopes"`
 	JWKSFile  string            `toml:"jwks_file"`
 	CAFile    string            `toml:"ca_file"`
+	// RequireAttestation refuses the publisher's uploads without a valid
+	// attestation signed by its workflow ([attestations]).
+	RequireAttestation bool `toml:"require_attestation"`
 }
 
 // OIDCConfig configures trusted publishing as a whole.
@@ -305,6 +309,10 @@ type TokenConfig struct {
 	// change; "main" is the channel root.
 	Labels  []string  `toml:"labels"`
 	Expires time.Time `toml:"expires"`
+	// AttestationIdentities are who may sign the attestations of the
+	// token's uploads; without any, its attestations are refused where
+	// they are verified.
+	AttestationIdentities []SignerConfig `toml:"attestation_identities"`
 }
 
 // TokensFile is the document of a tokens_file: [[tokens]] only.
@@ -356,7 +364,7 @@ func (t TokenConfig) check() error {
 			return fmt.Errorf("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
-	return nil
+	return checkSigners(t.AttestationIdentities)
 }
 
 func (t TokenConfig) token() (auth.Token, error) {
@@ -364,7 +372,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Expires: t.Expires, Signers: signers(t.AttestationIdentities)}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -465,6 +473,7 @@ func (c *Config) Validate() error {
 	c.validateSandbox(add)
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
+	c.validateAttestations(add)
 	return errors.Join(errs...)
 }
 
