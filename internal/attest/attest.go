@@ -298,3 +298,17 @@ func IsRefused(err error) bool {
 	var e *Error
 	return errors.As(err, &e)
 }
+
+// SignerOf returns the identity a bundle's certificate names, verifying
+// nothing: what a listing of stored attestations shows.
+func SignerOf(bundleJSON []byte) (Identity, error) {
+	_, leaf, err := parse(bundleJSON)
+	if err != nil {
+		return Identity{}, err
+	}
+	if len(leaf.URIs) != 1 {
+		return Identity{}, refuse(CheckIdentity, nil, "the certificate names %d URIs", len(leaf.URIs))
+	}
+	issuer, _ := issuerOf(leaf)
+	return Identity{SAN: leaf.URIs[0].String(), Issuer: issuer}, nil
+}

@@ -66,10 +66,14 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
+	att, err := attestations(d.cfg)
+	if err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
-		Trusted: verifier, Lifecycle: d.lifecycle,
+		Trusted: verifier, Lifecycle: d.lifecycle, Attest: att,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
 	})
 	d.startHTTPServers()

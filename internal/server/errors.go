@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
@@ -78,6 +79,8 @@ func classify(err error) (_ *Error, known bool) {
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, lifecycle.ErrNoPackage) || errors.Is(err, lifecycle.ErrNoLabel) || errors.Is(err, lifecycle.ErrNoPatch):
 		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}, true
+	case attest.IsRefused(err):
+		return &Error{Status: http.StatusBadRequest, Reason: "attestation_refused", Msg: oneLine(err.Error()) + "; nothing stored", Err: err}, true
 	case errors.Is(err, sidecar.ErrTooLarge):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: sidecar.ErrTooLarge.Error() + "; not added", Err: err}, true
 	case errors.Is(err, store.ErrExists):

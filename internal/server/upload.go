@@ -207,6 +207,10 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 	case name == "label":
 		// Optional: the label to upload to; main if absent.
 		return readLabel(p, lf)
+	case name == "attestation":
+		var err error
+		fu.p.sigs, err = readAttestation(p, "field")
+		return err
 	default:
 		// Other small fields, such as the original client's optional
 		// arch, are read and ignored: the subdir comes from the
@@ -302,6 +306,9 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 		return nil, err
 	}
 	if err := pub.authorize(); err != nil {
+		return nil, err
+	}
+	if err := s.checkAttestation(pub); err != nil {
 		return nil, err
 	}
 	if err := s.move(pub); err != nil {
