@@ -40,7 +40,7 @@ var allowed = map[string][]string{
 	// and sends If-None-Match and checksum headers as the protocol says.
 	"internal/mirror": {"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/credentials",
 		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/aws/smithy-go",
-		"internal/atomicfile", "internal/channel", "internal/condapkg"},
+		"internal/atomicfile", "internal/channel", "internal/condapkg", "internal/sidecar"},
 	// Attestations are Sigstore bundles: sigstore-go is the reference
 	// verifier (chain, log inclusion, timestamps) that PyPI's and
 	// prefix.dev's checks rest on; writing our own would be the risk.

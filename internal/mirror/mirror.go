@@ -5,7 +5,8 @@
 // After each index run of a label's subdir the folder is synced in an
 // order that keeps every moment a client can see consistent, as on disk:
 //
-//  1. new packages (and their attestations) and new shards;
+//  1. new packages, new shards and new attestation revisions
+//     (<file>.sigs.<sha256>), then each <file>.sigs (CEP 50's order);
 //  2. run_exports.json, current_repodata.json, patch_instructions.json;
 //  3. the shard index;
 //  4. repodata.json.zst;
@@ -58,6 +59,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // StateDir is the hidden folder of the mirror's state in the channel.
@@ -326,8 +328,8 @@ func (idx *openedIndex) close() {
 
 // listing is what a subdir holds for the bucket.
 type listing struct {
-	immutable []string        // packages and shards
-	sigs      []string        // packages' signatures (.sigs)
+	immutable []string        // packages, shards, and sidecar revisions (.sigs.<sha256>)
+	sigs      []string        // packages' current sidecars (.sigs)
 	local     map[string]bool // every name that backs an object
 }
 
@@ -345,10 +347,10 @@ func (m *Mirror) list(dir string, idx *openedIndex) (listing, error) {
 			continue
 		}
 		_, pkgErr := condapkg.ParseFilename(name)
-		base, isSigs := strings.CutSuffix(name, ".sigs")
+		base, revision, isSigs := sidecar.IsName(name)
 		_, sigErr := condapkg.ParseFilename(base)
 		switch {
-		case pkgErr == nil || shardName.MatchString(name):
+		case pkgErr == nil || shardName.MatchString(name) || isSigs && revision && sigErr == nil:
 			l.immutable = append(l.immutable, name)
 			l.local[name] = true
 		case isSigs && sigErr == nil:

@@ -132,9 +132,13 @@ func Missing(cl *s3.Client, bucket, dir string) string {
 			return "repodata.json is not whole: " + err.Error()
 		}
 		for _, m := range []map[string]any{doc.Packages, doc.PackagesConda} {
-			for fn := range m {
+			for fn, rec := range m {
 				if !has(dir + fn) {
 					return "repodata.json names " + fn + ", which the bucket lacks"
+				}
+				// CEP 50: the attestations revision the record names.
+				if sha, ok := rec.(map[string]any)["attestations_sha256"].(string); ok && !has(dir+fn+".sigs."+sha) {
+					return "repodata.json names " + fn + ".sigs." + sha + ", which the bucket lacks"
 				}
 			}
 		}
