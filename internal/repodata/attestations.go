@@ -48,30 +48,31 @@ func currentAttestations(dir, filename string) (string, error) {
 }
 
 // setAttestations brings each listed package's AttestationsKey up to date
-// with its sidecar; attested names the packages that have a <file>.sigs in
-// the listing. Only those are read.
-func (st *subdirState) setAttestations(dir string, attested map[string]bool) error {
+// with its sidecar. sigs fingerprints each package's sidecar names in the
+// listing: every change to a sidecar adds a content-addressed name, so
+// only the packages whose names changed since their sidecar was last read
+// are read again.
+func (st *subdirState) setAttestations(dir string, sigs map[string]fingerprint) error {
 	for name, e := range st.entries {
-		if e.Record == nil || (e.Attest == "" && !attested[name]) {
+		names := sigs[name]
+		if e.Record == nil || names == e.sigs {
 			continue
 		}
-		want := ""
-		if attested[name] {
-			var err error
-			if want, err = currentAttestations(dir, name); err != nil {
-				return err
-			}
-		}
-		if want == e.Attest {
-			continue
-		}
-		record, err := withAttestations(e.Record, want)
+		want, err := currentAttestations(dir, name)
 		if err != nil {
 			return err
 		}
 		next := *e
-		next.Record, next.Attest = record, want
-		st.put(name, &next)
+		next.sigs = names
+		if want != e.Attest {
+			next.Attest = want
+			if next.Record, err = withAttestations(e.Record, want); err != nil {
+				return err
+			}
+			st.put(name, &next)
+			continue
+		}
+		*e = next // the same digest: nothing to write
 	}
 	return nil
 }

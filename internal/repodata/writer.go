@@ -71,8 +71,10 @@ type entry struct {
 	// Invalid holds why a package placed by hand was left out, so that
 	// it is not inspected again until it changes.
 	Invalid string
-	// Attest is the record's AttestationsKey, "" if it has none.
+	// Attest is the record's AttestationsKey, "" if it has none, and
+	// sigs fingerprints the package's sidecar names when it was read.
 	Attest string
+	sigs   fingerprint
 }
 
 type cacheHeader struct {
@@ -355,16 +357,17 @@ func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirSt
 	}
 	st.gen++
 	shardFiles := map[string]bool{}
-	attested := map[string]bool{}
+	attested := map[string]fingerprint{}
 	st.sigsPrint = fingerprint{}
 	var fresh []string // package files with no entry, or not yet statted
 	err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
 		switch classify(b, maybeFile) {
 		case sigsName:
 			st.sigsPrint.add(b)
-			if pkg, immutable, _ := sidecar.IsName(string(b)); !immutable {
-				attested[pkg] = true
-			}
+			pkg, _, _ := sidecar.IsName(string(b))
+			f := attested[pkg]
+			f.add(b)
+			attested[pkg] = f
 		case shardName:
 			shardFiles[string(b)] = true
 		case pkgName:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -42,7 +43,7 @@ type attestEnv struct {
 	gh attesttest.Signing
 }
 
-func startAttest(t *testing.T, policy func(*server.Attestations)) *attestEnv {
+func startAttest(t testing.TB, policy func(*server.Attestations)) *attestEnv {
 	t.Helper()
 	sig := attesttest.New(t)
 	v, err := attest.NewFromFile(sig.TrustedRoot(t, true))
@@ -77,7 +78,7 @@ func startAttest(t *testing.T, policy func(*server.Attestations)) *attestEnv {
 }
 
 // mint returns a token minted for the publisher's job.
-func (e *attestEnv) mint(t *testing.T) string {
+func (e *attestEnv) mint(t testing.TB) string {
 	t.Helper()
 	b, _ := json.Marshal(map[string]string{"token": e.issuer.Sign(t, oidctest.GitHubClaims(e.issuer.URL, time.Now()))})
 	resp, err := e.client.Post(e.url+"api/oidc/mint_token", "application/json", bytes.NewReader(b))
@@ -99,13 +100,13 @@ type pkg struct {
 	sha  string
 }
 
-func newPkg(t *testing.T, name string) pkg {
+func newPkg(t testing.TB, name string) pkg {
 	data := pkgtest.Conda(t, pkgtest.Simple(name, "1.0", "0", "noarch"))
 	return pkg{name + "-1.0-0.conda", data, hexSHA(data)}
 }
 
 // bundle signs a statement about p for channel.
-func (e *attestEnv) bundle(t *testing.T, p pkg, channel string, o attesttest.Signing, edit func(map[string]any)) []byte {
+func (e *attestEnv) bundle(t testing.TB, p pkg, channel string, o attesttest.Signing, edit func(map[string]any)) []byte {
 	t.Helper()
 	return e.sig.Sign(t, attesttest.Statement(t, p.fn, p.sha, channel, edit), o)
 }
@@ -324,4 +325,71 @@ func TestAttestationsOff(t *testing.T) {
 	if r := e.call(t, "POST", "api/v1/attestations/main/noarch/"+p.fn, scanToken, `{"mediaType": "x"}`); r.status != http.StatusForbidden {
 		t.Errorf("later attestation with attestations off: %d %s", r.status, r.raw)
 	}
+}
+
+// BenchmarkUploadAttested measures what verification adds to an upload:
+// small packages over TLS by prefix.dev's protocol with a minted token,
+// each until it is stored and indexed, alternately without and with a
+// verified attestation on the same server, so that both see the same
+// load. It reports each kind's p50 and max, their ratio at the p50, and
+// the verification's own p50 and max (from the server's log).
+func BenchmarkUploadAttested(b *testing.B) {
+	e := startAttest(b, nil)
+	tok := e.mint(b)
+	times := map[bool][]time.Duration{}
+	i := 0
+	for b.Loop() {
+		for _, attested := range []bool{false, true} {
+			b.StopTimer()
+			p := newPkg(b, fmt.Sprintf("bench%d", i))
+			i++
+			parts := []prefixPart{filePart(p.fn, p.data, true)}
+			if attested {
+				parts = append([]prefixPart{{name: "attestation", data: e.bundle(b, p, channelURL, e.gh, nil)}}, parts...)
+			}
+			req := e.prefixRequest("main", "", bearer(tok), parts...)
+			b.StartTimer()
+			start := time.Now()
+			resp, err := e.client.Do(req)
+			if err != nil || resp.StatusCode != 201 {
+				b.Fatalf("%v %v", resp, err)
+			}
+			resp.Body.Close()
+			times[attested] = append(times[attested], time.Since(start))
+		}
+	}
+	b.StopTimer()
+	plain, attested := report(b, times[false], "plain"), report(b, times[true], "attested")
+	b.ReportMetric(float64(attested)/float64(plain), "attested/plain-p50")
+	report(b, verifyTimes(b, e.logs.String()), "verify")
+}
+
+// report reports the p50 and max of times, in milliseconds, and returns
+// the p50.
+func report(b *testing.B, times []time.Duration, what string) time.Duration {
+	slices.Sort(times)
+	p50 := times[len(times)/2]
+	b.ReportMetric(float64(p50.Microseconds())/1000, what+"-p50-ms")
+	b.ReportMetric(float64(times[len(times)-1].Microseconds())/1000, what+"-max-ms")
+	return p50
+}
+
+// verifyTimes reads the verification times the server logged.
+func verifyTimes(b *testing.B, logs string) []time.Duration {
+	var out []time.Duration
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, `msg="attestation verified"`) {
+			continue
+		}
+		_, v, _ := strings.Cut(line, " seconds=")
+		var sec float64
+		if _, err := fmt.Sscan(v, &sec); err != nil {
+			b.Fatal(line)
+		}
+		out = append(out, time.Duration(sec*float64(time.Second)))
+	}
+	if len(out) == 0 {
+		b.Fatal("no verification logged")
+	}
+	return out
 }
