@@ -337,22 +337,9 @@ func (x *Writer) loadPatch(dir string, st *subdirState) error {
 // returns the shard files it saw there.
 func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirState) (map[string]bool, error) {
 	if st.statted && st.onDisk != nil {
-		var pkgs, shards, sigs fingerprint
-		err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
-			switch classify(b, maybeFile) {
-			case pkgName:
-				pkgs.add(b)
-			case shardName:
-				shards.add(b)
-			case sigsName:
-				sigs.add(b)
-			}
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list subdir: %w", err)
-		}
-		if pkgs == st.pkgPrint && shards == st.shardPrint && sigs == st.sigsPrint {
-			return st.onDisk, nil // nothing added or removed by hand
+		same, err := st.sameNames(dir)
+		if err != nil || same {
+			return st.onDisk, err // nothing added or removed by hand
 		}
 	}
 	st.gen++
@@ -419,6 +406,26 @@ func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirSt
 	}
 	st.statted = true
 	return shardFiles, st.setAttestations(dir, attested)
+}
+
+// sameNames lists dir and reports whether its package, shard and sidecar
+// names fingerprint as at the last run.
+func (st *subdirState) sameNames(dir string) (bool, error) {
+	var pkgs, shards, sigs fingerprint
+	err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
+		switch classify(b, maybeFile) {
+		case pkgName:
+			pkgs.add(b)
+		case shardName:
+			shards.add(b)
+		case sigsName:
+			sigs.add(b)
+		}
+	})
+	if err != nil {
+		return false, fmt.Errorf("list subdir: %w", err)
+	}
+	return pkgs == st.pkgPrint && shards == st.shardPrint && sigs == st.sigsPrint, nil
 }
 
 // put sets a package's entry and marks what depends on it as changed.

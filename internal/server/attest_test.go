@@ -230,6 +230,9 @@ func TestAttestationVerified(t *testing.T) {
 	}
 	devSigs := filepath.Join(e.root, "label", "dev", "noarch", p.fn+".sigs")
 	before, _ := os.ReadFile(devSigs)
+	if !bytes.Equal(before, after) || e.recordField(t, "label/dev/noarch", p.fn) != sidecar.Digest(after) {
+		t.Errorf("the copy's sidecar %.60s, attestations_sha256 %v", before, e.recordField(t, "label/dev/noarch", p.fn))
+	}
 	if r := e.call(t, "POST", "api/v1/attestations/dev/noarch/"+p.fn, adminToken, string(first)); r.status != 403 {
 		t.Errorf("admin without attest scope: %d %s", r.status, r.raw)
 	}
