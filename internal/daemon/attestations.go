@@ -8,10 +8,10 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 )
 
-// attestations builds the server's attestation policy. The trusted root
+// Attestations builds the server's attestation policy. The trusted root
 // is read once, at start: a bad one stops the daemon rather than let
 // uploads through unverified.
-func attestations(c *config.Config) (server.Attestations, error) {
+func Attestations(c *config.Config) (server.Attestations, error) {
 	a := server.Attestations{Mode: c.AttestMode(), ChannelURL: c.Attestations.ChannelURL,
 		Require: c.Attestations.Require, RequireLabels: c.Attestations.RequireLabels}
 	for _, p := range c.TrustedPublishers {

@@ -19,7 +19,7 @@ func TestAttestations(t *testing.T) {
 	c := config.Default()
 	c.Attestations = config.AttestationsConfig{TrustedRootFile: root, ChannelURL: "https://conda.example.org/c", RequireLabels: []string{"main"}}
 	c.TrustedPublishers = []config.TrustedPublisherConfig{{Name: "a"}, {Name: "b", RequireAttestation: true}}
-	a, err := attestations(c)
+	a, err := Attestations(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +39,11 @@ func TestAttestations(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "trusted_root.json")
 	os.WriteFile(bad, []byte(`{"mediaType": "nonsense"}`), 0o644)
 	c.Attestations.TrustedRootFile = bad
-	if _, err := attestations(c); err == nil || !strings.Contains(err.Error(), "trusted_root_file") {
+	if _, err := Attestations(c); err == nil || !strings.Contains(err.Error(), "trusted_root_file") {
 		t.Errorf("a bad trusted root: %v", err)
 	}
 	c.Attestations = config.AttestationsConfig{}
-	if a, err := attestations(c); err != nil || a.Mode != "store" || a.Verifier != nil {
+	if a, err := Attestations(c); err != nil || a.Mode != "store" || a.Verifier != nil {
 		t.Errorf("no trusted root: %+v, %v", a, err)
 	}
 }

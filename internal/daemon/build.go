@@ -66,7 +66,7 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
-	att, err := attestations(d.cfg)
+	att, err := Attestations(d.cfg)
 	if err != nil {
 		return err
 	}
