@@ -375,7 +375,7 @@ func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedI
 		}
 	}
 	for _, name := range l.sigs {
-		if err := m.put(ctx, dir, name, nil, false); err != nil {
+		if err := m.putSidecar(ctx, dir, name); err != nil {
 			return err
 		}
 	}
@@ -392,6 +392,32 @@ func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedI
 		return m.put(ctx, path.Dir(dir), "channeldata.json", idx.channeldata, false)
 	}
 	return nil
+}
+
+// putSidecar uploads a package's <file>.sigs after the revision its bytes
+// are named by, which may be newer than the listing: CEP 50's order holds
+// in the bucket too.
+func (m *Mirror) putSidecar(ctx context.Context, dir, name string) error {
+	f, err := os.Open(filepath.Join(m.root, dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // gone since the listing; the next sync sees it
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	s, err := m.hash(f, fi)
+	if err != nil {
+		return err
+	}
+	if err := m.put(ctx, dir, name+"."+hex.EncodeToString(s.sha256), nil, true); err != nil {
+		return err
+	}
+	return m.put(ctx, dir, name, f, false)
 }
 
 // expire marks the objects of dir that no local file backs, and deletes
