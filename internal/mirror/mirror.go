@@ -394,15 +394,22 @@ func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedI
 	return nil
 }
 
+// open opens dir/name; nil and no error if it is gone since the listing
+// (the next sync sees that).
+func (m *Mirror) open(dir, name string) (*os.File, error) {
+	f, err := os.Open(filepath.Join(m.root, dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return f, err
+}
+
 // putSidecar uploads a package's <file>.sigs after the revision its bytes
 // are named by, which may be newer than the listing: CEP 50's order holds
 // in the bucket too.
 func (m *Mirror) putSidecar(ctx context.Context, dir, name string) error {
-	f, err := os.Open(filepath.Join(m.root, dir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // gone since the listing; the next sync sees it
-	}
-	if err != nil {
+	f, err := m.open(dir, name)
+	if f == nil {
 		return err
 	}
 	defer f.Close()
@@ -485,11 +492,7 @@ func (m *Mirror) put(ctx context.Context, dir, name string, f *os.File, immutabl
 	key := m.key(dir, name)
 	if f == nil {
 		var err error
-		f, err = os.Open(filepath.Join(m.root, dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // gone since the listing; the next sync sees it
-		}
-		if err != nil {
+		if f, err = m.open(dir, name); f == nil {
 			return err
 		}
 		defer f.Close()
