@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/config"
+	"github.com/conda-upload-server/conda-upload-server/internal/daemon"
 )
 
 const checkConfigUsage = `usage: conda-upload-server check-config [--config FILE]
@@ -41,7 +42,7 @@ func checkConfig(_ context.Context, args []string, s stdio) int {
 	var problems []error
 	for _, check := range []func(*config.Config, io.Writer, io.Writer) error{
 		func(c *config.Config, _, _ io.Writer) error { return c.Validate() },
-		checkTokens, checkCertificate, checkCondaExe, checkWriteDir,
+		checkTokens, checkCertificate, checkCondaExe, checkWriteDir, checkAttestations,
 	} {
 		if err := check(cfg, &report, s.err); err != nil {
 			problems = append(problems, err)
@@ -118,5 +119,16 @@ func checkPath(key, path, must string, is func(fs.FileInfo) bool) error {
 	case !is(fi):
 		return fmt.Errorf("%s %s is not %s", key, path, must)
 	}
+	return nil
+}
+
+// checkAttestations reads the trusted root, as the server does at start,
+// and says what it does with attestations.
+func checkAttestations(cfg *config.Config, report, _ io.Writer) error {
+	a, err := daemon.Attestations(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(report, "attestations: %s\n", a.Mode)
 	return nil
 }

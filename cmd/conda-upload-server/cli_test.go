@@ -60,6 +60,8 @@ func TestCLIErrorPolicy(t *testing.T) {
 		return p
 	}
 	several := write("several.toml", "port = 99999\nconda_exe = \"conda\"\n")
+	badRoot := write("badroot.toml", fmt.Sprintf("write_dir = %q\ntoken_hash = %q\n[attestations]\ntrusted_root_file = %q\nchannel_url = \"https://conda.example.org/c\"\n",
+		dir, auth.Hash(auth.DefaultSalt, "t"), write("trusted_root.json", `{"mediaType": "nonsense"}`)))
 	missing := filepath.Join(dir, "missing.toml")
 	tokenFile := write("token", testToken+"\n")
 	noPEM := write("nopem.pem", "not a certificate\n")
@@ -90,6 +92,7 @@ func TestCLIErrorPolicy(t *testing.T) {
 		{"check-config: file as argument", []string{"check-config", several}, "", 2, []string{"unexpected argument"}, "--config " + several},
 		{"check-config: unknown flag", []string{"check-config", "--conifg", several}, "", 2, []string{"-conifg"}, "did you mean --config?"},
 		{"check-config: missing file", []string{"check-config", "--config", missing}, "", 1, []string{"no such file"}, ""},
+		{"check-config: bad trusted root", []string{"check-config", "--config", badRoot}, "", 1, []string{"attestations.trusted_root_file: trusted root"}, ""},
 		{"check-config: several problems", []string{"check-config", "--config", several}, "", 1, []string{"write_dir is not set", "port 99999 is out of range", "bad port", "must be an absolute path", "no token configured", "conda_exe: stat conda"}, ""},
 		{"admin: no call", []string{"admin"}, "", 2, []string{"no call given"}, "the calls are list, copy, move, yank, unyank, delete, retention, quotas, patch and owners"},
 		{"admin: unknown call", []string{"admin", "promote", "main"}, "", 2, []string{`unknown call "promote"`}, "the calls are"},

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest/attesttest"
 	"github.com/conda-upload-server/conda-upload-server/internal/oidctest"
 	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
@@ -19,7 +22,9 @@ import (
 // Landlock enforced and a trusted publisher whose keys come by discovery
 // from a test issuer on loopback: the sandbox must let the server reach
 // the issuer's port (and only it), and a CI job's ID token must mint a
-// token that uploads, both with curl as a workflow would use it.
+// token that uploads, both with curl as a workflow would use it. The
+// job's attestation, signed as its workflow, is verified against the
+// trusted root the sandbox lets the server read; another is refused.
 func TestTrustedPublishingConfined(t *testing.T) {
 	testneed.Root(t)
 	testneed.Tool(t, "curl", "curl")
@@ -32,6 +37,11 @@ func TestTrustedPublishingConfined(t *testing.T) {
 	cert, key, pool, _ := certPair(t, dir, "")
 	root := serviceOwned(t, filepath.Join(dir, "channel"))
 	port := freePort(t)
+	sig := attesttest.New(t)
+	// A folder of its own, which no other rule of the sandbox covers.
+	trustedRoot := filepath.Join(shared(t), "trusted_root.json")
+	b, _ = os.ReadFile(sig.TrustedRoot(t, true))
+	os.WriteFile(trustedRoot, b, 0o644)
 	cfg := userConfig(t, dir, fmt.Sprintf(`
 write_dir = %q
 port = %d
@@ -43,9 +53,12 @@ issuer = %q
 audiences = ["conda-upload.example.org"]
 claims = { repository = "myorg/recipes", repository_owner_id = "1234", workflow = "release.yml", ref = "refs/heads/main" }
 ca_file = %q
+[attestations]
+trusted_root_file = %q
+channel_url = "https://conda.example.org/recipes"
 [sandbox]
 landlock = "enforce"
-`, root, port, cert, key, is.URL, ca))
+`, root, port, cert, key, is.URL, ca, trustedRoot))
 	p := startServer(t, pool, port, "--config", cfg)
 	u, _ := url.Parse(is.URL)
 	if !p.logged("connect only to ports [" + u.Port() + "]") {
@@ -69,6 +82,27 @@ landlock = "enforce"
 	code, res := curl("-H", "Authorization: Bearer "+tok, "-F", "artifact=@"+corpusFile("quetz/other-package-0.2-0.conda"), p.url)
 	if code != "201" {
 		t.Errorf("upload with the minted token: %s %s", code, res)
+	}
+	// With an attestation: the workflow's is stored beside the package,
+	// another workflow's refused with nothing stored.
+	pkg := corpusFile("quetz/test-package-0.1-0.tar.bz2")
+	data, _ := os.ReadFile(pkg)
+	sum := sha256.Sum256(data)
+	statement := attesttest.Statement(t, filepath.Base(pkg), hex.EncodeToString(sum[:]), "https://conda.example.org/recipes", nil)
+	for _, tt := range []struct {
+		san, want string
+	}{
+		{"https://github.com/myorg/recipes/.github/workflows/pr.yml@refs/heads/main", "400"},
+		{"https://github.com/" + oidctest.GitHubClaims(is.URL, time.Now())["job_workflow_ref"].(string), "201"},
+	} {
+		bundle := filepath.Join(t.TempDir(), "bundle.json")
+		os.WriteFile(bundle, sig.Sign(t, statement, attesttest.Signing{SAN: tt.san, Issuer: is.URL}), 0o644)
+		code, res := curl("-H", "Authorization: Bearer "+tok, "-F", "attestation=<"+bundle, "-F", "artifact=@"+pkg, p.url)
+		// created: the refused upload stored nothing.
+		_, err := os.Stat(filepath.Join(root, "linux-64", filepath.Base(pkg)+".sigs"))
+		if code != tt.want || (code == "201") != (err == nil) || code == "201" && !strings.Contains(res, `"created":true`) {
+			t.Errorf("attested upload signed by %s: %s %s; sidecar: %v", tt.san, code, res, err)
+		}
 	}
 	audit := p.stderr.String()
 	if !strings.Contains(audit, "token=oidc:gh-recipes") || strings.Contains(audit, tok) {

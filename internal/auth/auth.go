@@ -48,11 +48,13 @@ const (
 	ScopePatch   = "patch"
 	// ScopeOwners lists and changes the owners of package names.
 	ScopeOwners = "owners"
+	// ScopeAttest adds an attestation to a stored package.
+	ScopeAttest = "attest"
 )
 
 // KnownScopes returns every scope name, in a new slice.
 func KnownScopes() []string {
-	return []string{ScopeUpload, ScopeRead, ScopeOverwrite, ScopePromote, ScopeYank, ScopeDelete, ScopePatch, ScopeOwners}
+	return []string{ScopeUpload, ScopeRead, ScopeOverwrite, ScopePromote, ScopeYank, ScopeDelete, ScopePatch, ScopeOwners, ScopeAttest}
 }
 
 // Token is a named token hash with its scopes, optionally limited to some
@@ -73,7 +75,13 @@ type Token struct {
 	Packages []string
 	// Expires, if not zero, is when the token stops being accepted.
 	Expires time.Time
+	// Signers may sign the attestations of the token's uploads.
+	Signers []Signer
 }
+
+// Signer is who signed an attestation: its certificate's URI SAN and the
+// OIDC issuer that vouched for it (internal/attest).
+type Signer struct{ SAN, Issuer string }
 
 // Expired reports whether the token has expired at now.
 func (t Token) Expired(now time.Time) bool { return !t.Expires.IsZero() && !now.Before(t.Expires) }

@@ -29,6 +29,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
@@ -61,11 +62,13 @@ func (c *Channel) Close() error { return c.root.Close() }
 type kind int
 
 const (
-	listing  kind = iota
-	pkg           // a package: immutable once stored
-	shard         // a CEP-16 shard: named by its content, immutable
-	index         // an index file: replaced on every run
-	redirect      // a subdir without its trailing slash
+	listing      kind = iota
+	pkg               // a package: immutable once stored
+	shard             // a CEP-16 shard: named by its content, immutable
+	index             // an index file: replaced on every run
+	redirect          // a subdir without its trailing slash
+	sigs              // a package's CEP 50 sidecar, <file>.sigs: grows
+	sigsRevision      // <file>.sigs.<sha256>: named by its content, immutable
 )
 
 // IndexMaxAge is how long a client may use an index file without asking
@@ -131,23 +134,30 @@ func resolve(rel string) (kind, error) {
 	case len(parts) != 2:
 		return 0, ErrNotFound
 	}
-	name := parts[1]
-	switch {
-	case slices.Contains(indexNames, name):
-		return index, nil
-	case shardName.MatchString(name):
-		return shard, nil
-	}
-	if _, err := condapkg.ParseFilename(name); err == nil {
-		return pkg, nil
-	}
-	// CEP 50 attestations of a package: <filename>.sigs.
-	if base, ok := strings.CutSuffix(name, ".sigs"); ok {
-		if _, err := condapkg.ParseFilename(base); err == nil {
-			return index, nil
-		}
+	if k, ok := fileKind(parts[1]); ok {
+		return k, nil
 	}
 	return 0, ErrNotFound
+}
+
+// fileKind is what a file name in a subdir is, and whether it is public.
+func fileKind(name string) (kind, bool) {
+	switch {
+	case slices.Contains(indexNames, name):
+		return index, true
+	case shardName.MatchString(name):
+		return shard, true
+	}
+	if _, err := condapkg.ParseFilename(name); err == nil {
+		return pkg, true
+	}
+	// CEP 50 attestations of a package.
+	if base, immutable, ok := sidecar.IsName(name); ok {
+		if _, err := condapkg.ParseFilename(base); err == nil {
+			return map[bool]kind{false: sigs, true: sigsRevision}[immutable], true
+		}
+	}
+	return 0, false
 }
 
 // Serve answers a GET or HEAD of rel, the path below the channel root
@@ -254,8 +264,10 @@ func (c *Channel) cacheControl(k kind) string {
 		scope = "private"
 	}
 	switch k {
-	case pkg, shard:
+	case pkg, shard, sigsRevision:
 		return scope + ", max-age=31536000, immutable"
+	case sigs:
+		return scope + ", no-cache"
 	}
 	return fmt.Sprintf("%s, max-age=%d, must-revalidate", scope, int(IndexMaxAge.Seconds()))
 }
@@ -264,19 +276,17 @@ func (c *Channel) cacheControl(k kind) string {
 // channel serves a file of this name with, for copies of the channel
 // served by others (an object-storage mirror).
 func Headers(name string) (ctype, cacheControl string) {
-	base := name[strings.LastIndexByte(name, '/')+1:]
-	k := index
-	if _, err := condapkg.ParseFilename(base); err == nil {
-		k = pkg
-	} else if shardName.MatchString(base) {
-		k = shard
+	k, ok := fileKind(name[strings.LastIndexByte(name, '/')+1:])
+	if !ok {
+		k = index
 	}
 	return contentType(name), (&Channel{}).cacheControl(k)
 }
 
 func contentType(name string) string {
+	_, _, sidecar := sidecar.IsName(name[strings.LastIndexByte(name, '/')+1:])
 	switch {
-	case strings.HasSuffix(name, ".json"):
+	case strings.HasSuffix(name, ".json") || sidecar:
 		return "application/json"
 	case strings.HasSuffix(name, ".zst"):
 		return "application/zstd"

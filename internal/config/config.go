@@ -99,6 +99,7 @@ type Config struct {
 	Metrics           MetricsConfig            `toml:"metrics"`
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
+	Attestations      AttestationsConfig       `toml:"attestations"`
 	Policy            PolicyConfig             `toml:"policy"`
 
 	// Retention, TrashRetention and the quotas bound what the channel
@@ -224,6 +225,9 @@ type TrustedPublisherConfig struct {
 	Scopes    []string          `toml:"scopes"`
 	JWKSFile  string            `toml:"jwks_file"`
 	CAFile    string            `toml:"ca_file"`
+	// RequireAttestation refuses the publisher's uploads without a valid
+	// attestation signed by its workflow ([attestations]).
+	RequireAttestation bool `toml:"require_attestation"`
 }
 
 // OIDCConfig configures trusted publishing as a whole.
@@ -330,6 +334,10 @@ type TokenConfig struct {
 	// upload or change: exact names and globs ("mypkg", "mypkg-*").
 	Packages []string  `toml:"packages"`
 	Expires  time.Time `toml:"expires"`
+	// AttestationIdentities are who may sign the attestations of the
+	// token's uploads; without any, its attestations are refused where
+	// they are verified.
+	AttestationIdentities []SignerConfig `toml:"attestation_identities"`
 }
 
 // TokensFile is the document of a tokens_file: [[tokens]] only.
@@ -381,7 +389,10 @@ func (t TokenConfig) check() error {
 			return fmt.Errorf("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
-	return checkPackages(t.Packages)
+	if err := checkPackages(t.Packages); err != nil {
+		return err
+	}
+	return checkSigners(t.AttestationIdentities)
 }
 
 func (t TokenConfig) token() (auth.Token, error) {
@@ -389,7 +400,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Packages: t.Packages, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Packages: t.Packages, Expires: t.Expires, Signers: signers(t.AttestationIdentities)}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -495,6 +506,7 @@ func (c *Config) Validate() error {
 	c.validateDownloadLimits(add)
 	c.validatePolicy(add)
 	c.validateRetention(add)
+	c.validateAttestations(add)
 	return errors.Join(errs...)
 }
 

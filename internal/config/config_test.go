@@ -41,6 +41,11 @@ func TestFiles(t *testing.T) {
 		"bad-publisher-packages.bad.toml": `trusted_publishers\[0\] \(gh\): packages: pattern "a/b": '/'`,
 		"bad-policy.bad.toml":             `policy.owners "anyone": want config or first-upload(.|\n)*policy.labels: pattern "Main"`,
 		"bad-retention.bad.toml":          `retention\[0\] \(label "nightly"\) needs keep_last above 0`,
+		// [attestations]
+		"attest-require-store.bad.toml": `require_attestation need verify = "verify"`,
+		"attest-channel-url.bad.toml":   `attestations.channel_url "https://conda.example.org/recipes/": want`,
+		"attest-verify.bad.toml":        `attestations.verify "maybe": want off, store or verify`,
+		"attest-identity.bad.toml":      `attestation_identities: san "github.com/o/r" must be an https URL`,
 	}
 	files, _ := filepath.Glob("testdata/*.toml")
 	if len(files) == 0 {
@@ -276,5 +281,27 @@ func TestSectionDefaults(t *testing.T) {
 				t.Errorf("defaults lost: download %+v, index %+v, metrics %+v", c.Download, c.Index, c.Metrics)
 			}
 		})
+	}
+}
+
+// TestAttestMode: verify where a trusted root is configured, else store;
+// a token's identities reach its auth.Token.
+func TestAttestMode(t *testing.T) {
+	for file, want := range map[string]string{"testdata/minimal.good.toml": config.AttestStore, "testdata/attestations.good.toml": config.AttestVerify} {
+		c, err := config.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.AttestMode(); got != want {
+			t.Errorf("%s: mode %q, want %q", file, got, want)
+		}
+	}
+	c, _ := config.Load("testdata/attestations.good.toml")
+	toks, err := c.AuthTokens("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := toks[len(toks)-1].Signers; len(s) != 1 || s[0].Issuer != "https://token.actions.githubusercontent.com" {
+		t.Errorf("signers %+v", s)
 	}
 }

@@ -75,10 +75,14 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openPages(policy.Owners); err != nil {
 		return err
 	}
+	att, err := Attestations(d.cfg)
+	if err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
-		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota,
+		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota, Attest: att,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
 		Policy: policy,
 	})

@@ -101,6 +101,9 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 	if cfg.Audit.File != "" {
 		p.WriteFiles = append(p.WriteFiles, cfg.Audit.File)
 	}
+	if f := cfg.Attestations.TrustedRootFile; f != "" {
+		p.ReadFiles = append(p.ReadFiles, f) // read once, at start
+	}
 	for _, tp := range cfg.TrustedPublishers {
 		for _, f := range []string{tp.JWKSFile, tp.CAFile} {
 			if f != "" {

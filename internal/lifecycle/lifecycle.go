@@ -152,6 +152,23 @@ func (m *Manager) sha256Of(path string, fi fs.FileInfo) (string, error) {
 	return sum, nil
 }
 
+// Stat returns a stored package's file info and sha256; ErrNoPackage if
+// there is none.
+func (m *Manager) Stat(label, subdir, filename string) (fs.FileInfo, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	path := filepath.Join(m.abs(store.Dir(label, subdir)), filename)
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", ErrNoPackage
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	sum, err := m.sha256Of(path, fi)
+	return fi, sum, err
+}
+
 // List returns the packages of label's subdir, by filename.
 func (m *Manager) List(label, subdir string) ([]File, error) {
 	m.mu.Lock()

@@ -5,7 +5,8 @@
 // After each index run of a label's subdir the folder is synced in an
 // order that keeps every moment a client can see consistent, as on disk:
 //
-//  1. new packages (and their attestations) and new shards;
+//  1. new packages, new shards and new attestation revisions
+//     (<file>.sigs.<sha256>), then each <file>.sigs (CEP 50's order);
 //  2. run_exports.json, current_repodata.json, patch_instructions.json;
 //  3. the shard index;
 //  4. repodata.json.zst;
@@ -58,6 +59,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // StateDir is the hidden folder of the mirror's state in the channel.
@@ -326,8 +328,8 @@ func (idx *openedIndex) close() {
 
 // listing is what a subdir holds for the bucket.
 type listing struct {
-	immutable []string        // packages and shards
-	sigs      []string        // packages' signatures (.sigs)
+	immutable []string        // packages, shards, and sidecar revisions (.sigs.<sha256>)
+	sigs      []string        // packages' current sidecars (.sigs)
 	local     map[string]bool // every name that backs an object
 }
 
@@ -345,10 +347,10 @@ func (m *Mirror) list(dir string, idx *openedIndex) (listing, error) {
 			continue
 		}
 		_, pkgErr := condapkg.ParseFilename(name)
-		base, isSigs := strings.CutSuffix(name, ".sigs")
+		base, revision, isSigs := sidecar.IsName(name)
 		_, sigErr := condapkg.ParseFilename(base)
 		switch {
-		case pkgErr == nil || shardName.MatchString(name):
+		case pkgErr == nil || shardName.MatchString(name) || isSigs && revision && sigErr == nil:
 			l.immutable = append(l.immutable, name)
 			l.local[name] = true
 		case isSigs && sigErr == nil:
@@ -373,7 +375,7 @@ func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedI
 		}
 	}
 	for _, name := range l.sigs {
-		if err := m.put(ctx, dir, name, nil, false); err != nil {
+		if err := m.putSidecar(ctx, dir, name); err != nil {
 			return err
 		}
 	}
@@ -390,6 +392,39 @@ func (m *Mirror) upload(ctx context.Context, dir string, l listing, idx *openedI
 		return m.put(ctx, path.Dir(dir), "channeldata.json", idx.channeldata, false)
 	}
 	return nil
+}
+
+// open opens dir/name; nil and no error if it is gone since the listing
+// (the next sync sees that).
+func (m *Mirror) open(dir, name string) (*os.File, error) {
+	f, err := os.Open(filepath.Join(m.root, dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return f, err
+}
+
+// putSidecar uploads a package's <file>.sigs after the revision its bytes
+// are named by, which may be newer than the listing: CEP 50's order holds
+// in the bucket too.
+func (m *Mirror) putSidecar(ctx context.Context, dir, name string) error {
+	f, err := m.open(dir, name)
+	if f == nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	s, err := m.hash(f, fi)
+	if err != nil {
+		return err
+	}
+	if err := m.put(ctx, dir, name+"."+hex.EncodeToString(s.sha256), nil, true); err != nil {
+		return err
+	}
+	return m.put(ctx, dir, name, f, false)
 }
 
 // expire marks the objects of dir that no local file backs, and deletes
@@ -457,11 +492,7 @@ func (m *Mirror) put(ctx context.Context, dir, name string, f *os.File, immutabl
 	key := m.key(dir, name)
 	if f == nil {
 		var err error
-		f, err = os.Open(filepath.Join(m.root, dir, name))
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // gone since the listing; the next sync sees it
-		}
-		if err != nil {
+		if f, err = m.open(dir, name); f == nil {
 			return err
 		}
 		defer f.Close()

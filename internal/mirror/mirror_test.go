@@ -27,6 +27,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/s3test"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
@@ -387,8 +388,9 @@ func TestYankAndDeletePropagate(t *testing.T) {
 
 // TestReadersNeverSeeMissingObjects polls the bucket, as a client would,
 // while 100 packages are added, indexed and synced one by one: every
-// package that repodata.json names, and every shard the shard index
-// names, must already be there.
+// package that repodata.json names, every attestations revision
+// (<file>.sigs.<attestations_sha256>) it names, and every shard the shard
+// index names, must already be there.
 func TestReadersNeverSeeMissingObjects(t *testing.T) {
 	g := startGateway(t)
 	c := newChannel(t)
@@ -421,7 +423,14 @@ func TestReadersNeverSeeMissingObjects(t *testing.T) {
 		}
 	}()
 	for i := range 100 {
-		c.add(t, fmt.Sprintf("burst%d", i%7), fmt.Sprintf("1.%d", i))
+		fn := c.add(t, fmt.Sprintf("burst%d", i%7), fmt.Sprintf("1.%d", i))
+		if i%3 == 0 { // with an attestation, and a later one
+			for j := range 2 {
+				if _, err := sidecar.Add(filepath.Join(c.root, "linux-64", fn), fmt.Appendf(nil, `{"n":%d}`, 10*i+j)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 		c.index(t, "linux-64")
 		if err := m.Sync(ctx, "linux-64"); err != nil {
 			t.Fatal(err)

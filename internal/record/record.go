@@ -64,8 +64,9 @@ const MaxDepth = 32
 // patch: conda's SubdirData sets them from where it found the record
 // (conda/core/subdir_data.py, _process_raw_repodata), and rattler builds
 // the URL from the channel and the filename. A package naming another
-// file or another channel in them could mislead any other reader.
-var channelKeys = []string{"fn", "url", "channel", "schannel"}
+// file or another channel in them could mislead any other reader. The
+// index sets attestations_sha256 from the package's CEP 50 sidecar.
+var channelKeys = []string{"fn", "url", "channel", "schannel", "attestations_sha256"}
 
 // kind checks one field's value; null has been dealt with before.
 type kind func(field string, v any) error
@@ -139,6 +140,9 @@ var fromFile = []string{"name", "version", "build", "subdir", "md5", "sha256", "
 func CheckFix(fix map[string]any) error {
 	for _, k := range slices.Sorted(maps.Keys(fix)) {
 		v := fix[k]
+		if slices.Contains(channelKeys, k) { // null too: a patch neither sets nor removes them
+			return fieldError(k, "is set by the channel, never by a package or a patch")
+		}
 		if slices.Contains(fromFile, k) {
 			return fieldError(k, "comes from the package file; a patch cannot set it")
 		}

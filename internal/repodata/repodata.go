@@ -46,6 +46,7 @@ func Record(indexJSON []byte, size int64, md5, sha256 string) (json.RawMessage, 
 	for _, k := range droppedKeys {
 		delete(doc, k)
 	}
+	delete(doc, AttestationsKey) // the channel's to say, not the package's
 	doc["md5"] = md5
 	doc["sha256"] = sha256
 	doc["size"] = size

@@ -28,6 +28,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/patch"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // CacheDir is the hidden folder inside each subdir that holds the cache.
@@ -70,6 +71,10 @@ type entry struct {
 	// Invalid holds why a package placed by hand was left out, so that
 	// it is not inspected again until it changes.
 	Invalid string
+	// Attest is the record's AttestationsKey, "" if it has none, and
+	// sigs fingerprints the package's sidecar names when it was read.
+	Attest string
+	sigs   fingerprint
 }
 
 type cacheHeader struct {
@@ -86,6 +91,7 @@ type cacheLine struct {
 	RunExports json.RawMessage `json:"run_exports,omitempty"`
 	Channel    json.RawMessage `json:"channel,omitempty"`
 	Invalid    string          `json:"invalid,omitempty"`
+	Attest     string          `json:"attestations_sha256,omitempty"`
 }
 
 // Writer writes the index files of the subdirs of one channel. It is the
@@ -169,6 +175,9 @@ type subdirState struct {
 	// need not be looked up one by one.
 	pkgPrint, shardPrint fingerprint
 	onDisk               map[string]bool
+	// sigsPrint fingerprints the sidecar names (internal/sidecar): an
+	// attestation added adds a content-addressed one.
+	sigsPrint fingerprint
 	// byName lists each package name's filenames, for its shard.
 	byName map[string]map[string]bool
 	// shards maps each package name to its shard as last written, and
@@ -234,7 +243,14 @@ func (x *Writer) NotePackage(p index.Package) error {
 	if err != nil {
 		return err
 	}
-	st.put(p.Filename, &entry{Size: p.Info.Size(), Mtime: p.Info.ModTime().UnixNano(), Record: record, RunExports: runExports, Channel: p.Channel})
+	e := &entry{Size: p.Info.Size(), Mtime: p.Info.ModTime().UnixNano(), Record: record, RunExports: runExports, Channel: p.Channel}
+	if e.Attest, err = currentAttestations(filepath.Join(x.root, p.Subdir), p.Filename); err == nil && e.Attest != "" {
+		e.Record, err = withAttestations(record, e.Attest)
+	}
+	if err != nil {
+		return err
+	}
+	st.put(p.Filename, e)
 	return nil
 }
 
@@ -321,27 +337,24 @@ func (x *Writer) loadPatch(dir string, st *subdirState) error {
 // returns the shard files it saw there.
 func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirState) (map[string]bool, error) {
 	if st.statted && st.onDisk != nil {
-		var pkgs, shards fingerprint
-		err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
-			switch classify(b, maybeFile) {
-			case pkgName:
-				pkgs.add(b)
-			case shardName:
-				shards.add(b)
-			}
-		})
-		if err != nil {
-			return nil, fmt.Errorf("list subdir: %w", err)
-		}
-		if pkgs == st.pkgPrint && shards == st.shardPrint {
-			return st.onDisk, nil // nothing added or removed by hand
+		same, err := st.sameNames(dir)
+		if err != nil || same {
+			return st.onDisk, err // nothing added or removed by hand
 		}
 	}
 	st.gen++
 	shardFiles := map[string]bool{}
+	attested := map[string]fingerprint{}
+	st.sigsPrint = fingerprint{}
 	var fresh []string // package files with no entry, or not yet statted
 	err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
 		switch classify(b, maybeFile) {
+		case sigsName:
+			st.sigsPrint.add(b)
+			pkg, _, _ := sidecar.IsName(string(b))
+			f := attested[pkg]
+			f.add(b)
+			attested[pkg] = f
 		case shardName:
 			shardFiles[string(b)] = true
 		case pkgName:
@@ -392,7 +405,27 @@ func (x *Writer) reconcile(ctx context.Context, dir, subdir string, st *subdirSt
 		}
 	}
 	st.statted = true
-	return shardFiles, nil
+	return shardFiles, st.setAttestations(dir, attested)
+}
+
+// sameNames lists dir and reports whether its package, shard and sidecar
+// names fingerprint as at the last run.
+func (st *subdirState) sameNames(dir string) (bool, error) {
+	var pkgs, shards, sigs fingerprint
+	err := scanDir(dir, &st.direntBuf, func(b []byte, maybeFile bool) {
+		switch classify(b, maybeFile) {
+		case pkgName:
+			pkgs.add(b)
+		case shardName:
+			shards.add(b)
+		case sigsName:
+			sigs.add(b)
+		}
+	})
+	if err != nil {
+		return false, fmt.Errorf("list subdir: %w", err)
+	}
+	return pkgs == st.pkgPrint && shards == st.shardPrint && sigs == st.sigsPrint, nil
 }
 
 // put sets a package's entry and marks what depends on it as changed.
@@ -443,6 +476,7 @@ const (
 	otherName = iota
 	pkgName
 	shardName
+	sigsName
 )
 
 func classify(b []byte, maybeFile bool) int {
@@ -456,6 +490,10 @@ func classify(b []byte, maybeFile bool) int {
 		return shardName
 	case bytes.HasSuffix(b, []byte(".conda")) || bytes.HasSuffix(b, []byte(".tar.bz2")):
 		return pkgName
+	case bytes.Contains(b, []byte(sidecar.Suffix)):
+		if _, _, ok := sidecar.IsName(string(b)); ok {
+			return sigsName
+		}
 	}
 	return otherName
 }
@@ -623,7 +661,7 @@ func readJournal(r io.Reader, entries map[string]*entry) (int, error) {
 		case (l.Record == nil) == (l.Invalid == ""):
 			pending = fmt.Errorf("line %d: bad entry for %q", lines+2, l.Name)
 		default:
-			entries[l.Name] = &entry{Size: l.Size, Mtime: l.Mtime, Record: l.Record, RunExports: l.RunExports, Channel: l.Channel, Invalid: l.Invalid}
+			entries[l.Name] = &entry{Size: l.Size, Mtime: l.Mtime, Record: l.Record, RunExports: l.RunExports, Channel: l.Channel, Invalid: l.Invalid, Attest: l.Attest}
 		}
 		lines++
 	}
@@ -644,7 +682,7 @@ func (x *Writer) save(dir string, st *subdirState) error {
 	appendLine := func(name string) error {
 		l := cacheLine{Name: name, Removed: true}
 		if e := st.entries[name]; e != nil {
-			l = cacheLine{Name: name, Size: e.Size, Mtime: e.Mtime, Record: e.Record, RunExports: e.RunExports, Channel: e.Channel, Invalid: e.Invalid}
+			l = cacheLine{Name: name, Size: e.Size, Mtime: e.Mtime, Record: e.Record, RunExports: e.RunExports, Channel: e.Channel, Invalid: e.Invalid, Attest: e.Attest}
 		}
 		line, err := json.Marshal(l)
 		if err != nil {

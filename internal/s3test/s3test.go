@@ -6,6 +6,7 @@ package s3test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -132,9 +133,19 @@ func Missing(cl *s3.Client, bucket, dir string) string {
 			return "repodata.json is not whole: " + err.Error()
 		}
 		for _, m := range []map[string]any{doc.Packages, doc.PackagesConda} {
-			for fn := range m {
+			for fn, rec := range m {
 				if !has(dir + fn) {
 					return "repodata.json names " + fn + ", which the bucket lacks"
+				}
+				// CEP 50: the attestations revision the record names.
+				if sha, ok := rec.(map[string]any)["attestations_sha256"].(string); ok && !has(dir+fn+".sigs."+sha) {
+					return "repodata.json names " + fn + ".sigs." + sha + ", which the bucket lacks"
+				}
+				// and the revision of <file>.sigs as the bucket holds it.
+				if sigs := get(dir + fn + ".sigs"); sigs != nil {
+					if sum := sha256.Sum256(sigs); !has(dir + fn + ".sigs." + hex.EncodeToString(sum[:])) {
+						return "the bucket's " + fn + ".sigs has no revision beside it"
+					}
 				}
 			}
 		}

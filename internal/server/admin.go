@@ -207,7 +207,11 @@ func (s *Server) listPackages(w http.ResponseWriter, r *http.Request) (*Result, 
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Status: http.StatusOK, Body: map[string]any{"label": label, "subdir": subdir, "files": files, "status": http.StatusOK}}, nil
+	listed, err := s.withAttestations(label, subdir, files)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Status: http.StatusOK, Body: map[string]any{"label": label, "subdir": subdir, "files": listed, "status": http.StatusOK}}, nil
 }
 
 // packageCall: POST /api/v1/packages/{label}/{subdir}/{filename}/{call}.

@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/quota"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
@@ -80,8 +82,10 @@ func classify(err error) (_ *Error, known bool) {
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, lifecycle.ErrNoPackage) || errors.Is(err, lifecycle.ErrNoLabel) || errors.Is(err, lifecycle.ErrNoPatch):
 		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}, true
-	case errors.Is(err, store.ErrSidecarFull):
-		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: store.ErrSidecarFull.Error(), Err: err}, true
+	case attest.IsRefused(err):
+		return &Error{Status: http.StatusBadRequest, Reason: "attestation_refused", Msg: oneLine(err.Error()) + "; nothing stored", Err: err}, true
+	case errors.Is(err, sidecar.ErrTooLarge):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: sidecar.ErrTooLarge.Error() + "; not added", Err: err}, true
 	case errors.Is(err, store.ErrExists):
 		return &Error{Status: http.StatusConflict, Reason: "conflict", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, store.ErrTooLarge) || errors.As(err, &mbe):

@@ -43,6 +43,7 @@ func (s *Server) oidcToken(r *http.Request, presented string, lf *logFields) (au
 func (s *Server) noteIdentity(lf *logFields, id trusted.Identity) {
 	lf.token = id.Token.Name
 	lf.oidc = &audit.OIDC{Publisher: id.Publisher, Repository: id.Repository, Ref: id.Ref, SHA: id.SHA}
+	lf.signers = jobSigners(id)
 }
 
 // verifyJWT verifies an ID token; a refusal is a 401 whose reason is

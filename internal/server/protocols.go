@@ -1,11 +1,9 @@
 package server
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
@@ -211,17 +209,9 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 		fu.in, err = s.receive(checkDigests(part, part.Header, "file part"), filename, fieldsOf(r), *fu.token)
 		return err
 	case name == "attestation":
-		a, err := readField(part, name, maxAttestation)
-		if err != nil {
-			return err
-		}
-		if a = strings.TrimSpace(a); !json.Valid([]byte(a)) || a[0] != '{' {
-			return newError(http.StatusBadRequest, "the attestation part is not JSON: want one object, a Sigstore bundle")
-		}
-		// CEP 50: <filename>.sigs holds a JSON array of them, to which
-		// this one is added. It is kept as sent, not verified.
-		fu.p.sigs = []byte("[" + a + "]")
-		return nil
+		var err error
+		fu.p.sigs, err = readAttestation(part, "part")
+		return err
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file part %q; send the package as file", oneLine(name)))
 	}

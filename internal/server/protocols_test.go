@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // The requests below are built as conda/rattler builds them
@@ -330,6 +331,23 @@ func TestAttestationAndSameIndex(t *testing.T) {
 	var sigs []map[string]any
 	if resp.StatusCode != 200 || json.Unmarshal(body, &sigs) != nil || len(sigs) != 1 || sigs[0]["mediaType"] == nil {
 		t.Errorf(".sigs: %d %s", resp.StatusCode, body)
+	}
+	// CEP 50: .sigs is revalidated, its revision immutable, and the
+	// index names the revision.
+	if ct, cc := resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"); ct != "application/json" || cc != "public, no-cache" {
+		t.Errorf(".sigs served as %s, %s", ct, cc)
+	}
+	rev := "/noarch/" + fn + ".sigs." + sidecar.Digest(body)
+	resp, again := e.get(t, "GET", rev, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(again, body) || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("%s: %d %s %s", rev, resp.StatusCode, resp.Header, again)
+	}
+	_, rd := e.get(t, "GET", "/noarch/repodata.json", nil)
+	var idx struct {
+		Conda map[string]map[string]any `json:"packages.conda"`
+	}
+	if err := json.Unmarshal(rd, &idx); err != nil || idx.Conda[fn]["attestations_sha256"] != sidecar.Digest(body) {
+		t.Errorf("repodata.json: %v %s", err, rd)
 	}
 
 	viaQuetz := start(t)

@@ -124,6 +124,8 @@ func (s *Server) routes() []route {
 			http.MethodDelete: s.deletePackage})},
 		{pattern: "/api/v1/packages/{label}/{subdir}/{filename}/{call}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodPost: s.packageCall})},
+		{pattern: "/api/v1/attestations/{label}/{subdir}/{filename}", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodPost: s.attestations})},
 		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
 		{pattern: "/api/v1/retention", kind: kindAdmin, methods: s.admin(map[string]handler{

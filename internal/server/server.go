@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest"
 	"github.com/conda-upload-server/conda-upload-server/internal/audit"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
@@ -104,6 +105,9 @@ type Options struct {
 	Channel ChannelOptions
 	Mirror  MirrorOptions
 	Policy  PolicyOptions
+	// Attest is the attestation policy; the zero value stores
+	// attestations unverified.
+	Attest Attestations
 }
 
 // Limits bound what clients may take of the server.
@@ -242,6 +246,7 @@ type logFields struct {
 	size                            int64
 	protocol, replaced              string
 	oidc                            *audit.OIDC
+	signers                         []attest.Identity // who a trusted publisher's job signs as
 	// label is the label uploaded to or changed; call, to and reason
 	// describe an admin call.
 	label, call, to, reason string

@@ -10,7 +10,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 )
 
 // attestation is a stand-in for a Sigstore bundle, told apart by n.
@@ -118,10 +121,16 @@ func TestSidecarLifecycle(t *testing.T) {
 	s := pkgtest.Simple("life", "1.0", "0", "linux-64")
 	s.Payload[0].Data = []byte("rebuilt")
 	other := pkgtest.Conda(t, s)
+	// trashed returns the .sigs in label's trash, after checking that
+	// each came with its immutable revision.
 	trashed := func(label string) [][]int {
 		var out [][]int
-		m, _ := filepath.Glob(filepath.Join(e.root, ".trash", "*", label, "linux-64", fn+".sigs*"))
+		m, _ := filepath.Glob(filepath.Join(e.root, ".trash", "*", label, "linux-64", fn+".sigs"))
 		for _, p := range m {
+			b, _ := os.ReadFile(p)
+			if _, err := os.Stat(p + "." + sidecar.Digest(b)); err != nil {
+				t.Errorf("trash: no immutable revision beside %s: %v", p, err)
+			}
 			rel, _ := filepath.Rel(e.root, p)
 			ns, _ := e.sigs(t, rel)
 			out = append(out, ns)
@@ -130,8 +139,16 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	check := func(what, rel string, want []int) {
 		t.Helper()
-		if got, _ := e.sigs(t, rel); !slices.Equal(got, want) {
+		got, b := e.sigs(t, rel)
+		if !slices.Equal(got, want) {
 			t.Errorf("%s: %s holds %v, want %v", what, rel, got, want)
+		}
+		imm, _ := filepath.Glob(filepath.Join(e.root, rel) + ".*")
+		if want == nil && len(imm) > 0 {
+			t.Errorf("%s: immutable revisions left without a sidecar: %q", what, imm)
+		}
+		if b != nil && !slices.Contains(imm, filepath.Join(e.root, rel)+"."+sidecar.Digest(b)) {
+			t.Errorf("%s: %s has no immutable revision (%q)", what, rel, imm)
 		}
 	}
 
@@ -185,4 +202,75 @@ func TestSidecarLifecycle(t *testing.T) {
 		t.Fatal(r.raw)
 	}
 	check("a new package where a stale sidecar was", "label/qa/linux-64/"+fn+".sigs", nil)
+}
+
+// TestSidecarBeforeIndex: CEP 50's order of publication. A reader that
+// polls repodata.json over HTTP while attestations are added, with
+// uploads and later, never finds a record naming a revision
+// (<file>.sigs.<attestations_sha256>) that cannot be fetched, or whose
+// bytes do not hash to its name.
+func TestSidecarBeforeIndex(t *testing.T) {
+	e := startServing(t, false, func(o *server.Options) {
+		h, _ := auth.ParseHash(auth.Hash(auth.DefaultSalt, "att-only"))
+		a, err := auth.New(auth.DefaultSalt, []auth.Token{{Name: "ci", Hash: mustHash(token)}, {Name: "att", Hash: h, Scopes: []string{auth.ScopeAttest}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Auth = a
+	})
+	done := make(chan struct{})
+	seen := make(chan int, 1)
+	go func() {
+		defer close(seen)
+		checked := 0
+		for {
+			select {
+			case <-done:
+				seen <- checked
+				return
+			default:
+			}
+			resp, b := e.get(t, "GET", "/noarch/repodata.json", nil)
+			var idx struct {
+				Conda map[string]map[string]any `json:"packages.conda"`
+			}
+			if resp.StatusCode != 200 || json.Unmarshal(b, &idx) != nil {
+				continue // not indexed yet
+			}
+			for fn, rec := range idx.Conda {
+				sha, ok := rec["attestations_sha256"].(string)
+				if !ok {
+					continue
+				}
+				r, body := e.get(t, "GET", "/noarch/"+fn+".sigs."+sha, nil)
+				if r.StatusCode != 200 || sidecar.Digest(body) != sha {
+					t.Errorf("the index names %s.sigs.%s: %d, hashing to %s", fn, sha, r.StatusCode, sidecar.Digest(body))
+				}
+				checked++
+			}
+		}
+	}()
+	// Four writers at once, so that index runs overlap additions.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w * 3; i < w*3+3; i++ {
+				fn := fmt.Sprintf("order%d-1.0-0.conda", i)
+				data := pkgtest.Conda(t, pkgtest.Simple(fmt.Sprintf("order%d", i), "1.0", "0", "noarch"))
+				if r := e.attest(t, "main", fn, data, attestation(i), token, ""); r.status != 201 {
+					t.Error(r.raw)
+				}
+				for j := range 3 {
+					if r := e.call(t, "POST", "api/v1/attestations/main/noarch/"+fn, "att-only", string(attestation(100*(j+1)+i))); r.status != 200 {
+						t.Error(r.raw)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	if n := <-seen; n == 0 {
+		t.Fatal("the reader checked no attested record")
+	}
 }

@@ -207,6 +207,10 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 	case name == "label":
 		// Optional: the label to upload to; main if absent.
 		return readLabel(p, lf)
+	case name == "attestation":
+		var err error
+		fu.p.sigs, err = readAttestation(p, "field")
+		return err
 	default:
 		// Other small fields, such as the original client's optional
 		// arch, are read and ignored: the subdir comes from the
@@ -276,7 +280,7 @@ type publishing struct {
 	subdir     string // the subdir the request path names, or ""
 	label      string // the label to store in; main if empty
 	force      bool
-	sigs       []byte // a CEP 50 attestation array to keep as <filename>.sigs
+	sigs       []byte // one attestation (a Sigstore bundle) to add to <filename>.sigs
 }
 
 // publication is one received package on its way through publish: what
@@ -306,6 +310,11 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 		return nil, err
 	}
 	if err := pub.authorize(); err != nil {
+		return nil, err
+	}
+	// An attestation that does not verify refuses the upload before
+	// anything is reserved, claimed or stored.
+	if err := s.checkAttestation(pub); err != nil {
 		return nil, err
 	}
 	// Retention leaves the package alone until the answer says it is

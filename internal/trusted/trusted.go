@@ -82,8 +82,13 @@ type Identity struct {
 	Publisher            string
 	Repository, Ref, SHA string
 	Subject              string
-	Token                auth.Token // what the job may do, named oidc:<publisher>
-	Expires              time.Time  // the ID token's exp
+	// Issuer, and the claim naming the job's workflow (GitHub's
+	// job_workflow_ref, GitLab's ci_config_ref_uri; the other is ""): the
+	// identity Fulcio certifies for the job, which its attestations
+	// must be signed by.
+	Issuer, JobWorkflowRef, CIConfigRefURI string
+	Token                                  auth.Token // what the job may do, named oidc:<publisher>
+	Expires                                time.Time  // the ID token's exp
 }
 
 type publisher struct {
@@ -372,6 +377,7 @@ func (p *publisher) identity(c claims) Identity {
 	}
 	return Identity{
 		Publisher: p.Name, Repository: repo, Ref: c.Ref, SHA: c.SHA, Subject: c.Subject,
+		Issuer: c.Issuer, JobWorkflowRef: c.JobWorkflowRef, CIConfigRefURI: c.CIConfigRefURI,
 		Token:   auth.Token{Name: "oidc:" + p.Name, Scopes: scopes, Subdirs: p.Subdirs, Labels: p.Labels, Packages: p.Packages, Expires: time.Unix(*c.Expiry, 0)},
 		Expires: time.Unix(*c.Expiry, 0),
 	}

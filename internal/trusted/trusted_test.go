@@ -55,7 +55,8 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("a valid token: %v", err)
 	}
 	if id.Publisher != "gh-recipes" || id.Repository != "myorg/recipes" || id.Ref != "refs/heads/main" || id.SHA == "" ||
-		!id.Token.Can(auth.ScopeUpload) || id.Token.Can(auth.ScopeOverwrite) || !id.Token.Allows("noarch") || id.Token.Allows("osx-64") {
+		!id.Token.Can(auth.ScopeUpload) || id.Token.Can(auth.ScopeOverwrite) || !id.Token.Allows("noarch") || id.Token.Allows("osx-64") ||
+		id.Issuer != is.URL || id.JobWorkflowRef != "myorg/recipes/.github/workflows/release.yml@refs/heads/main" || id.CIConfigRefURI != "" {
 		t.Errorf("identity %+v", id)
 	}
 	// Case in a repository name is not an identity (PyPI compares it
