@@ -86,6 +86,9 @@ func (s *Server) checkAttestation(pub *publication) error {
 	case a.Mode == "off":
 		pub.p.sigs = nil
 		return nil
+	case pub.p.sigs != nil && !sidecar.Fits(pub.name):
+		// Refused before the package is stored, not after.
+		return sidecar.ErrNameTooLong
 	case pub.p.sigs == nil && a.required(pub.label, pub.lf):
 		return &Error{Status: http.StatusBadRequest, Reason: "attestation_required",
 			Msg: fmt.Sprintf("an upload to label %s needs a valid attestation (CEP 27, signed by the uploading workflow); nothing stored", pub.label)}

@@ -84,6 +84,8 @@ func classify(err error) (_ *Error, known bool) {
 		return &Error{Status: http.StatusNotFound, Reason: "not_found", Msg: err.Error(), Err: err}, true
 	case attest.IsRefused(err):
 		return &Error{Status: http.StatusBadRequest, Reason: "attestation_refused", Msg: oneLine(err.Error()) + "; nothing stored", Err: err}, true
+	case errors.Is(err, sidecar.ErrNameTooLong):
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: sidecar.ErrNameTooLong.Error() + "; nothing stored", Err: err}, true
 	case errors.Is(err, sidecar.ErrTooLarge):
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: sidecar.ErrTooLarge.Error() + "; not added", Err: err}, true
 	case errors.Is(err, store.ErrExists):

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"io"
 	"net/http"
 	"syscall"
@@ -35,6 +36,7 @@ func TestClassify(t *testing.T) {
 		{"no such patch", lifecycle.ErrNoPatch, 404, "not_found", true},
 		{"exists", wrap(store.ErrExists), 409, "conflict", true},
 		{"too large", store.ErrTooLarge, 413, "too_large", true},
+		{"name too long for a sidecar", wrap(sidecar.ErrNameTooLong), 400, "bad_request", true},
 		{"body over MaxBytesReader", wrap(&http.MaxBytesError{Limit: 1}), 413, "too_large", true},
 		{"too slow", wrap(errTooSlow), 408, "too_slow", true},
 		{"no space", wrap(syscall.ENOSPC), 507, "no_space", true},

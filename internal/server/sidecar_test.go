@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -106,6 +107,29 @@ func TestAttestationsOnlyAdded(t *testing.T) {
 	}
 	if got, _ := e.sigs(t, rel); len(got) != 10 {
 		t.Errorf("refused attestations changed the sidecar: %v", got)
+	}
+}
+
+// TestSidecarNameTooLong: a package whose file name leaves no room for
+// <file>.sigs.<sha256> cannot carry an attestation. It is refused with
+// 400 before it is stored, not failed with 500 after; without an
+// attestation the same package is stored.
+func TestSidecarNameTooLong(t *testing.T) {
+	e := start(t)
+	name := strings.Repeat("a", 190)
+	fn := name + "-1.0-0.conda"
+	data := pkgtest.Conda(t, pkgtest.Simple(name, "1.0", "0", "linux-64"))
+	if r := e.attest(t, "main", fn, data, attestation(1), token, ""); r.status != 400 || !strings.Contains(r.raw, "too long to carry attestations") {
+		t.Fatalf("a long name with an attestation: %d %s", r.status, r.raw)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, "linux-64", fn)); err == nil {
+		t.Fatal("the refused package was stored")
+	}
+	if r := e.attest(t, "main", fn, data, nil, token, ""); r.status != 201 {
+		t.Fatalf("the same package without one: %d %s", r.status, r.raw)
+	}
+	if r := e.attest(t, "main", fn, data, attestation(1), token, ""); r.status != 400 {
+		t.Errorf("an attestation added to it later: %d %s", r.status, r.raw)
 	}
 }
 

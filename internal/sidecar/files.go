@@ -85,6 +85,9 @@ func link(from, to string) error {
 
 // merge appends bundles to the package's sidecar, and publishes the result.
 func merge(pkgPath string, bundles [][]byte) (Published, error) {
+	if !Fits(filepath.Base(pkgPath)) {
+		return Published{}, ErrNameTooLong
+	}
 	if _, err := os.Stat(pkgPath); err != nil {
 		return Published{}, fmt.Errorf("no package to attest: %w", err)
 	}

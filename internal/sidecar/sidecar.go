@@ -33,6 +33,17 @@ const Suffix = ".sigs"
 // it: a Sigstore bundle is 4 to 10 KiB, so this holds a hundred or more.
 const MaxSize = 1 << 20
 
+// maxName is the longest file name the channel's file systems take.
+const maxName = 255
+
+// ErrNameTooLong says a package's file name leaves no room for its
+// content-addressed sidecar, <file>.sigs.<sha256>, 70 bytes longer.
+var ErrNameTooLong = fmt.Errorf("the file name is too long to carry attestations: <file>%s.<sha256> must fit in %d bytes", Suffix, maxName)
+
+// Fits reports whether a package's file name leaves room for the names
+// of its sidecars.
+func Fits(filename string) bool { return len(filename)+len(Suffix)+1+64 <= maxName }
+
 // ErrTooLarge says the sidecar would pass MaxSize.
 var ErrTooLarge = fmt.Errorf("the sidecar would exceed %d bytes", MaxSize)
 
