@@ -97,6 +97,7 @@ type Config struct {
 	Metrics           MetricsConfig            `toml:"metrics"`
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
+	Upstreams         []UpstreamConfig         `toml:"upstreams"`
 }
 
 // MirrorConfig is [mirror]: a copy of the channel in S3-compatible object
@@ -465,6 +466,7 @@ func (c *Config) Validate() error {
 	c.validateSandbox(add)
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
+	c.validateUpstreams(add)
 	return errors.Join(errs...)
 }
 
