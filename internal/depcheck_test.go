@@ -46,6 +46,10 @@ var allowed = map[string][]string{
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
+	// The proxy of upstream channels: zstd and msgpack for their index
+	// files and CEP-16 shards, as the indexer reads and writes them.
+	"internal/proxy": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5",
+		"internal/atomicfile", "internal/channel", "internal/condapkg", "internal/store"},
 	"internal/repodata": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "golang.org/x/sys/unix",
 		"internal/atomicfile", "internal/condapkg", "internal/condaversion", "internal/index", "internal/patch"},
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",

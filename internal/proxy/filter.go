@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+)
+
+// A repodata.json of conda-forge is hundreds of MB and a million
+// records, so it is filtered as a stream: the decoder holds one record at
+// a time, every key but "packages" and "packages.conda" is copied as
+// it is, and each record is checked and kept or dropped on its own.
+
+// record is what the proxy needs of a package's record: to check its
+// filename and to verify the package's bytes.
+type record struct {
+	Name   string `json:"name"`
+	Subdir string `json:"subdir"`
+	Sha256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// filterStats counts what a filter kept and dropped.
+type filterStats struct {
+	Kept, Excluded, Invalid int
+}
+
+// errNotObject is a document that is not a JSON object of the repodata
+// shape.
+var errNotObject = errors.New("not a repodata JSON object")
+
+// filter copies a repodata-shaped JSON document (repodata.json,
+// current_repodata.json, run_exports.json) from r to w, keeping the
+// records whose package name keep accepts and whose filename is valid
+// for subdir. With verify, a record must also have the sha256 and size
+// the package will be checked against, and each kept record is passed to
+// seen. An absolute info.base_url (CEP-15) is dropped, so that clients
+// fetch packages through the proxy.
+func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, verify bool, seen func(fn string, rec record) error) (filterStats, error) {
+	var st filterStats
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	bw := bufio.NewWriterSize(w, 256<<10)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return st, errNotObject
+	}
+	bw.WriteByte('{')
+	for first := true; dec.More(); first = false {
+		key, err := stringToken(dec)
+		if err != nil {
+			return st, err
+		}
+		if !first {
+			bw.WriteByte(',')
+		}
+		writeKey(bw, key)
+		switch key {
+		case "packages", "packages.conda":
+			err = filterPackages(dec, bw, key, subdir, keep, verify, seen, &st)
+		case "info":
+			err = copyInfo(dec, bw)
+		default:
+			err = copyValue(dec, bw)
+		}
+		if err != nil {
+			return st, fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return st, errNotObject
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return st, fmt.Errorf("data after the document: %w", errNotObject)
+	}
+	bw.WriteByte('}')
+	return st, bw.Flush()
+}
+
+// filterPackages filters one map of filename to record.
+func filterPackages(dec *json.Decoder, bw *bufio.Writer, key, subdir string, keep func(string) bool, verify bool, seen func(string, record) error, st *filterStats) error {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errNotObject
+	}
+	bw.WriteByte('{')
+	n := 0
+	for dec.More() {
+		fn, err := stringToken(dec)
+		if err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		rec, ok, err := check(fn, key, subdir, raw, verify)
+		switch {
+		case err != nil:
+			st.Invalid++
+			continue
+		case !ok || !keep(rec.Name):
+			st.Excluded++
+			continue
+		}
+		if seen != nil {
+			if err := seen(fn, rec); err != nil {
+				return err
+			}
+		}
+		st.Kept++
+		if n > 0 {
+			bw.WriteByte(',')
+		}
+		n++
+		writeKey(bw, fn)
+		bw.Write(raw)
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	bw.WriteByte('}')
+	return nil
+}
+
+// check validates one record as the proxy would an upload: the filename
+// parses, has the extension of its map, and names the record's package;
+// the record's subdir, if it says one, is the subdir's.
+func check(fn, key, subdir string, raw json.RawMessage, verify bool) (record, bool, error) {
+	f, err := condapkg.ParseFilename(fn)
+	if err != nil {
+		return record{}, false, err
+	}
+	if (key == "packages.conda") != (f.Format == condapkg.Conda) {
+		return record{}, false, fmt.Errorf("%s is listed under %s", fn, key)
+	}
+	var rec record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return record{}, false, err
+	}
+	if rec.Name != "" && rec.Name != f.Name {
+		return record{}, false, fmt.Errorf("%s names package %q", fn, rec.Name)
+	}
+	rec.Name = f.Name
+	if rec.Subdir != "" && rec.Subdir != subdir {
+		return record{}, false, fmt.Errorf("%s is of subdir %q", fn, rec.Subdir)
+	}
+	if verify {
+		if b, err := hex.DecodeString(rec.Sha256); err != nil || len(b) != 32 || rec.Size <= 0 {
+			return record{}, false, fmt.Errorf("%s has no valid sha256 and size", fn)
+		}
+		rec.Sha256 = strings.ToLower(rec.Sha256)
+	}
+	return rec, true, nil
+}
+
+// copyInfo copies the info object, without an absolute base_url.
+func copyInfo(dec *json.Decoder, bw *bufio.Writer) error {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	var info map[string]json.RawMessage
+	if json.Unmarshal(raw, &info) == nil {
+		if b, ok := info["base_url"]; ok {
+			var s string
+			if json.Unmarshal(b, &s) != nil || strings.Contains(s, "://") || strings.HasPrefix(s, "/") {
+				delete(info, "base_url")
+				raw, _ = json.Marshal(info)
+			}
+		}
+	}
+	_, err := bw.Write(raw)
+	return err
+}
+
+func copyValue(dec *json.Decoder, bw *bufio.Writer) error {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	_, err := bw.Write(raw)
+	return err
+}
+
+func stringToken(dec *json.Decoder) (string, error) {
+	t, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	s, ok := t.(string)
+	if !ok {
+		return "", errNotObject
+	}
+	return s, nil
+}
+
+func writeKey(bw *bufio.Writer, key string) {
+	b, _ := json.Marshal(key)
+	bw.Write(b)
+	bw.WriteByte(':')
+}

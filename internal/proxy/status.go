@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+)
+
+// Status is what `admin proxy status` shows of an upstream.
+type Status struct {
+	Name           string `json:"name"`
+	URL            string `json:"url"`
+	Reachable      bool   `json:"reachable"`
+	Failure        string `json:"failure,omitempty"`
+	CachedPackages int    `json:"cached_packages"`
+	CachedBytes    int64  `json:"cached_bytes"`
+	CacheSize      int64  `json:"cache_size"`
+}
+
+// Status reports the upstream's state and its cache's.
+func (p *Proxy) Status() Status {
+	n, b := p.lru.stats()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Status{Name: p.up.Name, URL: p.up.URL, Reachable: p.failure == "", Failure: p.failure,
+		CachedPackages: n, CachedBytes: b, CacheSize: p.up.CacheSize}
+}
+
+// Purge empties the upstream's cache: packages, shards and index files.
+// Requests in flight may still complete into it.
+func (p *Proxy) Purge() error {
+	err := p.lru.purge()
+	p.mu.Lock()
+	clear(p.shards)
+	p.mu.Unlock()
+	for _, d := range []string{"index", "shards"} {
+		err = errors.Join(err, os.RemoveAll(filepath.Join(p.dir, d)))
+	}
+	return err
+}
