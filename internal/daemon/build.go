@@ -66,6 +66,9 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
+	if err := d.startProxies(); err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
@@ -269,7 +272,7 @@ func (d *daemon) observability() server.Observability {
 func (d *daemon) channelOptions() server.ChannelOptions {
 	return server.ChannelOptions{
 		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
-		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
+		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading), Proxies: d.proxies,
 	}
 }
 
@@ -287,6 +290,9 @@ func (d *daemon) mirrorOptions() server.MirrorOptions {
 
 // degraded says why the server works but not fully, for /readyz.
 func (d *daemon) degraded() string {
+	if why := d.proxiesDegraded(); why != "" {
+		return why
+	}
 	if d.mirror == nil {
 		return ""
 	}

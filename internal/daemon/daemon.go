@@ -42,6 +42,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -101,6 +102,10 @@ type daemon struct {
 	// before confinement; mirror syncs to it.
 	mirrorCfg  *mirror.Config
 	mirror     *mirror.Mirror
+	// upstreams are the proxied channels, read before confinement;
+	// proxies serves them.
+	upstreams []proxy.Upstream
+	proxies   map[string]*proxy.Proxy
 	metrics    *metrics.Metrics
 	srv        *server.Server
 	conns      *server.ConnLimiter

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // Status is what `admin proxy status` shows of an upstream.
@@ -37,4 +38,15 @@ func (p *Proxy) Purge() error {
 		err = errors.Join(err, os.RemoveAll(filepath.Join(p.dir, d)))
 	}
 	return err
+}
+
+// IndexAge is how long ago the upstream last confirmed or replaced an
+// index file, in seconds; -1 if it never has since the start.
+func (p *Proxy) IndexAge() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.okAt.IsZero() {
+		return -1
+	}
+	return time.Since(p.okAt).Seconds()
 }

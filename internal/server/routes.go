@@ -130,6 +130,9 @@ func (s *Server) routes() []route {
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
 		{pattern: "/_/oidc/audience", kind: kindMint, methods: get(s.audience, kindMint)},
+		// Upstream channels, read-only: /proxy/<name>/... (proxy.go).
+		{pattern: "/proxy/{name}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
+		{pattern: "/proxy/{name}/label/{label}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},

@@ -48,6 +48,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
@@ -148,6 +149,9 @@ type ChannelOptions struct {
 	// Name is the {channel} of the quetz, prefix.dev and Artifactory
 	// upload paths; "main" if empty.
 	Name string
+	// Proxies are the upstream channels served at /proxy/<name>/, by
+	// name.
+	Proxies map[string]*proxy.Proxy
 	// DownloadRateWhileUploading, in bytes per second, is what all
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
