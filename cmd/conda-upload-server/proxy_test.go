@@ -1,0 +1,178 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+)
+
+// TestProxyRattler puts a second instance of the server in front of a
+// first, as its upstream: rattler solves through the proxy, the packages
+// it picks are downloaded through it, and the cache then holds exactly
+// those. With the upstream stopped, the proxy serves what it holds
+// (index files marked stale) and says plainly that it cannot fetch the
+// rest.
+func TestProxyRattler(t *testing.T) {
+	needRattler(t)
+	pkgs := []string{
+		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h00ce149_0.conda",
+		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",
+		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",
+		"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
+		"quetz/other-package-0.2-0.conda",
+		"conda/font-ttf-inconsolata-23.12.6-0.tar.bz2",
+	}
+	dir := shared(t)
+	upCert, upKey, upPool, _ := certPair(t, dir, "up-")
+	upRoot := serviceOwned(t, filepath.Join(dir, "up"))
+	upPort := freePort(t)
+	upCfg := userConfig(t, dir, "[download]\nenabled = true\n")
+	upstream := startServer(t, upPool, upPort, "--config", upCfg, "-d", upRoot, "-p", strconv.Itoa(upPort), "-c", upCert, "-k", upKey,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	for _, p := range pkgs {
+		if st, body := upstream.upload(t, testToken, corpusFile(p)); st != 201 || body["indexed"] != true {
+			t.Fatalf("upload %s: %d %v", p, st, body)
+		}
+	}
+
+	cert, key, pool, _ := certPair(t, dir, "")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
+	port := freePort(t)
+	cfgFile := filepath.Join(dir, "proxy.toml")
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`user = "nobody"
+[download]
+enabled = true
+[[upstreams]]
+name = "up"
+url = "%s"
+subdirs = ["linux-64", "noarch"]
+exclude = ["font-ttf-*"]
+index_ttl = "1s"
+ca_file = %q
+`, upstream.url, upCert)), 0o644)
+	p := startServer(t, pool, port, "--config", cfgFile, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+
+	channel := p.url + "proxy/up/"
+	recs, err := rattlerSolve(t, cert, channel, "stub-depends-run_exports", "other-package")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetched []string
+	for _, r := range recs {
+		if r.URL != channel+r.Subdir+"/"+r.Filename {
+			t.Errorf("record %s: url %s, want it through the proxy", r.Filename, r.URL)
+		}
+		st, sum := fetch(t, p.client, r.URL)
+		if st != 200 || sum != r.SHA256 || sum != sha256File(t, corpusFile(pkgPath(pkgs, r.Filename))) {
+			t.Errorf("%s: %d, sha256 %s, want %s", r.URL, st, sum, r.SHA256)
+		}
+		fetched = append(fetched, r.Filename)
+	}
+	slices.Sort(fetched)
+	if len(fetched) != 3 {
+		t.Errorf("solved %v", fetched)
+	}
+	if got := cached(t, filepath.Join(root, ".proxy-cache", "up", "pkgs")); !slices.Equal(got, fetched) {
+		t.Errorf("the cache holds %v, want exactly what was fetched: %v", got, fetched)
+	}
+	// The excluded package is absent from every form of the index, and
+	// 404 by its exact URL; the proxy is read-only.
+	if _, err := rattlerSolve(t, cert, channel, "font-ttf-inconsolata"); err == nil {
+		t.Error("rattler solved an excluded package")
+	}
+	if st, _ := fetch(t, p.client, channel+"noarch/font-ttf-inconsolata-23.12.6-0.tar.bz2"); st != 404 {
+		t.Errorf("excluded package: %d", st)
+	}
+	req, _ := http.NewRequest(http.MethodPut, channel+"noarch/x-1-0.conda", strings.NewReader("x"))
+	if resp, err := p.client.Do(req); err != nil || resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("PUT through the proxy: %v %v", resp, err)
+	}
+
+	// The upstream stops.
+	upstream.cmd.Process.Kill()
+	<-upstream.done
+	upstream.done <- nil
+	resp, err := p.client.Get(channel + "noarch/repodata.json")
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Proxy-Stale") != "true" {
+		t.Errorf("stale index: %v %v", resp, err)
+	}
+	for _, fn := range fetched {
+		if st, _ := fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn); st != 200 {
+			t.Errorf("cached %s with the upstream down: %d", fn, st)
+		}
+	}
+	st, body := getJSON(t, p.client, channel+"noarch/stub-run_exports-1.0.0-0.conda")
+	if st != 502 || !strings.Contains(fmt.Sprint(body["error"]), "upstream") {
+		t.Errorf("never-fetched package with the upstream down: %d %v", st, body)
+	}
+	if st, body := getJSON(t, p.client, p.url+"readyz"); st != 200 || body["status"] != "degraded" {
+		t.Errorf("readyz: %d %v", st, body)
+	}
+}
+
+func pkgPath(pkgs []string, fn string) string {
+	for _, p := range pkgs {
+		if filepath.Base(p) == fn {
+			return p
+		}
+	}
+	return fn
+}
+
+func subdirOf(recs []solved, fn string) string {
+	for _, r := range recs {
+		if r.Filename == fn {
+			return r.Subdir
+		}
+	}
+	return ""
+}
+
+func fetch(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	io.Copy(h, resp.Body)
+	return resp.StatusCode, hex.EncodeToString(h.Sum(nil))
+}
+
+func getJSON(t *testing.T, c *http.Client, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+func cached(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, d.Name())
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out
+}
