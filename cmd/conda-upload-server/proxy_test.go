@@ -176,3 +176,14 @@ func cached(t *testing.T, dir string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestProxyDropInExposure measures the unit with systemd/proxy.conf,
+// which opens the network to any address (an upstream behind a CDN has
+// no fixed one).
+func TestProxyDropInExposure(t *testing.T) {
+	base := dropInExposure(t, "mirror.conf")
+	score := dropInExposure(t, "proxy.conf")
+	if score > 1.0 {
+		t.Errorf("exposure with the proxy drop-in %.1f (mirror's %.1f), want ≤ 1.0", score, base)
+	}
+}

@@ -100,12 +100,12 @@ type daemon struct {
 	lifecycle  *lifecycle.Manager
 	// mirrorCfg is the object-storage mirror's settings and keys, read
 	// before confinement; mirror syncs to it.
-	mirrorCfg  *mirror.Config
-	mirror     *mirror.Mirror
+	mirrorCfg *mirror.Config
+	mirror    *mirror.Mirror
 	// upstreams are the proxied channels, read before confinement;
 	// proxies serves them.
-	upstreams []proxy.Upstream
-	proxies   map[string]*proxy.Proxy
+	upstreams  []proxy.Upstream
+	proxies    map[string]*proxy.Proxy
 	metrics    *metrics.Metrics
 	srv        *server.Server
 	conns      *server.ConnLimiter
