@@ -51,6 +51,10 @@ func TestProxyRattler(t *testing.T) {
 	port := freePort(t)
 	cfgFile := filepath.Join(dir, "proxy.toml")
 	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`user = "nobody"
+[[tokens]]
+name = "admin"
+hash = %q
+scopes = ["read", "delete"]
 [download]
 enabled = true
 [[upstreams]]
@@ -60,7 +64,7 @@ subdirs = ["linux-64", "noarch"]
 exclude = ["font-ttf-*"]
 index_ttl = "1s"
 ca_file = %q
-`, upstream.url, upCert)), 0o644)
+`, auth.Hash(auth.DefaultSalt, adminTok), upstream.url, upCert)), 0o644)
 	p := startServer(t, pool, port, "--config", cfgFile, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
 		"-t", auth.Hash(auth.DefaultSalt, testToken))
 
@@ -120,7 +124,19 @@ ca_file = %q
 	if st, body := getJSON(t, p.client, p.url+"readyz"); st != 200 || body["status"] != "degraded" {
 		t.Errorf("readyz: %d %v", st, body)
 	}
+	code, out, errOut := adminCLI(t, p, cert, adminTok, "proxy", "status")
+	if code != 0 || !strings.Contains(out, `"reachable":false`) || !strings.Contains(out, `"cached_packages":3`) {
+		t.Errorf("admin proxy status: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := adminCLI(t, p, cert, adminTok, "proxy", "purge", "up"); code != 0 {
+		t.Errorf("admin proxy purge: %d %s %s", code, out, errOut)
+	}
+	if got := cached(t, filepath.Join(root, ".proxy-cache", "up")); len(got) != 0 {
+		t.Errorf("after a purge the cache holds %v", got)
+	}
 }
+
+const adminTok = "proxy-admin-token"
 
 func pkgPath(pkgs []string, fn string) string {
 	for _, p := range pkgs {

@@ -59,6 +59,12 @@ func calls() []call {
 		{"patch delete", "LABEL SUBDIR", "remove it", func(a []string) request {
 			return request{method: http.MethodDelete, path: path("patches", a...)}
 		}},
+		{"proxy status", "", "the upstream channels: reachable, cached packages (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("proxy")}
+		}},
+		{"proxy purge", "NAME", "empty an upstream's cache (scope delete)", func(a []string) request {
+			return request{method: http.MethodPost, path: path("proxy", a[0]) + "/purge"}
+		}},
 	}
 }
 
@@ -103,21 +109,37 @@ func find(args []string) (call, []string, error) {
 		return call{}, nil, &Error{Msg: "no call given", Usage: true, Hint: "the calls are " + callNames()}
 	}
 	name, rest := args[0], args[1:]
-	if name == "patch" {
+	group, subs := name, subCalls(name)
+	if subs != "" {
 		if len(rest) == 0 {
-			return call{}, nil, usageError("patch takes get, set or delete")
+			return call{}, nil, usageError("%s takes %s", group, subs)
 		}
-		name, rest = "patch "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	for _, c := range calls() {
 		if c.name == name {
 			return c, rest, nil
 		}
 	}
-	if sub, ok := strings.CutPrefix(name, "patch "); ok {
-		return call{}, nil, usageError("patch takes get, set or delete, not %q", sub)
+	if subs != "" {
+		return call{}, nil, usageError("%s takes %s, not %q", group, subs, strings.TrimPrefix(name, group+" "))
 	}
 	return call{}, nil, &Error{Msg: fmt.Sprintf("unknown call %q", name), Usage: true, Hint: "the calls are " + callNames()}
+}
+
+// subCalls lists the sub-calls of a call that has them ("get, set or
+// delete" for patch), or "".
+func subCalls(name string) string {
+	var subs []string
+	for _, c := range calls() {
+		if sub, ok := strings.CutPrefix(c.name, name+" "); ok {
+			subs = append(subs, sub)
+		}
+	}
+	if len(subs) < 2 {
+		return strings.Join(subs, "")
+	}
+	return strings.Join(subs[:len(subs)-1], ", ") + " or " + subs[len(subs)-1]
 }
 
 // callNames lists the calls' first words: "list, copy, ... and patch".

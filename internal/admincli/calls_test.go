@@ -27,6 +27,10 @@ func TestParse(t *testing.T) {
 		{args: "patch get main linux-64", method: "GET", path: "/api/v1/patches/main/linux-64"},
 		{args: "patch set main linux-64 p.json", method: "PUT", path: "/api/v1/patches/main/linux-64", bodyFile: "p.json"},
 		{args: "patch delete main linux-64", method: "DELETE", path: "/api/v1/patches/main/linux-64"},
+		{args: "proxy status", method: "GET", path: "/api/v1/proxy"},
+		{args: "proxy purge conda-forge", method: "POST", path: "/api/v1/proxy/conda-forge/purge"},
+		{args: "proxy purge", err: "proxy purge takes NAME", usage: true},
+		{args: "proxy", err: "proxy takes status or purge", usage: true},
 		{args: "", err: "no call given", usage: true, hint: true},
 		{args: "promote main", err: `unknown call "promote"`, usage: true, hint: true},
 		{args: "list main", err: "list takes LABEL SUBDIR", usage: true},
@@ -64,6 +68,7 @@ func TestUsageListsCalls(t *testing.T) {
 		"list LABEL SUBDIR", "copy LABEL SUBDIR FILENAME TO", "move LABEL SUBDIR FILENAME TO",
 		"yank LABEL SUBDIR FILENAME [REASON]", "unyank LABEL SUBDIR FILENAME", "delete LABEL SUBDIR FILENAME",
 		"patch get LABEL SUBDIR", "patch set LABEL SUBDIR FILE", "patch delete LABEL SUBDIR",
+		"proxy status", "proxy purge NAME",
 	} {
 		found := false
 		for _, l := range strings.Split(u, "\n") {

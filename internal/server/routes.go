@@ -126,6 +126,10 @@ func (s *Server) routes() []route {
 			http.MethodPost: s.packageCall})},
 		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
+		{pattern: "/api/v1/proxy", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.proxyStatus, http.MethodHead: s.proxyStatus})},
+		{pattern: "/api/v1/proxy/{name}/purge", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodPost: s.proxyPurge})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
