@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 )
 
 // TestHostileUpstream: whatever an upstream sends, nothing it should not
@@ -214,5 +217,44 @@ func only(suffix string, h http.HandlerFunc) hookFunc {
 		}
 		h(w, r)
 		return true
+	}
+}
+
+// TestLargeMismatchCut: a package too large to hold back whole is
+// streamed as it arrives, and when its bytes turn out wrong the client's
+// response is cut short of its Content-Length, so that no client holds a
+// complete wrong package; nothing is cached.
+func TestLargeMismatchCut(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	u := newUpstreamWith(t, func(dir string) {
+		f, err := os.Create(filepath.Join(dir, fn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 4<<20, f)
+		f.Close()
+	})
+	f := newFront(t, u, nil)
+	good, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+	u.setHook(only(fn, func(w http.ResponseWriter, r *http.Request) {
+		b := bytes.Clone(good)
+		b[len(b)/2] ^= 1
+		w.Write(b)
+	}))
+	resp, err := http.Get(f.srv.URL + "/linux-64/" + fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || resp.ContentLength != int64(len(good)) || len(got) >= len(good) || len(got) == 0 {
+		t.Errorf("status %d, Content-Length %d, got %d of %d bytes (err %v): want a cut response", resp.StatusCode, resp.ContentLength, len(got), len(good), err)
+	}
+	if got := cachedFiles(t, f.dir); len(got) != 0 || f.obs.errorsOf("digest") != 1 {
+		t.Errorf("cache %v, digest errors %d", got, f.obs.errorsOf("digest"))
+	}
+	u.setHook(func(http.ResponseWriter, *http.Request) bool { return false })
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, good) {
+		t.Errorf("after the upstream recovered: %d, %d bytes", resp.StatusCode, len(b))
 	}
 }

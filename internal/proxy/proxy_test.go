@@ -38,12 +38,19 @@ type upstream struct {
 
 var names = []string{"numpy", "numba", "scipy", "zlib"}
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream { return newUpstreamWith(t, nil) }
+
+// newUpstreamWith lets add put more packages in linux-64 before it is
+// indexed.
+func newUpstreamWith(t testing.TB, add func(dir string)) *upstream {
 	t.Helper()
 	u := &upstream{root: t.TempDir()}
 	dir := filepath.Join(u.root, "linux-64")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if add != nil {
+		add(dir)
 	}
 	for i, n := range names {
 		s := pkgtest.Simple(n, "1.0", "h0_"+string(rune('0'+i)), "linux-64")
