@@ -227,9 +227,13 @@ func (h *holdback) send(b []byte) {
 		h.w.Header().Set("X-Cache", "MISS")
 	}
 	h.started = true
+	// Flushed, so that what is sent is on its way (and what is held
+	// back is not).
 	if _, err := h.w.Write(b); err != nil {
 		h.dead = true
+		return
 	}
+	http.NewResponseController(h.w).Flush()
 }
 
 func (h *holdback) flush() {
