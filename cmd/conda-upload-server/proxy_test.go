@@ -1,20 +1,30 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 )
 
 // TestProxyRattler puts a second instance of the server in front of a
@@ -202,4 +212,97 @@ func TestProxyDropInExposure(t *testing.T) {
 	if score > 1.0 {
 		t.Errorf("exposure with the proxy drop-in %.1f (mirror's %.1f), want ≤ 1.0", score, base)
 	}
+}
+
+// TestProxyKill9DuringFetch kills the server while it fetches a package:
+// the cache holds no partial package, the temp file goes at the next
+// start, and the package is then fetched whole.
+func TestProxyKill9DuringFetch(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	upRoot := t.TempDir()
+	sub := filepath.Join(upRoot, "linux-64")
+	os.MkdirAll(sub, 0o755)
+	f, err := os.Create(filepath.Join(sub, fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 8<<20, f)
+	f.Close()
+	if err := repodata.New(upRoot, condapkg.DefaultLimits(), slog.New(slog.DiscardHandler)).Run(context.Background(), "linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(filepath.Join(sub, fn))
+	var stall atomic.Bool
+	stall.Store(true)
+	files := http.FileServer(http.Dir(upRoot))
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, fn) || !stall.Load() {
+			files.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(good)))
+		w.Write(good[:1<<20])
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer up.Close()
+	dir := shared(t)
+	caFile := filepath.Join(dir, "up-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+	cert, key, pool, _ := certPair(t, dir, "")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
+	cfg := userConfig(t, dir, fmt.Sprintf("[download]\nenabled = true\n[[upstreams]]\nname = \"up\"\nurl = %q\nsubdirs = [\"linux-64\"]\nca_file = %q\n", up.URL, caFile))
+	start := func() *proc {
+		port := freePort(t)
+		return startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+			"-t", auth.Hash(auth.DefaultSalt, testToken))
+	}
+	p := start()
+	go func() {
+		if resp, err := p.client.Get(p.url + "proxy/up/linux-64/" + fn); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	cache := filepath.Join(root, ".proxy-cache", "up", "pkgs", "linux-64")
+	temp := waitFor(t, func() string {
+		m, _ := filepath.Glob(filepath.Join(cache, "."+fn+".tmp-*"))
+		if len(m) == 1 {
+			if fi, err := os.Stat(m[0]); err == nil && fi.Size() >= 1<<20 {
+				return m[0]
+			}
+		}
+		return ""
+	})
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	p.done <- nil
+	if got := cached(t, cache); len(got) != 1 || !strings.HasPrefix(got[0], ".") {
+		t.Fatalf("after kill -9 the cache holds %v, want only the fetch's temp file", got)
+	}
+	stall.Store(false)
+	p = start()
+	if _, err := os.Stat(temp); !os.IsNotExist(err) {
+		t.Errorf("the temp file survived the restart: %v", err)
+	}
+	if st, sum := fetch(t, p.client, p.url+"proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
+		t.Errorf("after the restart: %d %s", st, sum)
+	}
+	if got := cached(t, cache); !slices.Equal(got, []string{fn}) {
+		t.Errorf("the cache holds %v", got)
+	}
+}
+
+// waitFor polls cond until it returns something, for at most 20 seconds.
+func waitFor(t *testing.T, cond func() string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if v := cond(); v != "" {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("timed out waiting")
+	return ""
 }
