@@ -114,14 +114,43 @@ ca_file = %q
 		t.Errorf("PUT through the proxy: %v %v", resp, err)
 	}
 
+	// The second download of each package is a cache hit.
+	for _, fn := range fetched {
+		fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn)
+	}
+	resp, err := p.client.Get(p.url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`conda_upload_proxy_requests_total{kind="package",result="hit",upstream="up"} 3`,
+		`conda_upload_proxy_requests_total{kind="package",result="miss",upstream="up"} 3`,
+		`conda_upload_proxy_fetched_bytes_total{upstream="up"}`,
+		`conda_upload_proxy_index_age_seconds{upstream="up"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
 	// The upstream stops.
 	upstream.cmd.Process.Kill()
 	<-upstream.done
 	upstream.done <- nil
-	resp, err := p.client.Get(channel + "noarch/repodata.json")
-	if err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Proxy-Stale") != "true" {
-		t.Errorf("stale index: %v %v", resp, err)
-	}
+	// Once index_ttl (1s) is over, the index is served stale.
+	waitFor(t, func() string {
+		resp, err := p.client.Get(channel + "noarch/repodata.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("index with the upstream down: %d", resp.StatusCode)
+		}
+		return resp.Header.Get("X-Proxy-Stale")
+	})
 	for _, fn := range fetched {
 		if st, _ := fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn); st != 200 {
 			t.Errorf("cached %s with the upstream down: %d", fn, st)
@@ -133,6 +162,13 @@ ca_file = %q
 	}
 	if st, body := getJSON(t, p.client, p.url+"readyz"); st != 200 || body["status"] != "degraded" {
 		t.Errorf("readyz: %d %v", st, body)
+	}
+	if resp, err := p.client.Get(p.url + "metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `conda_upload_proxy_stale_served_total{upstream="up"}`) || !strings.Contains(string(b), `conda_upload_proxy_upstream_errors_total{reason="unreachable",upstream="up"}`) {
+			t.Error("metrics lack the stale index or the unreachable upstream")
+		}
 	}
 	code, out, errOut := adminCLI(t, p, cert, adminTok, "proxy", "status")
 	if code != 0 || !strings.Contains(out, `"reachable":false`) || !strings.Contains(out, `"cached_packages":3`) {
