@@ -98,13 +98,18 @@ func filterPackages(dec *json.Decoder, bw *bufio.Writer, key, subdir string, kee
 		if err := dec.Decode(&raw); err != nil {
 			return err
 		}
-		rec, ok, err := check(fn, key, subdir, raw, verify)
-		switch {
-		case err != nil:
-			st.Invalid++
-			continue
-		case !ok || !keep(rec.Name):
+		f, err := condapkg.ParseFilename(fn)
+		if err == nil && !keep(f.Name) {
+			// Not served: not worth decoding.
 			st.Excluded++
+			continue
+		}
+		var rec record
+		if err == nil {
+			rec, err = check(f, fn, key, subdir, raw, verify)
+		}
+		if err != nil {
+			st.Invalid++
 			continue
 		}
 		if seen != nil {
@@ -128,34 +133,30 @@ func filterPackages(dec *json.Decoder, bw *bufio.Writer, key, subdir string, kee
 }
 
 // check validates one record as the proxy would an upload: the filename
-// parses, has the extension of its map, and names the record's package;
+// (parsed as f) has the extension of its map and names the record's package;
 // the record's subdir, if it says one, is the subdir's.
-func check(fn, key, subdir string, raw json.RawMessage, verify bool) (record, bool, error) {
-	f, err := condapkg.ParseFilename(fn)
-	if err != nil {
-		return record{}, false, err
-	}
+func check(f condapkg.Filename, fn, key, subdir string, raw json.RawMessage, verify bool) (record, error) {
 	if (key == "packages.conda") != (f.Format == condapkg.Conda) {
-		return record{}, false, fmt.Errorf("%s is listed under %s", fn, key)
+		return record{}, fmt.Errorf("%s is listed under %s", fn, key)
 	}
 	var rec record
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return record{}, false, err
+		return record{}, err
 	}
 	if rec.Name != "" && rec.Name != f.Name {
-		return record{}, false, fmt.Errorf("%s names package %q", fn, rec.Name)
+		return record{}, fmt.Errorf("%s names package %q", fn, rec.Name)
 	}
 	rec.Name = f.Name
 	if rec.Subdir != "" && rec.Subdir != subdir {
-		return record{}, false, fmt.Errorf("%s is of subdir %q", fn, rec.Subdir)
+		return record{}, fmt.Errorf("%s is of subdir %q", fn, rec.Subdir)
 	}
 	if verify {
 		if b, err := hex.DecodeString(rec.Sha256); err != nil || len(b) != 32 || rec.Size <= 0 {
-			return record{}, false, fmt.Errorf("%s has no valid sha256 and size", fn)
+			return record{}, fmt.Errorf("%s has no valid sha256 and size", fn)
 		}
 		rec.Sha256 = strings.ToLower(rec.Sha256)
 	}
-	return rec, true, nil
+	return rec, nil
 }
 
 // copyInfo copies the info object, without an absolute base_url.

@@ -155,7 +155,7 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	if hb != nil {
 		dst = io.MultiWriter(tmp, h, hb)
 	}
-	n, err := io.Copy(dst, f.limited(rec.Size))
+	n, err := io.CopyBuffer(dst, f.limited(rec.Size), make([]byte, 256<<10))
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			return p.mismatch(fn, "more bytes than its size")
@@ -165,14 +165,16 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	if n != rec.Size || hex.EncodeToString(h.Sum(nil)) != rec.Sha256 {
 		return p.mismatch(fn, "sha256 "+hex.EncodeToString(h.Sum(nil))+", "+strconv.FormatInt(n, 10)+" bytes")
 	}
+	// Verified: the client may have the rest while the file is made
+	// durable.
+	if hb != nil {
+		hb.flush()
+	}
 	if err := keep(tmp, path); err != nil {
 		return err
 	}
 	p.lru.add(subdir+"/"+fn, n)
 	p.reached(nil)
-	if hb != nil {
-		hb.flush()
-	}
 	return nil
 }
 

@@ -135,7 +135,9 @@ func newFront(t *testing.T, u *upstream, edit func(*Upstream)) *front {
 	return startFront(t, up, t.TempDir())
 }
 
-func startFront(t *testing.T, up Upstream, dir string) *front {
+func startFront(t *testing.T, up Upstream, dir string) *front { return startFrontB(t, up, dir) }
+
+func startFrontB(t testing.TB, up Upstream, dir string) *front {
 	t.Helper()
 	obs := &recorder{errors: map[string]int{}, hits: map[string]int{}}
 	p, err := New(up, dir, slog.New(slog.DiscardHandler), obs)
