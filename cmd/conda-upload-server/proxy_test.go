@@ -98,8 +98,15 @@ ca_file = %q
 	if len(fetched) != 3 {
 		t.Errorf("solved %v", fetched)
 	}
-	if got := cached(t, filepath.Join(root, ".proxy-cache", "up", "pkgs")); !slices.Equal(got, fetched) {
-		t.Errorf("the cache holds %v, want exactly what was fetched: %v", got, fetched)
+	// A package is renamed into the cache once made durable, which may
+	// be just after its client has the last bytes.
+	pkgsDir := filepath.Join(root, ".proxy-cache", "up", "pkgs")
+	deadline := time.Now().Add(10 * time.Second)
+	for got := cached(t, pkgsDir); !slices.Equal(got, fetched); got = cached(t, pkgsDir) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cache holds %v, want exactly what was fetched: %v", got, fetched)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// The excluded package is absent from every form of the index, and
 	// 404 by its exact URL; the proxy is read-only.
@@ -255,36 +262,21 @@ func TestProxyDropInExposure(t *testing.T) {
 // start, and the package is then fetched whole.
 func TestProxyKill9DuringFetch(t *testing.T) {
 	const fn = "big-1.0-0.conda"
-	upRoot := t.TempDir()
-	sub := filepath.Join(upRoot, "linux-64")
-	os.MkdirAll(sub, 0o755)
-	f, err := os.Create(filepath.Join(sub, fn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 8<<20, f)
-	f.Close()
-	if err := repodata.New(upRoot, condapkg.DefaultLimits(), slog.New(slog.DiscardHandler)).Run(context.Background(), "linux-64"); err != nil {
-		t.Fatal(err)
-	}
-	good, _ := os.ReadFile(filepath.Join(sub, fn))
 	var stall atomic.Bool
 	stall.Store(true)
-	files := http.FileServer(http.Dir(upRoot))
-	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	dir := shared(t)
+	var good []byte
+	up, caFile, sub := testChannel(t, dir, fn, func(w http.ResponseWriter, r *http.Request) bool {
 		if !strings.HasSuffix(r.URL.Path, fn) || !stall.Load() {
-			files.ServeHTTP(w, r)
-			return
+			return false
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(good)))
 		w.Write(good[:1<<20])
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
-	}))
-	defer up.Close()
-	dir := shared(t)
-	caFile := filepath.Join(dir, "up-ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+		return true
+	})
+	good, _ = os.ReadFile(filepath.Join(sub, fn))
 	cert, key, pool, _ := certPair(t, dir, "")
 	root := serviceOwned(t, filepath.Join(dir, "channel"))
 	cfg := userConfig(t, dir, fmt.Sprintf("[download]\nenabled = true\n[[upstreams]]\nname = \"up\"\nurl = %q\nsubdirs = [\"linux-64\"]\nca_file = %q\n", up.URL, caFile))
@@ -341,4 +333,69 @@ func waitFor(t *testing.T, cond func() string) string {
 	}
 	t.Fatal("timed out waiting")
 	return ""
+}
+
+// testChannel serves, over TLS on loopback, a channel whose linux-64
+// holds a valid 8 MiB package fn, indexed by the built-in indexer; hook
+// may answer a request instead. It returns the server, a CA file that
+// trusts it, and the linux-64 directory.
+func testChannel(t *testing.T, dir, fn string, hook func(http.ResponseWriter, *http.Request) bool) (*httptest.Server, string, string) {
+	t.Helper()
+	upRoot := t.TempDir()
+	sub := filepath.Join(upRoot, "linux-64")
+	os.MkdirAll(sub, 0o755)
+	f, err := os.Create(filepath.Join(sub, fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, _, _ := strings.Cut(fn, "-")
+	pkgtest.LargeConda(t, pkgtest.Simple(name, "1.0", "0", "linux-64"), 8<<20, f)
+	f.Close()
+	if err := repodata.New(upRoot, condapkg.DefaultLimits(), slog.New(slog.DiscardHandler)).Run(context.Background(), "linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	files := http.FileServer(http.Dir(upRoot))
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hook == nil || !hook(w, r) {
+			files.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(up.Close)
+	caFile := filepath.Join(dir, "up-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+	return up, caFile, sub
+}
+
+// TestProxyTokenAccess: with access = "token", the proxy's routes need a
+// token with the read scope, in any form the channel takes, /t/ included.
+func TestProxyTokenAccess(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	dir := shared(t)
+	up, caFile, sub := testChannel(t, dir, fn, nil)
+	cert, key, pool, _ := certPair(t, dir, "")
+	root := serviceOwned(t, filepath.Join(dir, "channel"))
+	const readTok = "proxy-reader-token"
+	cfg := userConfig(t, dir, fmt.Sprintf("[[tokens]]\nname = \"reader\"\nhash = %q\nscopes = [\"read\"]\n"+
+		"[download]\nenabled = true\naccess = \"token\"\n[[upstreams]]\nname = \"up\"\nurl = %q\nsubdirs = [\"linux-64\"]\nca_file = %q\n",
+		auth.Hash(auth.DefaultSalt, readTok), up.URL, caFile))
+	port := freePort(t)
+	p := startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	if st, _ := fetch(t, p.client, p.url+"proxy/up/linux-64/repodata.json"); st != 401 {
+		t.Errorf("no token: %d, want 401", st)
+	}
+	if st, _ := fetch(t, p.client, p.url+"t/"+testToken+"/proxy/up/linux-64/repodata.json"); st != 403 {
+		t.Errorf("an upload token: %d, want 403", st)
+	}
+	if st, sum := fetch(t, p.client, p.url+"t/"+readTok+"/proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
+		t.Errorf("/t/<read token>/: %d", st)
+	}
+	req, _ := http.NewRequest(http.MethodGet, p.url+"proxy/up/linux-64/repodata.json", nil)
+	req.Header.Set("Authorization", "Bearer "+readTok)
+	if resp, err := p.client.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("bearer read token: %v %v", resp, err)
+	}
+	if strings.Contains(p.stderr.String(), readTok) {
+		t.Error("the read token reached the log")
+	}
 }

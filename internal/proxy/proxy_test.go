@@ -300,6 +300,7 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	if n := u.count("/linux-64/" + fn); n != 1 {
 		t.Errorf("the upstream was asked %d times, want once", n)
 	}
+	f.settle(t)
 	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) {
 		t.Errorf("cache holds %v, want exactly what was fetched", got)
 	}
@@ -354,6 +355,7 @@ func TestEviction(t *testing.T) {
 		if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
 			t.Fatalf("%s: %d", fn, resp.StatusCode)
 		}
+		f.settle(t)
 		time.Sleep(10 * time.Millisecond) // distinct last-use times
 	}
 	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{"numpy-1.0-h0_0.conda", "zlib-1.0-h0_3.conda"}) {
@@ -361,5 +363,48 @@ func TestEviction(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.dir, "index", "main", "linux-64", "repodata.json")); err != nil {
 		t.Errorf("eviction removed an index file: %v", err)
+	}
+}
+
+// settle waits until no fetch is in flight: a package is renamed into
+// the cache just after its client has the last bytes.
+func (f *front) settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.p.flights.mu.Lock()
+		n := len(f.p.flights.m)
+		f.p.flights.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fetches still in flight")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLabels: an upstream's label is a channel of its own, fetched from
+// the upstream's label/<L>/ and cached apart from its root's index.
+func TestLabels(t *testing.T) {
+	u := newUpstream(t)
+	src := filepath.Join(u.root, "linux-64")
+	dst := filepath.Join(u.root, "label", "dev", "linux-64")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFront(t, u, func(up *Upstream) { up.Include = []string{"zlib"} })
+	resp, b := get(t, f.srv.URL+"/label/dev/linux-64/repodata.json")
+	if got := packagesOf(t, b); resp.StatusCode != 200 || len(got) != 2 || u.count("/label/dev/linux-64/repodata.json.zst") != 1 {
+		t.Errorf("label index: %d %v, asked the upstream's label %d times", resp.StatusCode, got, u.count("/label/dev/linux-64/repodata.json.zst"))
+	}
+	if resp, _ := get(t, f.srv.URL+"/label/dev/linux-64/zlib-1.0-h0_3.conda"); resp.StatusCode != 200 || u.count("/label/dev/linux-64/zlib-1.0-h0_3.conda") != 1 {
+		t.Errorf("label package: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/label/Dev/linux-64/repodata.json", "/label/../linux-64/repodata.json", "/label/dev/win-64/repodata.json", "/label/dev/linux-64/.hidden"} {
+		if resp, _ := get(t, f.srv.URL+path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, resp.StatusCode)
+		}
 	}
 }
