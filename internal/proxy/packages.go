@@ -29,17 +29,22 @@ const holdBack = 64 << 10
 // list makes the proxy ask the upstream again.
 const recheckAfter = 30 * time.Second
 
-// servePackage serves a package from the cache, or fetches it first.
-func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subdir, fn string) error {
+// servePackage serves a package from the cache, or fetches it first,
+// checked against its record: from its name's shard if the upstream has
+// shards, else from repodata.json.
+func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subdir, fn, name string) error {
 	key := subdir + "/" + fn
 	path := filepath.Join(p.dir, "pkgs", subdir, fn)
 	if p.lru.touch(key) {
 		p.obs.Cache(p.up.Name, "package", true)
 		return p.serveFile(w, r, path, meta{}, false)
 	}
-	rec, err := p.lookup(r.Context(), label, subdir, fn)
-	if err != nil {
-		return err
+	rec, ok := p.shardRecord(r.Context(), label, subdir, fn, name)
+	if !ok {
+		var err error
+		if rec, err = p.lookup(r.Context(), label, subdir, fn); err != nil {
+			return err
+		}
 	}
 	p.obs.Cache(p.up.Name, "package", false)
 	if r.Method == http.MethodHead {
@@ -47,6 +52,7 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
+	var err error
 	var led bool
 	var hb *holdback
 	if r.Header.Get("Range") == "" {

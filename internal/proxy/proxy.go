@@ -171,7 +171,7 @@ func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, rel string) error 
 	if !p.keep(f.Name) {
 		return errExcluded
 	}
-	return p.servePackage(w, r, label, subdir, file)
+	return p.servePackage(w, r, label, subdir, file, f.Name)
 }
 
 // split checks rel against the upstream's subdirs and the shape of a

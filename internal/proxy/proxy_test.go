@@ -361,7 +361,7 @@ func TestEviction(t *testing.T) {
 	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{"numpy-1.0-h0_0.conda", "zlib-1.0-h0_3.conda"}) {
 		t.Errorf("cache holds %v, want the two most recently used", got)
 	}
-	if _, err := os.Stat(filepath.Join(f.dir, "index", "main", "linux-64", "repodata.json")); err != nil {
+	if _, err := os.Stat(filepath.Join(f.dir, "index", "main", "linux-64", shardIndexFile)); err != nil {
 		t.Errorf("eviction removed an index file: %v", err)
 	}
 }

@@ -3,9 +3,11 @@ package proxy
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/vmihailenco/msgpack/v5"
@@ -91,29 +93,62 @@ func validName(name string) bool {
 	return err == nil && f.Name == name
 }
 
+// shardDoc is what the proxy reads of a shard: its records' filenames,
+// sha256 (raw bytes, or hex from a writer that differs) and size.
+type shardDoc struct {
+	Packages      map[string]shardRecord `msgpack:"packages"`
+	PackagesConda map[string]shardRecord `msgpack:"packages.conda"`
+}
+
+type shardRecord struct {
+	Sha256 any   `msgpack:"sha256"`
+	Size   int64 `msgpack:"size"`
+}
+
+// sha256Hex is the record's sha256 in lowercase hex, or "".
+func (r shardRecord) sha256Hex() string {
+	switch v := r.Sha256.(type) {
+	case []byte:
+		if len(v) == 32 {
+			return hex.EncodeToString(v)
+		}
+	case string:
+		if b, err := hex.DecodeString(v); err == nil && len(b) == 32 {
+			return strings.ToLower(v)
+		}
+	}
+	return ""
+}
+
+// decodeShard decompresses and decodes a shard.
+func decodeShard(data []byte, max int64) (shardDoc, error) {
+	var doc shardDoc
+	raw, err := decodeZstd(bytes.NewReader(data), max)
+	if err != nil {
+		return doc, err
+	}
+	if err := msgpack.Unmarshal(raw, &doc); err != nil {
+		return doc, fmt.Errorf("shard: %w", err)
+	}
+	return doc, nil
+}
+
 // checkShard verifies a shard's bytes: their sha256 is the one the index
 // named, and the records it holds are all of package name with valid
-// filenames.
+// filenames, each under the key of its format.
 func checkShard(data []byte, sum [32]byte, name string, max int64) error {
 	if sha256.Sum256(data) != sum {
 		return errDigest
 	}
-	raw, err := decodeZstd(bytes.NewReader(data), max)
+	doc, err := decodeShard(data, max)
 	if err != nil {
 		return err
 	}
-	var doc map[string]map[string]msgpack.RawMessage
-	if err := msgpack.Unmarshal(raw, &doc); err != nil {
-		return fmt.Errorf("shard: %w", err)
-	}
-	for key, recs := range doc {
-		if key != "packages" && key != "packages.conda" {
-			continue
-		}
+	for key, recs := range map[string]map[string]shardRecord{"packages": doc.Packages, "packages.conda": doc.PackagesConda} {
 		for fn := range recs {
 			f, err := condapkg.ParseFilename(fn)
-			if err != nil || f.Name != name {
-				return fmt.Errorf("shard of %s lists %q", name, fn)
+			if err != nil || f.Name != name || (key == "packages.conda") != (f.Format == condapkg.Conda) {
+				return fmt.Errorf("shard of %s lists %q under %s", name, fn, key)
 			}
 		}
 	}

@@ -181,3 +181,53 @@ func readAll(f *fetch, max int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// shardRecord looks a package's record up in its name's shard, which
+// costs a shard (kilobytes) where repodata.json costs hundreds of MB;
+// ok is false if the upstream has no shards, or its shard does not list
+// fn (the caller then asks repodata.json).
+func (p *Proxy) shardRecord(ctx context.Context, label, subdir, fn, name string) (rec record, ok bool) {
+	dir := p.cacheDir(label, subdir)
+	if _, _, _, err := p.ensureShardIndex(ctx, label, subdir, false); err != nil {
+		return record{}, false
+	}
+	ix, err := p.shardIndexOf(dir)
+	if err != nil {
+		return record{}, false
+	}
+	var sum [32]byte
+	found := false
+	for s, n := range ix.names {
+		if n == name {
+			sum, found = s, true
+			break
+		}
+	}
+	if !found {
+		return record{}, false
+	}
+	file := hex.EncodeToString(sum[:]) + ".msgpack.zst"
+	path := filepath.Join(p.dir, "shards", subdir, file)
+	if _, err := os.Stat(path); err != nil {
+		if err := p.fetchShard(ctx, label, subdir, file, path); err != nil {
+			return record{}, false
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return record{}, false
+	}
+	doc, err := decodeShard(data, MaxShardSize)
+	if err != nil {
+		return record{}, false
+	}
+	r, inTar := doc.Packages[fn]
+	rc, inConda := doc.PackagesConda[fn]
+	if inConda {
+		r = rc
+	}
+	if (!inTar && !inConda) || r.sha256Hex() == "" || r.Size <= 0 {
+		return record{}, false
+	}
+	return record{Name: name, Subdir: subdir, Sha256: r.sha256Hex(), Size: r.Size}, true
+}
