@@ -148,7 +148,7 @@ ca_file = %q
 	upstream.done <- nil
 	// Once index_ttl (1s) is over, the index is served stale.
 	waitFor(t, func() string {
-		resp, err := p.client.Get(channel + "noarch/repodata.json")
+		resp, err := p.client.Get(channel + "noarch/repodata_shards.msgpack.zst")
 		if err != nil {
 			t.Fatal(err)
 		}
