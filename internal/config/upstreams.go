@@ -32,8 +32,11 @@ type UpstreamConfig struct {
 	// IndexTTL is how long an index file is fresh; DefaultIndexTTL if
 	// zero.
 	IndexTTL Duration `toml:"index_ttl"`
-	// Mode is "proxy": fetch on demand.
+	// Mode is "proxy", fetch on demand, or "mirror": also fetch every
+	// package the upstream lists (after include and exclude) every
+	// SyncInterval (DefaultSyncInterval if zero), for air-gapped sites.
 	Mode          string   `toml:"mode"`
+	SyncInterval  Duration `toml:"sync_interval"`
 	RedirectHosts []string `toml:"redirect_hosts"`
 	CAFile        string   `toml:"ca_file"`
 	TokenFile     string   `toml:"token_file"`
@@ -55,6 +58,7 @@ const (
 	DefaultIndexTTL     = 10 * time.Minute
 	DefaultFetchTimeout = 30 * time.Minute
 	DefaultMaxIndexSize = 2 << 30
+	DefaultSyncInterval = time.Hour
 )
 
 // Upstream credentials: a token sent as a bearer token, or a user name
@@ -126,8 +130,11 @@ func (c *Config) validateUpstreams(add func(format string, args ...any)) {
 				add("%s: include/exclude glob %q is malformed", at, g)
 			}
 		}
-		if u.Mode != "" && u.Mode != "proxy" {
-			add("%s.mode %q: only \"proxy\" (fetch on demand) is supported", at, u.Mode)
+		if u.Mode != "" && u.Mode != "proxy" && u.Mode != "mirror" {
+			add("%s.mode %q: want \"proxy\" (fetch on demand) or \"mirror\" (fetch everything ahead)", at, u.Mode)
+		}
+		if u.SyncInterval != 0 && (u.SyncInterval.D() < time.Minute || u.Mode != "mirror") {
+			add("%s.sync_interval: at least 1m, and only with mode = \"mirror\"", at)
 		}
 		for _, h := range u.RedirectHosts {
 			if h == "" || strings.ContainsAny(h, "/:@ ") {

@@ -66,7 +66,7 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
-	if err := d.startProxies(); err != nil {
+	if err := d.startProxies(ctx); err != nil {
 		return err
 	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -40,6 +41,10 @@ func upstream(u config.UpstreamConfig, credDir string) (proxy.Upstream, error) {
 		Name: u.Name, URL: u.URL, Subdirs: u.Subdirs, Include: u.Include, Exclude: u.Exclude,
 		RedirectHosts: u.RedirectHosts, Token: creds.Token, Username: creds.Username, Password: creds.Password,
 		IndexTTL: u.IndexTTL.D(), FetchTimeout: u.FetchTimeout.D(), MaxIndexSize: int64(u.MaxIndexSize), CacheSize: int64(u.CacheSize),
+		Mirror: u.Mode == "mirror", SyncInterval: u.SyncInterval.D(),
+	}
+	if up.SyncInterval == 0 {
+		up.SyncInterval = config.DefaultSyncInterval
 	}
 	if up.IndexTTL == 0 {
 		up.IndexTTL = config.DefaultIndexTTL
@@ -63,8 +68,9 @@ func upstream(u config.UpstreamConfig, credDir string) (proxy.Upstream, error) {
 	return up, nil
 }
 
-// startProxies opens the proxies' caches, removing what a crash left.
-func (d *daemon) startProxies() error {
+// startProxies opens the proxies' caches, removing what a crash left,
+// and runs the syncs of those in mirror mode until the daemon closes.
+func (d *daemon) startProxies(ctx context.Context) error {
 	if len(d.upstreams) == 0 {
 		return nil
 	}
@@ -83,6 +89,12 @@ func (d *daemon) startProxies() error {
 			pm.IndexAge(up.Name, p.IndexAge)
 		}
 		d.proxies[up.Name] = p
+		if up.Mirror {
+			sctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { p.Run(sctx, up.SyncInterval); close(done) }()
+			d.onClose(func() { stop(); <-done })
+		}
 	}
 	return nil
 }

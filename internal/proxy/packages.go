@@ -60,7 +60,9 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	}
 	err = p.flights.do(r.Context(), key, func() error {
 		led = true
-		return p.fetchPackage(r.Context(), label, subdir, fn, rec, path, hb)
+		// Not the client's context: the fetch goes on for the cache, and
+		// for the requests waiting on it, if this client leaves.
+		return p.fetchPackage(context.WithoutCancel(r.Context()), label, subdir, fn, rec, path, hb)
 	})
 	switch {
 	case led && hb != nil && err != nil && hb.started:
@@ -123,21 +125,19 @@ func findRecord(path, fn string) (record, bool, error) {
 	prefix := []byte(fn + " ")
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		line := sc.Bytes()
-		if !bytes.HasPrefix(line, prefix) {
-			continue
+		if bytes.HasPrefix(sc.Bytes(), prefix) {
+			_, rec, ok := parseRecord(sc.Text())
+			return rec, ok, nil
 		}
-		sum, size, _ := bytes.Cut(line[len(prefix):], []byte(" "))
-		n, err := strconv.ParseInt(string(size), 10, 64)
-		return record{Sha256: string(sum), Size: n}, err == nil, err
 	}
 	return record{}, false, sc.Err()
 }
 
 // fetchPackage fetches a package into the cache, streaming it to hb if
-// set, and keeps it only if its size and sha256 are the record's.
+// set, and keeps it only if its size and sha256 are the record's. It
+// stops if ctx ends.
 func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec record, path string, hb *holdback) error {
-	f, err := p.get(context.WithoutCancel(ctx), p.base.JoinPath(upstreamPath(label, subdir, fn)).String(), "")
+	f, err := p.get(ctx, p.base.JoinPath(upstreamPath(label, subdir, fn)).String(), "")
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,9 @@ type Upstream struct {
 	MaxIndexSize int64
 	// CacheSize bounds the cached packages (0: no bound).
 	CacheSize int64
+	// Mirror fetches every package ahead, every SyncInterval (Run).
+	Mirror       bool
+	SyncInterval time.Duration
 }
 
 // Observer is told what the proxy does, for the metrics.
@@ -115,6 +118,8 @@ type Proxy struct {
 	failure  string
 	okAt     time.Time
 	shards   map[string]shardIndex // filtered shard indexes, by cache dir
+	syncedAt time.Time             // the last mirror sync, and its error
+	syncErr  string
 }
 
 // New returns the proxy of up, caching under dir, which it creates. It

@@ -408,3 +408,35 @@ func TestLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorSync: in mirror mode every included package is fetched ahead,
+// once, and served with the upstream gone.
+func TestMirrorSync(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.Mirror = true; up.Exclude = []string{"numba"} })
+	if err := f.p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"numpy-1.0-h0_0.conda", "numpy-1.0-h0_0.tar.bz2", "scipy-1.0-h0_2.conda", "scipy-1.0-h0_2.tar.bz2", "zlib-1.0-h0_3.conda", "zlib-1.0-h0_3.tar.bz2"}
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, want) {
+		t.Errorf("after a sync the cache holds %v, want %v", got, want)
+	}
+	if err := f.p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.count("/linux-64/numpy-1.0-h0_0.conda"); n != 1 {
+		t.Errorf("a second sync fetched again: %d", n)
+	}
+	if st := f.p.Status(); st.LastSync == nil || st.SyncError != "" || st.CachedPackages != 6 {
+		t.Errorf("status %+v", st)
+	}
+	u.srv.Close()
+	for _, fn := range want {
+		if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
+			t.Errorf("%s with the upstream gone: %d", fn, resp.StatusCode)
+		}
+	}
+	if err := f.p.Sync(context.Background()); err == nil || f.p.Status().SyncError == "" {
+		t.Error("a sync with the upstream gone reported no error")
+	}
+}

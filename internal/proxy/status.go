@@ -16,6 +16,9 @@ type Status struct {
 	CachedPackages int    `json:"cached_packages"`
 	CachedBytes    int64  `json:"cached_bytes"`
 	CacheSize      int64  `json:"cache_size"`
+	// LastSync and SyncError are of the last mirror sync, if any.
+	LastSync  *time.Time `json:"last_sync,omitempty"`
+	SyncError string     `json:"sync_error,omitempty"`
 }
 
 // Status reports the upstream's state and its cache's.
@@ -23,8 +26,13 @@ func (p *Proxy) Status() Status {
 	n, b := p.lru.stats()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Status{Name: p.up.Name, URL: p.up.URL, Reachable: p.failure == "", Failure: p.failure,
-		CachedPackages: n, CachedBytes: b, CacheSize: p.up.CacheSize}
+	s := Status{Name: p.up.Name, URL: p.up.URL, Reachable: p.failure == "", Failure: p.failure,
+		CachedPackages: n, CachedBytes: b, CacheSize: p.up.CacheSize, SyncError: p.syncErr}
+	if !p.syncedAt.IsZero() {
+		t := p.syncedAt.UTC()
+		s.LastSync = &t
+	}
+	return s
 }
 
 // Purge empties the upstream's cache: packages, shards and index files.
