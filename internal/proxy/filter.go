@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -51,11 +52,17 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 		return st, errNotObject
 	}
 	bw.WriteByte('{')
+	keys := map[string]bool{}
 	for first := true; dec.More(); first = false {
 		key, err := stringToken(dec)
 		if err != nil {
 			return st, err
 		}
+		if keys[key] {
+			// Clients would read one of the two, not both.
+			return st, fmt.Errorf("key %q twice: %w", key, errNotObject)
+		}
+		keys[key] = true
 		if !first {
 			bw.WriteByte(',')
 		}
@@ -139,9 +146,9 @@ func check(f condapkg.Filename, fn, key, subdir string, raw json.RawMessage, ver
 	if (key == "packages.conda") != (f.Format == condapkg.Conda) {
 		return record{}, fmt.Errorf("%s is listed under %s", fn, key)
 	}
-	var rec record
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return record{}, err
+	rec, err := decodeRecord(raw)
+	if err != nil {
+		return record{}, fmt.Errorf("%s: %w", fn, err)
 	}
 	if rec.Name != "" && rec.Name != f.Name {
 		return record{}, fmt.Errorf("%s names package %q", fn, rec.Name)
@@ -155,6 +162,45 @@ func check(f condapkg.Filename, fn, key, subdir string, raw json.RawMessage, ver
 			return record{}, fmt.Errorf("%s has no valid sha256 and size", fn)
 		}
 		rec.Sha256 = strings.ToLower(rec.Sha256)
+	}
+	return rec, nil
+}
+
+// decodeRecord reads the fields of a record the proxy needs, by their
+// exact names, as conda's and rattler's parsers do (encoding/json would
+// also take "SHA256"); a record with one of them twice is refused.
+func decodeRecord(raw json.RawMessage) (record, error) {
+	var rec record
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return rec, errNotObject
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		key, err := stringToken(dec)
+		if err != nil {
+			return rec, err
+		}
+		var dst any
+		switch key {
+		case "name":
+			dst = &rec.Name
+		case "subdir":
+			dst = &rec.Subdir
+		case "sha256":
+			dst = &rec.Sha256
+		case "size":
+			dst = &rec.Size
+		default:
+			dst = new(json.RawMessage)
+		}
+		if _, raw := dst.(*json.RawMessage); !raw && seen[key] {
+			return rec, fmt.Errorf("%q twice", key)
+		}
+		seen[key] = true
+		if err := dec.Decode(dst); err != nil {
+			return rec, err
+		}
 	}
 	return rec, nil
 }
