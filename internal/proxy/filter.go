@@ -166,43 +166,61 @@ func check(f condapkg.Filename, fn, key, subdir string, raw json.RawMessage, ver
 	return rec, nil
 }
 
-// decodeRecord reads the fields of a record the proxy needs, by their
-// exact names, as conda's and rattler's parsers do (encoding/json would
-// also take "SHA256"); a record with one of them twice is refused.
+// decodeRecord reads the fields of a record the proxy needs. They must be
+// there by their exact names, once each, as conda's and rattler's parsers
+// read them: encoding/json alone would also take "SHA256", or the last of
+// two.
 func decodeRecord(raw json.RawMessage) (record, error) {
 	var rec record
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return rec, errNotObject
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return rec, err
 	}
-	seen := map[string]bool{}
-	for dec.More() {
-		key, err := stringToken(dec)
-		if err != nil {
-			return rec, err
-		}
-		var dst any
-		switch key {
-		case "name":
-			dst = &rec.Name
-		case "subdir":
-			dst = &rec.Subdir
-		case "sha256":
-			dst = &rec.Sha256
-		case "size":
-			dst = &rec.Size
-		default:
-			dst = new(json.RawMessage)
-		}
-		if _, raw := dst.(*json.RawMessage); !raw && seen[key] {
-			return rec, fmt.Errorf("%q twice", key)
-		}
-		seen[key] = true
-		if err := dec.Decode(dst); err != nil {
-			return rec, err
+	return rec, exactKeys(raw, "name", "subdir", "sha256", "size")
+}
+
+// exactKeys checks that each of names is, among the keys of the JSON
+// object raw (valid JSON), at most once in any case, and then in its own.
+func exactKeys(raw []byte, names ...string) error {
+	depth, seen := 0, 0
+	for i := 0; i < len(raw); i++ {
+		switch raw[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		case '"':
+			j := i + 1
+			for j < len(raw) && raw[j] != '"' {
+				if raw[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			str := raw[i+1 : min(j, len(raw))]
+			if bytes.IndexByte(str, '\\') >= 0 && j < len(raw) {
+				var u string
+				json.Unmarshal(raw[i:j+1], &u)
+				str = []byte(u)
+			}
+			k := j + 1
+			for k < len(raw) && (raw[k] == ' ' || raw[k] == '\t' || raw[k] == '\n' || raw[k] == '\r') {
+				k++
+			}
+			if depth == 1 && k < len(raw) && raw[k] == ':' {
+				for n, name := range names {
+					if !bytes.EqualFold(str, []byte(name)) {
+						continue
+					}
+					if string(str) != name || seen&(1<<n) != 0 {
+						return fmt.Errorf("key %q twice or in another case", name)
+					}
+					seen |= 1 << n
+				}
+			}
+			i = j
 		}
 	}
-	return rec, nil
+	return nil
 }
 
 // copyInfo copies the info object, without an absolute base_url.

@@ -154,6 +154,7 @@ func TestHostileRecords(t *testing.T) {
 		`"liar-1-0.tar.bz2":{"name":"numpy","sha256":"` + zeros + `","size":1},` +
 		`"nosum-1-0.tar.bz2":{"name":"nosum","size":1},` +
 		`"upper-1-0.tar.bz2":{"name":"upper","SHA256":"` + zeros + `","size":1},` +
+		`"escaped-1-0.tar.bz2":{"name":"escaped","SH\u0041256":"` + zeros + `","size":1},` +
 		`"twice-1-0.tar.bz2":{"name":"twice","sha256":"` + zeros + `","size":1,"size":2},` +
 		`"good-1-0.tar.bz2":{"name":"good","sha256":"` + zeros + `","size":1}},` +
 		`"packages.conda":{"wrongext-1-0.tar.bz2":{"name":"wrongext","sha256":"` + zeros + `","size":1}},"repodata_version":1}`
