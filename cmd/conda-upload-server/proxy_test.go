@@ -101,13 +101,12 @@ ca_file = %q
 	// A package is renamed into the cache once made durable, which may
 	// be just after its client has the last bytes.
 	pkgsDir := filepath.Join(root, ".proxy-cache", "up", "pkgs")
-	deadline := time.Now().Add(10 * time.Second)
-	for got := cached(t, pkgsDir); !slices.Equal(got, fetched); got = cached(t, pkgsDir) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the cache holds %v, want exactly what was fetched: %v", got, fetched)
+	waitFor(t, func() string {
+		if slices.Equal(cached(t, pkgsDir), fetched) {
+			return "cached"
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ""
+	})
 	// The excluded package is absent from every form of the index, and
 	// 404 by its exact URL; the proxy is read-only.
 	if _, err := rattlerSolve(t, cert, channel, "font-ttf-inconsolata"); err == nil {
@@ -316,9 +315,14 @@ func TestProxyKill9DuringFetch(t *testing.T) {
 	if st, sum := fetch(t, p.client, p.url+"proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
 		t.Errorf("after the restart: %d %s", st, sum)
 	}
-	if got := cached(t, cache); !slices.Equal(got, []string{fn}) {
-		t.Errorf("the cache holds %v", got)
-	}
+	// The package goes into the cache once durable, which may be just
+	// after the client has it.
+	waitFor(t, func() string {
+		if slices.Equal(cached(t, cache), []string{fn}) {
+			return "cached"
+		}
+		return ""
+	})
 }
 
 // waitFor polls cond until it returns something, for at most 20 seconds.
@@ -331,7 +335,7 @@ func waitFor(t *testing.T, cond func() string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("timed out waiting")
+	t.Fatalf("timed out waiting (%s)", t.Name())
 	return ""
 }
 
