@@ -396,7 +396,7 @@ func TestProxyTokenAccess(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodGet, p.url+"proxy/up/linux-64/repodata.json", nil)
 	req.Header.Set("Authorization", "Bearer "+readTok)
-	if resp, err := p.client.Do(req); err != nil || resp.StatusCode != 200 {
+	if resp, err := p.client.Do(req); err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Cache-Control"), "private") {
 		t.Errorf("bearer read token: %v %v", resp, err)
 	}
 	if strings.Contains(p.stderr.String(), readTok) {

@@ -25,6 +25,7 @@ func (d *daemon) acquireUpstreams() error {
 		if err != nil {
 			return err
 		}
+		up.Private = d.cfg.Download.Access == "token"
 		d.upstreams = append(d.upstreams, up)
 	}
 	return nil

@@ -268,7 +268,19 @@ func (o *outputs) discard() {
 	}
 }
 
-// serveFile serves a cached index file, marked stale if it is.
+// headers sets the Content-Type and Cache-Control of a file of this
+// name: those of the local channel's, private where downloads need a
+// token, so that shared caches keep nothing.
+func (p *Proxy) headers(w http.ResponseWriter, name string) {
+	ctype, cc := channel.Headers(name)
+	if p.up.Private {
+		cc = strings.Replace(cc, "public", "private", 1)
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Cache-Control", cc)
+}
+
+// serveFile serves a cached file, an index file marked stale if it is.
 func (p *Proxy) serveFile(w http.ResponseWriter, r *http.Request, name string, m meta, stale bool) error {
 	f, err := os.Open(name)
 	if err != nil {
@@ -280,9 +292,7 @@ func (p *Proxy) serveFile(w http.ResponseWriter, r *http.Request, name string, m
 		return err
 	}
 	h := w.Header()
-	ctype, cc := channel.Headers(filepath.Base(name))
-	h.Set("Content-Type", ctype)
-	h.Set("Cache-Control", cc)
+	p.headers(w, filepath.Base(name))
 	h.Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.ModTime().UnixNano(), fi.Size()))
 	if !m.Checked.IsZero() {
 		h.Set("Age", strconv.Itoa(int(max(time.Since(m.Checked), 0).Seconds())))

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
-	"github.com/conda-upload-server/conda-upload-server/internal/channel"
 )
 
 // holdBack is how much of a package a first fetch keeps from its client
@@ -48,7 +47,7 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	}
 	p.obs.Cache(p.up.Name, "package", false)
 	if r.Method == http.MethodHead {
-		packageHeaders(w, fn, rec.Size)
+		p.packageHeaders(w, fn, rec.Size)
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
@@ -56,7 +55,7 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	var led bool
 	var hb *holdback
 	if r.Header.Get("Range") == "" {
-		hb = &holdback{w: w, fn: fn, size: rec.Size}
+		hb = &holdback{w: w, headers: func() { p.packageHeaders(w, fn, rec.Size) }}
 	}
 	err = p.flights.do(r.Context(), key, func() error {
 		led = true
@@ -77,10 +76,8 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	return p.serveFile(w, r, path, meta{}, false)
 }
 
-func packageHeaders(w http.ResponseWriter, fn string, size int64) {
-	ctype, cc := channel.Headers(fn)
-	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("Cache-Control", cc)
+func (p *Proxy) packageHeaders(w http.ResponseWriter, fn string, size int64) {
+	p.headers(w, fn)
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 }
 
@@ -209,9 +206,9 @@ func keep(tmp *os.File, path string) error {
 // until flush. A client that fails is dropped; the fetch goes on for the
 // cache.
 type holdback struct {
-	w       http.ResponseWriter
-	fn      string
-	size    int64
+	w http.ResponseWriter
+	// headers sets the response's headers, before its first byte.
+	headers func()
 	pending []byte
 	started bool
 	dead    bool
@@ -231,7 +228,7 @@ func (h *holdback) send(b []byte) {
 		return
 	}
 	if !h.started {
-		packageHeaders(h.w, h.fn, h.size)
+		h.headers()
 		h.w.Header().Set("X-Cache", "MISS")
 	}
 	h.started = true

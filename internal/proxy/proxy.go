@@ -61,6 +61,9 @@ type Upstream struct {
 	MaxIndexSize int64
 	// CacheSize bounds the cached packages (0: no bound).
 	CacheSize int64
+	// Private makes responses cacheable by the client only, for a
+	// server whose downloads need a token.
+	Private bool
 	// Mirror fetches every package ahead, every SyncInterval (Run).
 	Mirror       bool
 	SyncInterval time.Duration
