@@ -46,6 +46,14 @@ func (fl *flights) do(ctx context.Context, key string, fn func() error) error {
 	}
 }
 
+// busy reports whether a run for key is in flight.
+func (fl *flights) busy(key string) bool {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	_, ok := fl.m[key]
+	return ok
+}
+
 // join returns the flight of key, and whether the caller leads it.
 func (fl *flights) join(key string) (*flight, bool) {
 	fl.mu.Lock()

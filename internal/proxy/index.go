@@ -75,7 +75,10 @@ func writeMeta(dir, base string, m meta) error {
 // a copy is cached, it returns the copy as stale.
 func (p *Proxy) fresh(ctx context.Context, dir, base string, force bool, refresh func(context.Context, meta, bool) error) (m meta, stale, fetched bool, err error) {
 	m, have := readMeta(dir, base)
-	if have && !force && time.Since(m.Checked) < p.up.IndexTTL {
+	if have && !force && (time.Since(m.Checked) < p.up.IndexTTL || p.flights.busy(filepath.Join(dir, base))) {
+		// Fresh; or being refreshed, in which case one request waits
+		// for the refresh (of a large repodata.json, seconds) and the
+		// others get the copy that was fresh a moment ago.
 		return m, false, false, nil
 	}
 	err = p.flights.do(ctx, filepath.Join(dir, base), func() error {

@@ -440,3 +440,38 @@ func TestMirrorSync(t *testing.T) {
 		t.Error("a sync with the upstream gone reported no error")
 	}
 }
+
+// TestRefreshServesCopyMeanwhile: while one request waits for an index
+// refresh, the others get the copy at hand rather than wait too.
+func TestRefreshServesCopyMeanwhile(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond; up.StallTimeout = 2 * time.Second })
+	get(t, f.srv.URL+"/linux-64/repodata.json")
+	arrived, release := make(chan struct{}), make(chan struct{})
+	u.setHook(only("repodata.json.zst", func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		http.NotFound(w, r)
+	}))
+	first := make(chan int)
+	go func() {
+		resp, err := http.Get(f.srv.URL + "/linux-64/repodata.json")
+		if err != nil {
+			t.Error(err)
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-arrived
+	// Had it waited, the refresh would have been cut after the stall
+	// timeout and the copy served marked stale.
+	if resp, b := get(t, f.srv.URL+"/linux-64/repodata.json"); resp.StatusCode != 200 || len(packagesOf(t, b)) != 8 || resp.Header.Get("X-Proxy-Stale") != "" {
+		t.Errorf("during the refresh: %d %v", resp.StatusCode, resp.Header)
+	}
+	close(release)
+	if st := <-first; st != 200 {
+		t.Errorf("the request that waited for the refresh: %d", st)
+	}
+}
