@@ -45,16 +45,19 @@ var errNotObject = errors.New("not a repodata JSON object")
 // fetch packages through the proxy.
 func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, verify bool, seen func(fn string, rec record) error) (filterStats, error) {
 	var st filterStats
-	dec := json.NewDecoder(r)
-	dec.UseNumber()
+	sc := newScanner(r)
 	bw := bufio.NewWriterSize(w, 256<<10)
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return st, errNotObject
+	if err := sc.expect('{'); err != nil {
+		return st, err
 	}
 	bw.WriteByte('{')
 	keys := map[string]bool{}
-	for first := true; dec.More(); first = false {
-		key, err := stringToken(dec)
+	for more, first := true, true; more; first = false {
+		if c, err := sc.peek(); first && err == nil && c == '}' {
+			sc.r.ReadByte()
+			break
+		}
+		key, err := sc.key()
 		if err != nil {
 			return st, err
 		}
@@ -67,22 +70,19 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 			bw.WriteByte(',')
 		}
 		writeKey(bw, key)
-		switch key {
-		case "packages", "packages.conda":
-			err = filterPackages(dec, bw, key, subdir, keep, verify, seen, &st)
-		case "info":
-			err = copyInfo(dec, bw)
-		default:
-			err = copyValue(dec, bw)
+		if key == "packages" || key == "packages.conda" {
+			err = filterPackages(sc, bw, key, subdir, keep, verify, seen, &st)
+		} else {
+			err = copyValue(sc, bw, key == "info")
 		}
 		if err != nil {
 			return st, fmt.Errorf("%s: %w", key, err)
 		}
+		if more, err = sc.next('}'); err != nil {
+			return st, err
+		}
 	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return st, errNotObject
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := sc.peek(); err != io.EOF {
 		return st, fmt.Errorf("data after the document: %w", errNotObject)
 	}
 	bw.WriteByte('}')
@@ -90,19 +90,26 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 }
 
 // filterPackages filters one map of filename to record.
-func filterPackages(dec *json.Decoder, bw *bufio.Writer, key, subdir string, keep func(string) bool, verify bool, seen func(string, record) error, st *filterStats) error {
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errNotObject
+func filterPackages(sc *scanner, bw *bufio.Writer, key, subdir string, keep func(string) bool, verify bool, seen func(string, record) error, st *filterStats) error {
+	if err := sc.expect('{'); err != nil {
+		return err
 	}
 	bw.WriteByte('{')
 	n := 0
-	for dec.More() {
-		fn, err := stringToken(dec)
+	for more, first := true, true; more; first = false {
+		if c, err := sc.peek(); first && err == nil && c == '}' {
+			sc.r.ReadByte()
+			break
+		}
+		fn, err := sc.key()
 		if err != nil {
 			return err
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		raw, err := sc.value()
+		if err != nil {
+			return err
+		}
+		if more, err = sc.next('}'); err != nil {
 			return err
 		}
 		f, err := condapkg.ParseFilename(fn)
@@ -131,9 +138,6 @@ func filterPackages(dec *json.Decoder, bw *bufio.Writer, key, subdir string, kee
 		n++
 		writeKey(bw, fn)
 		bw.Write(raw)
-	}
-	if _, err := dec.Token(); err != nil {
-		return err
 	}
 	bw.WriteByte('}')
 	return nil
@@ -223,45 +227,28 @@ func exactKeys(raw []byte, names ...string) error {
 	return nil
 }
 
-// copyInfo copies the info object, without an absolute base_url.
-func copyInfo(dec *json.Decoder, bw *bufio.Writer) error {
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
+// copyValue copies a value other than the package maps, checked as JSON;
+// of info, without an absolute base_url.
+func copyValue(sc *scanner, bw *bufio.Writer, info bool) error {
+	raw, err := sc.value()
+	if err != nil {
 		return err
 	}
-	var info map[string]json.RawMessage
-	if json.Unmarshal(raw, &info) == nil {
-		if b, ok := info["base_url"]; ok {
+	if !json.Valid(raw) {
+		return errNotObject
+	}
+	var obj map[string]json.RawMessage
+	if info && json.Unmarshal(raw, &obj) == nil {
+		if b, ok := obj["base_url"]; ok {
 			var s string
 			if json.Unmarshal(b, &s) != nil || strings.Contains(s, "://") || strings.HasPrefix(s, "/") {
-				delete(info, "base_url")
-				raw, _ = json.Marshal(info)
+				delete(obj, "base_url")
+				raw, _ = json.Marshal(obj)
 			}
 		}
 	}
-	_, err := bw.Write(raw)
+	_, err = bw.Write(raw)
 	return err
-}
-
-func copyValue(dec *json.Decoder, bw *bufio.Writer) error {
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return err
-	}
-	_, err := bw.Write(raw)
-	return err
-}
-
-func stringToken(dec *json.Decoder) (string, error) {
-	t, err := dec.Token()
-	if err != nil {
-		return "", err
-	}
-	s, ok := t.(string)
-	if !ok {
-		return "", errNotObject
-	}
-	return s, nil
 }
 
 func writeKey(bw *bufio.Writer, key string) {

@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -60,4 +62,25 @@ func FuzzFilter(f *testing.F) {
 			t.Errorf("%d records served, %d passed on", len(served), len(seen))
 		}
 	})
+}
+
+// TestFilterBoundsValues: one record, or any other value, larger than
+// maxValue is refused before the filter holds it all.
+func TestFilterBoundsValues(t *testing.T) {
+	for _, head := range []string{`{"packages":{"a-1-0.conda":{"x":"`, `{"removed":["`} {
+		in := io.MultiReader(strings.NewReader(head), io.LimitReader(repeat('a'), maxValue+1), strings.NewReader(`"}}}`))
+		_, err := filter(in, io.Discard, "linux-64", func(string) bool { return true }, false, nil)
+		if !errors.Is(err, errValueTooLarge) {
+			t.Errorf("%s...: %v, want errValueTooLarge", head, err)
+		}
+	}
+}
+
+type repeat byte
+
+func (r repeat) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = byte(r)
+	}
+	return len(b), nil
 }
