@@ -92,11 +92,11 @@ func (s *scanner) value() ([]byte, error) {
 		return nil, err
 	}
 	s.buf = s.buf[:0]
-	depth, inString := 0, false
+	depth := 0
 	for {
 		c, err := s.r.ReadByte()
 		if err != nil {
-			if err == io.EOF && depth == 0 && !inString && len(s.buf) > 0 {
+			if err == io.EOF && depth == 0 && len(s.buf) > 0 {
 				return s.buf, nil // a literal ending the input
 			}
 			return nil, errors.Join(errNotObject, err)
@@ -104,33 +104,55 @@ func (s *scanner) value() ([]byte, error) {
 		if len(s.buf) >= maxValue {
 			return nil, errValueTooLarge
 		}
-		if !inString && depth == 0 && len(s.buf) > 0 && s.buf[0] != '"' && bytes.IndexByte([]byte(",:}] \t\r\n"), c) >= 0 {
+		if depth == 0 && len(s.buf) > 0 && bytes.IndexByte([]byte(",:}] \t\r\n"), c) >= 0 {
 			// The end of a literal.
 			return s.buf, s.r.UnreadByte()
 		}
 		s.buf = append(s.buf, c)
-		switch {
-		case inString && c == '\\':
-			e, err := s.r.ReadByte()
-			if err != nil {
-				return nil, errNotObject
+		switch c {
+		case '"':
+			if err := s.rest(); err != nil {
+				return nil, err
 			}
-			s.buf = append(s.buf, e)
-		case c == '"':
-			inString = !inString
-			if !inString && depth == 0 {
+			if depth == 0 {
 				return s.buf, nil
 			}
-		case inString:
-		case c == '{' || c == '[':
+		case '{', '[':
 			depth++
-		case c == '}' || c == ']':
+		case '}', ']':
 			if depth--; depth == 0 {
 				return s.buf, nil
 			}
 			if depth < 0 {
 				return nil, errNotObject
 			}
+		}
+	}
+}
+
+// rest appends the rest of a string, up to its closing quote, a buffer at
+// a time.
+func (s *scanner) rest() error {
+	for {
+		chunk, err := s.r.ReadSlice('"')
+		if len(s.buf)+len(chunk) > maxValue {
+			return errValueTooLarge
+		}
+		s.buf = append(s.buf, chunk...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			return errors.Join(errNotObject, err)
+		}
+		// The quote ends the string unless an odd number of
+		// backslashes escapes it.
+		n := 0
+		for i := len(s.buf) - 2; i >= 0 && s.buf[i] == '\\'; i-- {
+			n++
+		}
+		if n%2 == 0 {
+			return nil
 		}
 	}
 }
