@@ -47,40 +47,31 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 	var st filterStats
 	sc := newScanner(r)
 	bw := bufio.NewWriterSize(w, 256<<10)
-	if err := sc.expect('{'); err != nil {
-		return st, err
-	}
 	bw.WriteByte('{')
 	keys := map[string]bool{}
-	for more, first := true, true; more; first = false {
-		if c, err := sc.peek(); first && err == nil && c == '}' {
-			sc.r.ReadByte()
-			break
-		}
-		key, err := sc.key()
-		if err != nil {
-			return st, err
-		}
+	err := sc.object(func(key string) error {
 		if keys[key] {
 			// Clients would read one of the two, not both.
-			return st, fmt.Errorf("key %q twice: %w", key, errNotObject)
+			return fmt.Errorf("key %q twice: %w", key, errNotObject)
 		}
-		keys[key] = true
-		if !first {
+		if len(keys) > 0 {
 			bw.WriteByte(',')
 		}
+		keys[key] = true
 		writeKey(bw, key)
+		var err error
 		if key == "packages" || key == "packages.conda" {
 			err = filterPackages(sc, bw, key, subdir, keep, verify, seen, &st)
 		} else {
 			err = copyValue(sc, bw, key == "info")
 		}
 		if err != nil {
-			return st, fmt.Errorf("%s: %w", key, err)
+			return fmt.Errorf("%s: %w", key, err)
 		}
-		if more, err = sc.next('}'); err != nil {
-			return st, err
-		}
+		return nil
+	})
+	if err != nil {
+		return st, err
 	}
 	if _, err := sc.peek(); err != io.EOF {
 		return st, fmt.Errorf("data after the document: %w", errNotObject)
@@ -91,32 +82,18 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 
 // filterPackages filters one map of filename to record.
 func filterPackages(sc *scanner, bw *bufio.Writer, key, subdir string, keep func(string) bool, verify bool, seen func(string, record) error, st *filterStats) error {
-	if err := sc.expect('{'); err != nil {
-		return err
-	}
 	bw.WriteByte('{')
 	n := 0
-	for more, first := true, true; more; first = false {
-		if c, err := sc.peek(); first && err == nil && c == '}' {
-			sc.r.ReadByte()
-			break
-		}
-		fn, err := sc.key()
-		if err != nil {
-			return err
-		}
+	err := sc.object(func(fn string) error {
 		raw, err := sc.value()
 		if err != nil {
-			return err
-		}
-		if more, err = sc.next('}'); err != nil {
 			return err
 		}
 		f, err := condapkg.ParseFilename(fn)
 		if err == nil && !keep(f.Name) {
 			// Not served: not worth decoding.
 			st.Excluded++
-			continue
+			return nil
 		}
 		var rec record
 		if err == nil {
@@ -124,7 +101,7 @@ func filterPackages(sc *scanner, bw *bufio.Writer, key, subdir string, keep func
 		}
 		if err != nil {
 			st.Invalid++
-			continue
+			return nil
 		}
 		if seen != nil {
 			if err := seen(fn, rec); err != nil {
@@ -137,10 +114,11 @@ func filterPackages(sc *scanner, bw *bufio.Writer, key, subdir string, keep func
 		}
 		n++
 		writeKey(bw, fn)
-		bw.Write(raw)
-	}
+		_, err = bw.Write(raw)
+		return err
+	})
 	bw.WriteByte('}')
-	return nil
+	return err
 }
 
 // check validates one record as the proxy would an upload: the filename

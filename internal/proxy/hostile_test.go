@@ -87,7 +87,7 @@ func TestHostileUpstream(t *testing.T) {
 					select {
 					case <-r.Context().Done():
 						return
-					case <-time.After(300 * time.Millisecond):
+					case <-time.After(3 * time.Second):
 					}
 				}
 			})
@@ -114,7 +114,7 @@ func TestHostileUpstream(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newUpstream(t)
-			f := newFront(t, u, func(up *Upstream) { up.StallTimeout = 100 * time.Millisecond; up.MaxIndexSize = 1 << 20 })
+			f := newFront(t, u, func(up *Upstream) { up.StallTimeout = time.Second; up.MaxIndexSize = 1 << 20 })
 			path := tc.path
 			if name, ok := strings.CutPrefix(path, "/linux-64/SHARD:"); ok {
 				path = "/linux-64/" + filepath.Base(shardFile(t, u, name))

@@ -445,11 +445,12 @@ func TestMirrorSync(t *testing.T) {
 // refresh, the others get the copy at hand rather than wait too.
 func TestRefreshServesCopyMeanwhile(t *testing.T) {
 	u := newUpstream(t)
-	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond; up.StallTimeout = 2 * time.Second })
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond; up.StallTimeout = 5 * time.Second })
 	get(t, f.srv.URL+"/linux-64/repodata.json")
 	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	u.setHook(only("repodata.json.zst", func(w http.ResponseWriter, r *http.Request) {
-		close(arrived)
+		once.Do(func() { close(arrived) })
 		<-release
 		http.NotFound(w, r)
 	}))

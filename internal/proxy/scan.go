@@ -51,6 +51,30 @@ func (s *scanner) expect(c byte) error {
 	return nil
 }
 
+// object reads an object, calling member with each key, after which
+// member reads the value.
+func (s *scanner) object(member func(key string) error) error {
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	if c, err := s.peek(); err == nil && c == '}' {
+		s.r.ReadByte()
+		return nil
+	}
+	for {
+		key, err := s.key()
+		if err != nil {
+			return err
+		}
+		if err := member(key); err != nil {
+			return err
+		}
+		if more, err := s.next('}'); err != nil || !more {
+			return err
+		}
+	}
+}
+
 // next reads a ',' and reports true, or a closing delim and reports false.
 func (s *scanner) next(delim byte) (bool, error) {
 	c, err := s.peek()
