@@ -35,14 +35,7 @@ import (
 // rest.
 func TestProxyRattler(t *testing.T) {
 	needRattler(t)
-	pkgs := []string{
-		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h00ce149_0.conda",
-		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",
-		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",
-		"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
-		"quetz/other-package-0.2-0.conda",
-		"conda/font-ttf-inconsolata-23.12.6-0.tar.bz2",
-	}
+	pkgs := solvePkgs
 	dir := shared(t)
 	upCert, upKey, upPool, _ := certPair(t, dir, "up-")
 	upRoot := serviceOwned(t, filepath.Join(dir, "up"))
@@ -189,6 +182,16 @@ ca_file = %q
 }
 
 const adminTok = "proxy-admin-token"
+
+// solvePkgs are the corpus packages the rattler tests upload and solve.
+var solvePkgs = []string{
+	"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h00ce149_0.conda",
+	"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",
+	"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",
+	"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
+	"quetz/other-package-0.2-0.conda",
+	"conda/font-ttf-inconsolata-23.12.6-0.tar.bz2",
+}
 
 func pkgPath(pkgs []string, fn string) string {
 	for _, p := range pkgs {
