@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
@@ -94,12 +93,7 @@ ca_file = %q
 	// A package is renamed into the cache once made durable, which may
 	// be just after its client has the last bytes.
 	pkgsDir := filepath.Join(root, ".proxy-cache", "up", "pkgs")
-	waitFor(t, func() string {
-		if slices.Equal(cached(t, pkgsDir), fetched) {
-			return "cached"
-		}
-		return ""
-	})
+	waitUntil(t, func() bool { return slices.Equal(cached(t, pkgsDir), fetched) })
 	// The excluded package is absent from every form of the index, and
 	// 404 by its exact URL; the proxy is read-only.
 	if _, err := rattlerSolve(t, cert, channel, "font-ttf-inconsolata"); err == nil {
@@ -139,7 +133,7 @@ ca_file = %q
 	<-upstream.done
 	upstream.done <- nil
 	// Once index_ttl (1s) is over, the index is served stale.
-	waitFor(t, func() string {
+	waitUntil(t, func() bool {
 		resp, err := p.client.Get(channel + "noarch/repodata_shards.msgpack.zst")
 		if err != nil {
 			t.Fatal(err)
@@ -148,7 +142,7 @@ ca_file = %q
 		if resp.StatusCode != 200 {
 			t.Fatalf("index with the upstream down: %d", resp.StatusCode)
 		}
-		return resp.Header.Get("X-Proxy-Stale")
+		return resp.Header.Get("X-Proxy-Stale") == "true"
 	})
 	for _, fn := range fetched {
 		if st, _ := fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn); st != 200 {
@@ -295,14 +289,15 @@ func TestProxyKill9DuringFetch(t *testing.T) {
 		}
 	}()
 	cache := filepath.Join(root, ".proxy-cache", "up", "pkgs", "linux-64")
-	temp := waitFor(t, func() string {
+	var temp string
+	waitUntil(t, func() bool {
 		m, _ := filepath.Glob(filepath.Join(cache, "."+fn+".tmp-*"))
-		if len(m) == 1 {
-			if fi, err := os.Stat(m[0]); err == nil && fi.Size() >= 1<<20 {
-				return m[0]
-			}
+		if len(m) != 1 {
+			return false
 		}
-		return ""
+		fi, err := os.Stat(m[0])
+		temp = m[0]
+		return err == nil && fi.Size() >= 1<<20
 	})
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
@@ -320,26 +315,7 @@ func TestProxyKill9DuringFetch(t *testing.T) {
 	}
 	// The package goes into the cache once durable, which may be just
 	// after the client has it.
-	waitFor(t, func() string {
-		if slices.Equal(cached(t, cache), []string{fn}) {
-			return "cached"
-		}
-		return ""
-	})
-}
-
-// waitFor polls cond until it returns something, for at most 20 seconds.
-func waitFor(t *testing.T, cond func() string) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if v := cond(); v != "" {
-			return v
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting (%s)", t.Name())
-	return ""
+	waitUntil(t, func() bool { return slices.Equal(cached(t, cache), []string{fn}) })
 }
 
 // testChannel serves, over TLS on loopback, a channel whose linux-64
