@@ -26,14 +26,17 @@ var allowed = map[string][]string{
 	"internal/auth":           nil,
 	"internal/channel":        {"internal/condapkg", "internal/store"},
 	"internal/condapkg":       {"github.com/klauspost/compress/zstd", "internal/record"},
-	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/store", "internal/trusted"},
+	"internal/config":         {"github.com/BurntSushi/toml", "internal/auth", "internal/condapkg", "internal/owners", "internal/quota", "internal/retention", "internal/store", "internal/trusted"},
 	"internal/condaversion":   nil,
 	"internal/corpus":         nil,
 	"internal/daemon": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/config", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/proxy", "internal/repodata", "internal/sandbox", "internal/server", "internal/store", "internal/systemd", "internal/trusted"},
+		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/owners", "internal/proxy", "internal/quota", "internal/repodata", "internal/retention", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
 	"internal/form":      nil,
 	"internal/index":     nil,
 	"internal/lifecycle": {"internal/atomicfile", "internal/condapkg", "internal/patch", "internal/store"},
+	"internal/owners":    {"internal/atomicfile", "internal/audit"},
+	"internal/quota":     {"internal/condapkg", "internal/store"},
+	"internal/retention": {"internal/condapkg", "internal/condaversion", "internal/store"},
 	"internal/patch":     {"internal/record"},
 	"internal/record":    {"internal/condaversion"},
 	// The mirror's S3 client: the AWS SDK, which speaks every S3 dialect
@@ -44,7 +47,7 @@ var allowed = map[string][]string{
 	"internal/s3test": {"github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/aws-sdk-go-v2/credentials",
 		"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "internal/testneed"},
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
-		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"},
+		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp", "internal/quota"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
 	// The proxy of upstream channels: zstd and msgpack for their index
 	// files and CEP-16 shards, as the indexer reads and writes them.
@@ -55,8 +58,13 @@ var allowed = map[string][]string{
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/patch", "internal/proxy", "internal/store", "internal/trusted"},
-	"internal/store":    {"internal/atomicfile"},
+		"internal/lifecycle", "internal/metrics", "internal/owners", "internal/patch", "internal/proxy", "internal/quota", "internal/retention", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
+	// Download counts: an append-only log of our own (no store
+	// dependency; chosen over go.etcd.io/bbolt by measurement).
+	"internal/stats": {"internal/atomicfile", "internal/condapkg"},
+	"internal/store": {"internal/atomicfile"},
+	// The channel's pages: built from what the indexer holds.
+	"internal/web":      {"internal/condapkg", "internal/condaversion", "internal/repodata", "internal/stats"},
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},

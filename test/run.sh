@@ -48,6 +48,7 @@ declare -A need=(
 	[nginx]=nginx-light
 	[node]=nodejs
 	[npm]=npm
+	[chromium]=chromium
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -66,6 +67,7 @@ fi
 
 echo "== rattler solver (npm)"
 (cd test/rattler && npm install --no-audit --no-fund --loglevel=error)
+(cd test/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -199,8 +200,10 @@ func TestH2StreamFlood(t *testing.T) {
 	cfg := userConfig(t, dir, "max_connections = "+strconv.Itoa(maxConns)+"\nmax_streams_per_connection = "+strconv.Itoa(maxStreams)+
 		"\nmemory_limit = "+strconv.Itoa(memoryLimit)+"\n[download]\nenabled = true\nmax_concurrent = "+strconv.Itoa(maxConcurrent)+
 		"\nmax_per_connection = "+strconv.Itoa(perConn)+"\nsend_timeout = \"20s\"\n")
-	p := startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
-		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	// The shipped build, not this race-instrumented test binary: the
+	// race detector's own memory would swamp the figure being bounded.
+	p := startCmd(t, exec.Command(releaseBinary(t), "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+		"-t", auth.Hash(auth.DefaultSalt, testToken)), pool, port)
 	// A package larger than a stream's buffers, whose handler holds the
 	// file while it waits, and one small enough to be written at once.
 	paths := []string{"/linux-64/zlib-1.2.11-h7b6447c_3.conda", "/linux-64/other-package-0.2-0.conda"}

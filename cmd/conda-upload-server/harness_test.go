@@ -176,7 +176,26 @@ func tlsClient(pool *x509.CertPool) *http.Client {
 // startServer starts the program with args and waits until it serves.
 func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: command(t, args...), port: port, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	return startCmd(t, command(t, args...), pool, port)
+}
+
+// releaseBinary builds the program as it ships (no race detector, which
+// multiplies memory use), for tests that measure its resources.
+func releaseBinary(t *testing.T) string {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), "conda-upload-server")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", exe, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return exe
+}
+
+// startCmd starts a server command and waits until it serves.
+func startCmd(t *testing.T, cmd *exec.Cmd, pool *x509.CertPool, port int) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, port: port, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -61,6 +61,14 @@ func solvedVersion(t *testing.T, cacert, channel, name string) (string, string, 
 // audit file.
 func startLabelled(t *testing.T) (*proc, string, string, string) {
 	t.Helper()
+	return startAdmin(t, `labels = ["dev"]`, "[download]\nenabled = true\n")
+}
+
+// startAdmin starts the server with a ci token (with the keys ciKeys), an
+// operator token with the admin scopes, an audit file, and the TOML extra,
+// and returns what startLabelled does.
+func startAdmin(t *testing.T, ciKeys, extra string) (*proc, string, string, string) {
+	t.Helper()
 	dir := shared(t)
 	cert, key, pool, _ := certPair(t, dir, "")
 	root := serviceOwned(t, filepath.Join(dir, "channel"))
@@ -70,16 +78,14 @@ func startLabelled(t *testing.T) (*proc, string, string, string) {
 [[tokens]]
 name = "ci"
 hash = %q
-labels = ["dev"]
+%s
 [[tokens]]
 name = "operator"
 hash = %q
 scopes = ["read", "promote", "yank", "delete"]
-[download]
-enabled = true
 [audit]
 file = %q
-`, auth.Hash(auth.DefaultSalt, ciToken), auth.Hash(auth.DefaultSalt, operatorToken), auditFile))
+`, auth.Hash(auth.DefaultSalt, ciToken), ciKeys, auth.Hash(auth.DefaultSalt, operatorToken), auditFile)+extra)
 	p := startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key)
 	return p, cert, root, auditFile
 }

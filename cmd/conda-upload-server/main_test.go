@@ -318,14 +318,7 @@ func TestDevMode(t *testing.T) {
 	testneed.Tool(t, "curl", "curl")
 	wd := t.TempDir()
 	port := freePort(t)
-	cmd := command(t, "--dev", "-p", strconv.Itoa(port))
-	cmd.Dir = wd
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	out := startDev(t, wd, "-p", strconv.Itoa(port))
 	var curlLine string
 	deadline := time.Now().Add(15 * time.Second)
 	for curlLine == "" && time.Now().Before(deadline) {

@@ -80,7 +80,7 @@ ca_file = %q
 		if r.URL != channel+r.Subdir+"/"+r.Filename {
 			t.Errorf("record %s: url %s, want it through the proxy", r.Filename, r.URL)
 		}
-		st, sum := fetch(t, p.client, r.URL)
+		st, sum := fetchSum(t, p.client, r.URL)
 		if st != 200 || sum != r.SHA256 || sum != sha256File(t, corpusFile(pkgPath(pkgs, r.Filename))) {
 			t.Errorf("%s: %d, sha256 %s, want %s", r.URL, st, sum, r.SHA256)
 		}
@@ -99,7 +99,7 @@ ca_file = %q
 	if _, err := rattlerSolve(t, cert, channel, "font-ttf-inconsolata"); err == nil {
 		t.Error("rattler solved an excluded package")
 	}
-	if st, _ := fetch(t, p.client, channel+"noarch/font-ttf-inconsolata-23.12.6-0.tar.bz2"); st != 404 {
+	if st, _ := fetchSum(t, p.client, channel+"noarch/font-ttf-inconsolata-23.12.6-0.tar.bz2"); st != 404 {
 		t.Errorf("excluded package: %d", st)
 	}
 	req, _ := http.NewRequest(http.MethodPut, channel+"noarch/x-1-0.conda", strings.NewReader("x"))
@@ -109,7 +109,7 @@ ca_file = %q
 
 	// The second download of each package is a cache hit.
 	for _, fn := range fetched {
-		fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn)
+		fetchSum(t, p.client, channel+subdirOf(recs, fn)+"/"+fn)
 	}
 	resp, err := p.client.Get(p.url + "metrics")
 	if err != nil {
@@ -145,7 +145,7 @@ ca_file = %q
 		return resp.Header.Get("X-Proxy-Stale") == "true"
 	})
 	for _, fn := range fetched {
-		if st, _ := fetch(t, p.client, channel+subdirOf(recs, fn)+"/"+fn); st != 200 {
+		if st, _ := fetchSum(t, p.client, channel+subdirOf(recs, fn)+"/"+fn); st != 200 {
 			t.Errorf("cached %s with the upstream down: %d", fn, st)
 		}
 	}
@@ -205,7 +205,7 @@ func subdirOf(recs []solved, fn string) string {
 	return ""
 }
 
-func fetch(t *testing.T, c *http.Client, url string) (int, string) {
+func fetchSum(t *testing.T, c *http.Client, url string) (int, string) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -310,7 +310,7 @@ func TestProxyKill9DuringFetch(t *testing.T) {
 	if _, err := os.Stat(temp); !os.IsNotExist(err) {
 		t.Errorf("the temp file survived the restart: %v", err)
 	}
-	if st, sum := fetch(t, p.client, p.url+"proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
+	if st, sum := fetchSum(t, p.client, p.url+"proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
 		t.Errorf("after the restart: %d %s", st, sum)
 	}
 	// The package goes into the cache once durable, which may be just
@@ -364,13 +364,13 @@ func TestProxyTokenAccess(t *testing.T) {
 	port := freePort(t)
 	p := startServer(t, pool, port, "--config", cfg, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
 		"-t", auth.Hash(auth.DefaultSalt, testToken))
-	if st, _ := fetch(t, p.client, p.url+"proxy/up/linux-64/repodata.json"); st != 401 {
+	if st, _ := fetchSum(t, p.client, p.url+"proxy/up/linux-64/repodata.json"); st != 401 {
 		t.Errorf("no token: %d, want 401", st)
 	}
-	if st, _ := fetch(t, p.client, p.url+"t/"+testToken+"/proxy/up/linux-64/repodata.json"); st != 403 {
+	if st, _ := fetchSum(t, p.client, p.url+"t/"+testToken+"/proxy/up/linux-64/repodata.json"); st != 403 {
 		t.Errorf("an upload token: %d, want 403", st)
 	}
-	if st, sum := fetch(t, p.client, p.url+"t/"+readTok+"/proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
+	if st, sum := fetchSum(t, p.client, p.url+"t/"+readTok+"/proxy/up/linux-64/"+fn); st != 200 || sum != sha256File(t, filepath.Join(sub, fn)) {
 		t.Errorf("/t/<read token>/: %d", st)
 	}
 	req, _ := http.NewRequest(http.MethodGet, p.url+"proxy/up/linux-64/repodata.json", nil)

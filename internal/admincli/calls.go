@@ -50,6 +50,15 @@ func calls() []call {
 		{"delete", "LABEL SUBDIR FILENAME", "move to .trash/<date>/, unindex (scope delete)", func(a []string) request {
 			return request{method: http.MethodDelete, path: path("packages", a...)}
 		}},
+		{"retention", "[--dry-run]", "run retention now, or list what would go and why (scope delete; read)", func(a []string) request {
+			if len(a) == 1 && a[0] == "--dry-run" {
+				return request{method: http.MethodGet, path: path("retention")}
+			}
+			return request{method: http.MethodPost, path: path("retention")}
+		}},
+		{"quotas", "", "each quota's usage and limit (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("quotas")}
+		}},
 		{"patch get", "LABEL SUBDIR", "print the label's repodata patch (scope patch)", func(a []string) request {
 			return request{method: http.MethodGet, path: path("patches", a...)}
 		}},
@@ -65,7 +74,20 @@ func calls() []call {
 		{"proxy purge", "NAME", "empty an upstream's cache (scope delete)", func(a []string) request {
 			return request{method: http.MethodPost, path: path("proxy", a[0]) + "/purge"}
 		}},
+		{"owners list", "[PACKAGE]", "owned names and their owners (scope owners)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("owners", a...)}
+		}},
+		ownersCall("add", "add OWNER (a token name or oidc:<publisher>)"),
+		ownersCall("remove", "remove OWNER"),
+		ownersCall("transfer", "make OWNER the only owner"),
 	}
+}
+
+// ownersCall is a change of a package's owners.
+func ownersCall(name, summary string) call {
+	return call{"owners " + name, "PACKAGE OWNER", summary, func(a []string) request {
+		return request{method: http.MethodPost, path: path("owners", a[0]) + "/" + name, body: jsonBody("owner", a[1])}
+	}}
 }
 
 // path is the API path of a collection and its escaped segments.
@@ -99,6 +121,11 @@ func parse(args []string) (request, error) {
 	if len(rest) < len(words)-optional || len(rest) > len(words) {
 		return request{}, usageError("%s takes %s", c.name, c.synopsis)
 	}
+	for i, w := range words {
+		if flag, ok := strings.CutPrefix(w, "[--"); ok && i < len(rest) && rest[i] != "--"+strings.TrimSuffix(flag, "]") {
+			return request{}, usageError("%s takes %s, not %q", c.name, c.synopsis, rest[i])
+		}
+	}
 	return c.request(rest), nil
 }
 
@@ -109,10 +136,9 @@ func find(args []string) (call, []string, error) {
 		return call{}, nil, &Error{Msg: "no call given", Usage: true, Hint: "the calls are " + callNames()}
 	}
 	name, rest := args[0], args[1:]
-	group, subs := name, subCalls(name)
-	if subs != "" {
+	if subs := subCalls(name); subs != "" {
 		if len(rest) == 0 {
-			return call{}, nil, usageError("%s takes %s", group, subs)
+			return call{}, nil, usageError("%s takes %s", name, subs)
 		}
 		name, rest = name+" "+rest[0], rest[1:]
 	}
@@ -121,18 +147,18 @@ func find(args []string) (call, []string, error) {
 			return c, rest, nil
 		}
 	}
-	if subs != "" {
-		return call{}, nil, usageError("%s takes %s, not %q", group, subs, strings.TrimPrefix(name, group+" "))
+	if group, sub, ok := strings.Cut(name, " "); ok {
+		return call{}, nil, usageError("%s takes %s, not %q", group, subCalls(group), sub)
 	}
 	return call{}, nil, &Error{Msg: fmt.Sprintf("unknown call %q", name), Usage: true, Hint: "the calls are " + callNames()}
 }
 
-// subCalls lists the sub-calls of a call that has them ("get, set or
+// subCalls lists the sub-calls of a call with them ("get, set or
 // delete" for patch), or "".
-func subCalls(name string) string {
+func subCalls(group string) string {
 	var subs []string
 	for _, c := range calls() {
-		if sub, ok := strings.CutPrefix(c.name, name+" "); ok {
+		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
 			subs = append(subs, sub)
 		}
 	}

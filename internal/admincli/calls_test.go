@@ -18,6 +18,10 @@ func TestParse(t *testing.T) {
 		usage, hint        bool
 	}{
 		{args: "list main linux-64", method: "GET", path: "/api/v1/packages/main/linux-64"},
+		{args: "owners list", method: "GET", path: "/api/v1/owners"},
+		{args: "owners list my-pkg", method: "GET", path: "/api/v1/owners/my-pkg"},
+		{args: "owners transfer my-pkg oidc:team-b", method: "POST", path: "/api/v1/owners/my-pkg/transfer", body: `{"owner":"oidc:team-b"}`},
+		{args: "owners remove my-pkg team-a", method: "POST", path: "/api/v1/owners/my-pkg/remove", body: `{"owner":"team-a"}`},
 		{args: "copy dev noarch x-1-0.conda main", method: "POST", path: "/api/v1/packages/dev/noarch/x-1-0.conda/copy", body: `{"to":"main"}`},
 		{args: "move dev noarch x-1-0.conda main", method: "POST", path: "/api/v1/packages/dev/noarch/x-1-0.conda/move", body: `{"to":"main"}`},
 		{args: "yank main noarch x-1-0.conda", method: "POST", path: "/api/v1/packages/main/noarch/x-1-0.conda/yank", body: `{"reason":""}`},
@@ -31,6 +35,11 @@ func TestParse(t *testing.T) {
 		{args: "proxy purge conda-forge", method: "POST", path: "/api/v1/proxy/conda-forge/purge"},
 		{args: "proxy purge", err: "proxy purge takes NAME", usage: true},
 		{args: "proxy", err: "proxy takes status or purge", usage: true},
+		{args: "retention --dry-run", method: "GET", path: "/api/v1/retention"},
+		{args: "retention", method: "POST", path: "/api/v1/retention"},
+		{args: "quotas", method: "GET", path: "/api/v1/quotas"},
+		{args: "retention --dryrun", err: `retention takes [--dry-run], not "--dryrun"`, usage: true},
+		{args: "retention --dry-run now", err: "retention takes [--dry-run]", usage: true},
 		{args: "", err: "no call given", usage: true, hint: true},
 		{args: "promote main", err: `unknown call "promote"`, usage: true, hint: true},
 		{args: "list main", err: "list takes LABEL SUBDIR", usage: true},
@@ -69,6 +78,7 @@ func TestUsageListsCalls(t *testing.T) {
 		"yank LABEL SUBDIR FILENAME [REASON]", "unyank LABEL SUBDIR FILENAME", "delete LABEL SUBDIR FILENAME",
 		"patch get LABEL SUBDIR", "patch set LABEL SUBDIR FILE", "patch delete LABEL SUBDIR",
 		"proxy status", "proxy purge NAME",
+		"owners list [PACKAGE]", "owners add PACKAGE OWNER", "owners transfer PACKAGE OWNER",
 	} {
 		found := false
 		for _, l := range strings.Split(u, "\n") {

@@ -49,6 +49,9 @@ type Record struct {
 	Call   string `json:"call,omitempty"`
 	To     string `json:"to,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Package is the package name of an admin call on its owners, whose
+	// owner is To.
+	Package string `json:"package,omitempty"`
 }
 
 // OIDC is a trusted publisher's identity in an audit record.

@@ -46,11 +46,13 @@ const (
 	ScopeYank    = "yank"
 	ScopeDelete  = "delete"
 	ScopePatch   = "patch"
+	// ScopeOwners lists and changes the owners of package names.
+	ScopeOwners = "owners"
 )
 
 // KnownScopes returns every scope name, in a new slice.
 func KnownScopes() []string {
-	return []string{ScopeUpload, ScopeRead, ScopeOverwrite, ScopePromote, ScopeYank, ScopeDelete, ScopePatch}
+	return []string{ScopeUpload, ScopeRead, ScopeOverwrite, ScopePromote, ScopeYank, ScopeDelete, ScopePatch, ScopeOwners}
 }
 
 // Token is a named token hash with its scopes, optionally limited to some
@@ -66,6 +68,9 @@ type Token struct {
 	// Labels, if not empty, are the only labels the token may upload to,
 	// read, or change ("main" is the channel root).
 	Labels []string
+	// Packages, if not nil, are the only package names (exact names or
+	// path.Match globs) the token may upload or change.
+	Packages []string
 	// Expires, if not zero, is when the token stops being accepted.
 	Expires time.Time
 }

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"compress/flate"
 	"errors"
 	"io"
 	"sync"
@@ -195,7 +196,7 @@ func inspectConda(fn Filename, r io.ReaderAt, size int64, head []byte, lim Limit
 		return nil, errorf("%s: cannot open %q: %v", fn, info.Name, err)
 	}
 	defer rc.Close()
-	dec, err := zstd.NewReader(passReader{rc},
+	dec, err := zstd.NewReader(zipEntryReader{rc, fn.String() + ": " + info.Name},
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderLowmem(true),
 		zstd.WithDecoderMaxMemory(maxZstdWindow),
@@ -212,4 +213,26 @@ func inspectConda(fn Filename, r io.ReaderAt, size int64, head []byte, lim Limit
 		return nil, err
 	}
 	return validate(fn, index, lim)
+}
+
+// zipEntryReader reads a zip entry of a package that is whole on disk.
+// An entry that ends early, fails its CRC or does not inflate is a
+// corrupt package (400), not a failure of the server; any other error
+// from the file below passes unchanged.
+type zipEntryReader struct {
+	r    io.Reader
+	what string
+}
+
+func (z zipEntryReader) Read(b []byte) (int, error) {
+	n, err := z.r.Read(b)
+	var ce flate.CorruptInputError
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, zip.ErrChecksum) || errors.Is(err, zip.ErrFormat) || errors.As(err, &ce):
+		err = errorf("%s: corrupt zip entry: %v", z.what, err)
+	default:
+		err = &passError{err}
+	}
+	return n, err
 }

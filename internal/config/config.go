@@ -31,6 +31,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
 )
@@ -90,6 +91,7 @@ type Config struct {
 	ListenDownload string `toml:"listen_download"`
 
 	Download          DownloadConfig           `toml:"download"`
+	UI                UIConfig                 `toml:"ui"`
 	TrustedPublishers []TrustedPublisherConfig `toml:"trusted_publishers"`
 	OIDC              OIDCConfig               `toml:"oidc"`
 	Index             IndexConfig              `toml:"index"`
@@ -98,6 +100,14 @@ type Config struct {
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
 	Upstreams         []UpstreamConfig         `toml:"upstreams"`
+	Policy            PolicyConfig             `toml:"policy"`
+
+	// Retention, TrashRetention and the quotas bound what the channel
+	// keeps (retention.go).
+	Retention      []RetentionConfig   `toml:"retention"`
+	TrashRetention Duration            `toml:"trash_retention"`
+	LabelQuotas    []LabelQuotaConfig  `toml:"label_quotas"`
+	UploadQuotas   []UploadQuotaConfig `toml:"upload_quotas"`
 }
 
 // MirrorConfig is [mirror]: a copy of the channel in S3-compatible object
@@ -194,6 +204,14 @@ type DownloadConfig struct {
 	SendTimeout Duration `toml:"send_timeout"`
 }
 
+// UIConfig configures the channel's pages for browsers.
+type UIConfig struct {
+	// Enabled serves the pages wherever the channel is served: a person
+	// who opens the channel's URL sees its packages rather than a bare
+	// listing. Off, browsers get the plain listings curl gets.
+	Enabled bool `toml:"enabled"`
+}
+
 // TrustedPublisherConfig is one [[trusted_publishers]] block: which CI
 // jobs, by their OIDC identity, may upload without a stored token.
 type TrustedPublisherConfig struct {
@@ -203,6 +221,7 @@ type TrustedPublisherConfig struct {
 	Claims    map[string]string `toml:"claims"`
 	Subdirs   []string          `toml:"subdirs"`
 	Labels    []string          `toml:"labels"`
+	Packages  []string          `toml:"packages"`
 	Scopes    []string          `toml:"scopes"`
 	JWKSFile  string            `toml:"jwks_file"`
 	CAFile    string            `toml:"ca_file"`
@@ -257,6 +276,9 @@ func (p TrustedPublisherConfig) check() error {
 			add("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
+	if err := checkPackages(p.Packages); err != nil {
+		add("%v", err)
+	}
 	for _, f := range []string{p.JWKSFile, p.CAFile} {
 		if f != "" && !filepath.IsAbs(f) {
 			add("%q must be an absolute path", f)
@@ -270,7 +292,7 @@ func (c *Config) Publishers() []trusted.Publisher {
 	var out []trusted.Publisher
 	for _, p := range c.TrustedPublishers {
 		out = append(out, trusted.Publisher{Name: p.Name, Issuer: p.Issuer, Audiences: p.Audiences, Claims: p.Claims,
-			Subdirs: p.Subdirs, Labels: p.Labels, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
+			Subdirs: p.Subdirs, Labels: p.Labels, Packages: p.Packages, Scopes: p.Scopes, JWKSFile: p.JWKSFile, CAFile: p.CAFile})
 	}
 	return out
 }
@@ -304,8 +326,11 @@ type TokenConfig struct {
 	Subdirs []string `toml:"subdirs"`
 	// Labels, if set, are the only labels the token may upload to or
 	// change; "main" is the channel root.
-	Labels  []string  `toml:"labels"`
-	Expires time.Time `toml:"expires"`
+	Labels []string `toml:"labels"`
+	// Packages, if set, are the only package names the token may
+	// upload or change: exact names and globs ("mypkg", "mypkg-*").
+	Packages []string  `toml:"packages"`
+	Expires  time.Time `toml:"expires"`
 }
 
 // TokensFile is the document of a tokens_file: [[tokens]] only.
@@ -357,7 +382,7 @@ func (t TokenConfig) check() error {
 			return fmt.Errorf("labels: %q is not a label name ([a-z0-9][a-z0-9._-]{0,63})", l)
 		}
 	}
-	return nil
+	return checkPackages(t.Packages)
 }
 
 func (t TokenConfig) token() (auth.Token, error) {
@@ -365,7 +390,7 @@ func (t TokenConfig) token() (auth.Token, error) {
 	if err != nil {
 		return auth.Token{}, fmt.Errorf("token %s: %w", t.Name, err)
 	}
-	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Expires: t.Expires}, nil
+	return auth.Token{Name: t.Name, Hash: h, Scopes: t.Scopes, Subdirs: t.Subdirs, Labels: t.Labels, Packages: t.Packages, Expires: t.Expires}, nil
 }
 
 // IndexConfig configures how a subdir is re-indexed after an upload.
@@ -415,6 +440,7 @@ func Default() *Config {
 		AuthFailureIPv6Prefix: 64,
 		AllowedSubdirs:        condapkg.KnownSubdirs(),
 		MemoryLimit:           224 << 20,
+		TrashRetention:        Duration(30 * 24 * time.Hour),
 		Index: IndexConfig{
 			Command:        DefaultIndexCommand(),
 			Timeout:        Duration(10 * time.Minute),
@@ -428,9 +454,11 @@ func Default() *Config {
 		// Enforce where the kernel can; the shipped config says enforce.
 		Sandbox:     SandboxConfig{Landlock: "best-effort"},
 		Metrics:     MetricsConfig{Enabled: true, Allow: []string{"127.0.0.0/8", "::1/128"}},
+		UI:          UIConfig{Enabled: true},
 		Download:    DownloadConfig{Access: "public", RateWhileUploading: 32 << 20, MaxConcurrent: 256, MaxPerConnection: 64, SendTimeout: Duration(30 * time.Second)},
 		ChannelName: "main",
 		OIDC:        OIDCConfig{TokenTTL: Duration(trusted.MaxTokenTTL)},
+		Policy:      PolicyConfig{Owners: owners.ModeConfig},
 		Mirror:      MirrorConfig{ReconcileInterval: Duration(time.Hour), WaitTimeout: Duration(30 * time.Second)},
 	}
 }
@@ -467,6 +495,8 @@ func (c *Config) Validate() error {
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
 	c.validateUpstreams(add)
+	c.validatePolicy(add)
+	c.validateRetention(add)
 	return errors.Join(errs...)
 }
 
@@ -812,11 +842,18 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
-// Duration is a time.Duration written in TOML as a string: "10s", "5m".
+// Duration is a time.Duration written in TOML as a string: "10s", "5m",
+// or whole days, "30d".
 type Duration time.Duration
 
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
+	if n, ok := strings.CutSuffix(string(b), "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 && days < 100000 {
+			*d = Duration(time.Duration(days) * 24 * time.Hour)
+			return nil
+		}
+	}
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
 		return fmt.Errorf("bad duration %q: %w", b, err)

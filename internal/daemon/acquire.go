@@ -43,7 +43,7 @@ func (d *daemon) acquire() error {
 		return err
 	}
 	d.onClose(func() { d.auditLog.Close() })
-	return nil
+	return d.acquireOwnerEvents()
 }
 
 // acquireListeners takes the sockets the service manager passes, or binds

@@ -11,6 +11,7 @@ func printDevBanner(w io.Writer, scheme, addr, dir, token string) {
 conda-upload-server is running in dev mode (self-signed certificate, not for production).
 
   channel: %s
+  pages:   %s   (the channel in a browser: packages, files, counts)
   token:   %s   (printed once; valid until this process exits)
   listen:  %s   (loopback only; --listen 0.0.0.0 to widen)
 
@@ -28,5 +29,5 @@ which is only acceptable on a throwaway machine):
   conda install --insecure -c %s mypkg
   pixi workspace channel add %s && pixi add --tls-no-verify mypkg
 
-`, dir, token, addr, token, url, url, token, url, url)
+`, dir, url, token, addr, token, url, url, token, url, url)
 }

@@ -54,11 +54,13 @@ func (d *daemon) build(ctx context.Context) error {
 		}
 	}
 	arrivals := &index.Arrivals{}
-	d.startScheduler(runner, arrivals)
 	d.lifecycle = lifecycle.New(d.store)
+	d.newHousekeeping()
+	d.startScheduler(runner, arrivals)
 	if err := d.indexAtStart(ctx); err != nil {
 		return err
 	}
+	d.startHousekeeping(ctx)
 	verifier, err := d.trustedVerifier()
 	if err != nil {
 		return err
@@ -69,11 +71,19 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.startProxies(ctx); err != nil {
 		return err
 	}
+	policy, err := d.policyOptions()
+	if err != nil {
+		return err
+	}
+	if err := d.openPages(policy.Owners); err != nil {
+		return err
+	}
 	d.conns = &server.ConnLimiter{Max: d.cfg.MaxConnections}
 	d.srv = server.New(server.Options{
 		Store: d.store, Auth: d.authn, Indexer: d.sched, WaitIndex: d.cfg.Index.Wait, Log: d.log,
-		Trusted: verifier, Lifecycle: d.lifecycle,
+		Trusted: verifier, Lifecycle: d.lifecycle, Retention: d.house.pruner, Quota: d.house.quota,
 		Limits: d.limits(lim, arrivals), Observe: d.observability(), Channel: d.channelOptions(), Mirror: d.mirrorOptions(),
+		Policy: policy,
 	})
 	d.startHTTPServers()
 	return nil
@@ -93,10 +103,11 @@ func (d *daemon) openStore() error {
 func (d *daemon) runner(lim condapkg.Limits) (index.Runner, error) {
 	if d.cfg.CondaExe == "" {
 		ix := d.cfg.Index
-		return repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
+		d.writer = repodata.New(d.writeDir, lim, d.log, repodata.WithFiles(repodata.Files{
 			Zst: ix.Zst, Shards: ix.Shards, RunExports: ix.RunExports, Channeldata: ix.Channeldata,
 			CurrentRepodata: ix.CurrentRepodata, ShardRetention: ix.ShardRetention.D(),
-		})), nil
+		}))
+		return d.writer, nil
 	}
 	tmp := filepath.Join(d.writeDir, IndexerTempDir)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -146,19 +157,18 @@ func (d *daemon) startMirror(ctx context.Context) error {
 
 // startScheduler starts the index scheduler over runner. Its runs are
 // observed by the metrics, and each that succeeds marks its subdir for
-// the mirror.
+// the mirror and queues its retention pass.
 func (d *daemon) startScheduler(runner index.Runner, arrivals *index.Arrivals) {
 	opts := []index.Option{index.WithTimeout(d.cfg.Index.Timeout.D()), index.WithArrivals(arrivals)}
 	if d.metrics != nil {
 		opts = append(opts, index.WithObserver(d.metrics.IndexRun))
 	}
-	if d.mirror != nil {
-		opts = append(opts, index.WithAfterRun(func(dir string, err error) {
-			if err == nil {
-				d.mirror.Mark(dir)
-			}
-		}))
-	}
+	opts = append(opts, index.WithAfterRun(func(dir string, err error) {
+		if err == nil && d.mirror != nil {
+			d.mirror.Mark(dir)
+		}
+		d.house.afterIndex(dir, err)
+	}))
 	d.sched = index.New(runner, d.log, opts...)
 	d.onClose(d.sched.Close)
 }
@@ -272,7 +282,8 @@ func (d *daemon) observability() server.Observability {
 func (d *daemon) channelOptions() server.ChannelOptions {
 	return server.ChannelOptions{
 		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
-		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading), Proxies: d.proxies,
+		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
+		Pages:                      d.pages, Stats: d.stats, Proxies: d.proxies,
 	}
 }
 

@@ -42,11 +42,15 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
+	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
+	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/systemd"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Options configure a run of the daemon.
@@ -92,12 +96,14 @@ type daemon struct {
 	notify            *systemd.Notifier
 	wdInterval        time.Duration
 	auditLog          *audit.Log
+	ownerEvents       []owners.Event
 
 	// build
 	store      *store.Store
 	indexerTmp string
 	sched      *index.Scheduler
 	lifecycle  *lifecycle.Manager
+	house      *housekeeping
 	// mirrorCfg is the object-storage mirror's settings and keys, read
 	// before confinement; mirror syncs to it.
 	mirrorCfg *mirror.Config
@@ -113,6 +119,11 @@ type daemon struct {
 	downloadHS *http.Server
 	metricsHS  []*http.Server
 	channel    *channel.Channel
+	// writer is the built-in indexer, whose memory the pages read;
+	// stats counts downloads.
+	writer *repodata.Writer
+	stats  *stats.Counter
+	pages  *web.UI
 
 	serveErr atomic.Pointer[error]
 	closers  []func()
@@ -153,7 +164,7 @@ func prepare(o Options) (*daemon, error) {
 			cfg.Download.Enabled, cfg.Download.Access = true, "public"
 		}
 		d.devToken = rand.Text()
-		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: "dev", Hash: auth.Hash(cfg.Salt, d.devToken),
+		cfg.Tokens = append(cfg.Tokens, config.TokenConfig{Name: devTokenName, Hash: auth.Hash(cfg.Salt, d.devToken),
 			Scopes: []string{auth.ScopeUpload, auth.ScopeRead}})
 	}
 	if err := cfg.Validate(); err != nil {

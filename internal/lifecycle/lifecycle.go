@@ -401,6 +401,19 @@ func (m *Manager) Refresh(dir string) error {
 	return m.derive(dir)
 }
 
+// YankReasons returns the reasons of dir's yanked packages by filename,
+// for the channel's pages; it is empty if they cannot be read.
+func (m *Manager) YankReasons(dir string) map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	yanks, _ := m.yanks(dir)
+	out := make(map[string]string, len(yanks))
+	for fn, y := range yanks {
+		out[fn] = y.Reason
+	}
+	return out
+}
+
 func (m *Manager) yanks(dir string) (map[string]Yank, error) {
 	yanks := map[string]Yank{}
 	b, err := os.ReadFile(filepath.Join(m.abs(dir), AdminDir, yankFile))

@@ -210,9 +210,37 @@ func (m *Metrics) Mirror(backlog func() (int, time.Duration), objects func() int
 	)
 }
 
+// Housekeeping exports what retention removed and what emptying the trash
+// removed for good.
+func (m *Metrics) Housekeeping(removed, trashFiles, trashBytes func() float64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "conda_upload_retention_removed_total",
+			Help: "Package files removed from labels by retention rules (moved to .trash)."}, removed),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "conda_upload_trash_emptied_files_total",
+			Help: "Files removed for good from .trash after trash_retention."}, trashFiles),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "conda_upload_trash_emptied_bytes_total",
+			Help: "Bytes of those files."}, trashBytes),
+	)
+}
+
 // CertExpiry sets the certificate's expiry time.
 func (m *Metrics) CertExpiry(t time.Time) {
 	if m != nil {
 		m.certExpiry.Set(float64(t.Unix()))
 	}
+}
+
+// DownloadCounts exports the package downloads counted (internal/stats),
+// which survive restarts, as a counter read when scraped.
+func (m *Metrics) DownloadCounts(total func() uint64) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "conda_package_downloads_total",
+		Help: "Package downloads counted for the channel's pages: GETs answered 200, and 206 once per file, client and day.",
+	}, func() float64 { return float64(total()) }))
 }

@@ -97,6 +97,9 @@ func (s *Server) adminToken(r *http.Request, scope, subdir string, labels ...str
 	if !t.Allows(subdir) {
 		return auth.Token{}, newError(http.StatusForbidden, fmt.Sprintf("token %q may not %s subdir %s", t.Name, verb, subdir))
 	}
+	if err := mayChange(t, fieldsOf(r).filename); err != nil {
+		return auth.Token{}, err
+	}
 	return t, nil
 }
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // credentials returns the token a request presents, in any of the forms
@@ -99,7 +101,28 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 		}
 		return nil, errNotFound
 	}
-	w, release, err := s.admitDownload(w, r)
+	// A page checks the token only; it then shows what the token's
+	// labels and subdirs allow, where a file or listing is refused.
+	pages := s.o.Channel.Pages != nil && web.Wants(r)
+	var acc web.Access
+	if s.o.Channel.TokenDownloads {
+		var err error
+		if pages {
+			acc, err = s.pageAccess(r)
+		} else {
+			err = s.authorizeRead(r)
+		}
+		if err != nil {
+			if errorOf(err).Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Basic realm="conda channel", charset="UTF-8"`)
+			}
+			return nil, err
+		}
+	}
+	if pages {
+		return s.page(w, r, acc)
+	}
+	w, release, err := s.startDownload(w, r)
 	if err != nil {
 		return nil, err
 	}
@@ -112,4 +135,34 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, erro
 		return nil, err
 	}
 	return handled, nil
+}
+
+// pageAccess checks a page request's read token and returns what its
+// pages may show.
+func (s *Server) pageAccess(r *http.Request) (web.Access, error) {
+	t, err := s.authorize(r, auth.ScopeRead)
+	return web.Access{Labels: t.Labels, Subdirs: t.Subdirs}, err
+}
+
+// page serves one of the channel's pages.
+func (s *Server) page(w http.ResponseWriter, r *http.Request, acc web.Access) (*Result, error) {
+	err := s.o.Channel.Pages.Serve(w, r, acc)
+	if errors.Is(err, web.ErrNotFound) {
+		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return handled, nil
+}
+
+// countDownload counts a package GET answered 200 or 206; HEAD, 304
+// and everything else are not downloads.
+func (s *Server) countDownload(r *http.Request, status int) {
+	if s.o.Channel.Stats == nil || r.Method != http.MethodGet || (status != http.StatusOK && status != http.StatusPartialContent) {
+		return
+	}
+	if file, ok := stats.Countable(strings.TrimPrefix(r.URL.Path, "/")); ok {
+		s.o.Channel.Stats.Record(file, remoteIP(r), status == http.StatusPartialContent, time.Now())
+	}
 }

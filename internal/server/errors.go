@@ -13,6 +13,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
@@ -72,6 +73,8 @@ func classify(err error) (_ *Error, known bool) {
 	var e *Error
 	var mbe *http.MaxBytesError
 	var pe *proxy.Error
+	var full *quota.LabelFull
+	var daily *quota.DailyExceeded
 	switch {
 	case errors.As(err, &e):
 		return e, true
@@ -89,6 +92,11 @@ func classify(err error) (_ *Error, known bool) {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: "upload exceeds max_upload_size", Err: err}, true
 	case errors.Is(err, errTooSlow):
 		return &Error{Status: http.StatusRequestTimeout, Reason: "too_slow", Msg: "upload slower than the server's minimum rate; closed", Err: err}, true
+	case errors.As(err, &full):
+		return &Error{Status: http.StatusInsufficientStorage, Reason: "quota_exceeded", Msg: full.Error() + "; nothing stored", Err: err}, true
+	case errors.As(err, &daily):
+		return &Error{Status: http.StatusTooManyRequests, Reason: "quota_exceeded", Msg: daily.Error() + "; nothing stored",
+			RetryAfter: time.Until(daily.Reset), Err: err}, true
 	case store.IsNoSpace(err):
 		return &Error{Status: http.StatusInsufficientStorage, Reason: "no_space", Msg: "no space left in the channel's file system", Err: err}, true
 	case errors.As(err, new(*store.WriteError)):

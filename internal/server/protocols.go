@@ -83,6 +83,12 @@ func (s *Server) protocolAuth(r *http.Request) (auth.Token, bool, error) {
 	if !token.AllowsLabel(lf.label) {
 		return auth.Token{}, false, newError(http.StatusForbidden, fmt.Sprintf("token %q may not upload to label %s", token.Name, lf.label))
 	}
+	if err := s.labelAllowed(lf.label); err != nil {
+		return auth.Token{}, false, err
+	}
+	if err := s.quotaPrecheck(r, lf.label, token); err != nil {
+		return auth.Token{}, false, err
+	}
 	f, err := force(r)
 	if err != nil {
 		return auth.Token{}, false, err
@@ -124,7 +130,7 @@ func (s *Server) rawUpload(w http.ResponseWriter, r *http.Request, arrived func(
 	if err := s.limitBody(w, r, 0); err != nil {
 		return nil, err
 	}
-	in, err := s.receive(r.Body, filename, lf)
+	in, err := s.receive(r.Body, filename, lf, token)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +169,7 @@ func (s *Server) receivePrefix(w http.ResponseWriter, r *http.Request, arrived f
 	if err != nil {
 		return nil, err
 	}
-	fu := &formUpload{p: publishing{force: f}}
+	fu := &formUpload{p: publishing{force: f}, token: &token}
 	if err := s.limitBody(w, r, envelopeSlack+maxAttestation); err != nil {
 		return nil, err
 	}
@@ -202,7 +208,7 @@ func (s *Server) readPrefixPart(r *http.Request, part *form.Part, fu *formUpload
 		// X-File-SHA256, and any other digest field of the part, is
 		// checked as the part ends.
 		var err error
-		fu.in, err = s.receive(checkDigests(part, part.Header, "file part"), filename, fieldsOf(r))
+		fu.in, err = s.receive(checkDigests(part, part.Header, "file part"), filename, fieldsOf(r), *fu.token)
 		return err
 	case name == "attestation":
 		a, err := readField(part, name, maxAttestation)

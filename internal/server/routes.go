@@ -130,6 +130,17 @@ func (s *Server) routes() []route {
 			http.MethodGet: s.proxyStatus, http.MethodHead: s.proxyStatus})},
 		{pattern: "/api/v1/proxy/{name}/purge", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodPost: s.proxyPurge})},
+		{pattern: "/api/v1/retention", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.retention, http.MethodHead: s.retention, http.MethodPost: s.retention})},
+		{pattern: "/api/v1/quotas", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.quotas, http.MethodHead: s.quotas})},
+		// Package owners: list, add, remove, transfer.
+		{pattern: "/api/v1/owners", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.listOwners, http.MethodHead: s.listOwners})},
+		{pattern: "/api/v1/owners/{package}", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.listOwners, http.MethodHead: s.listOwners})},
+		{pattern: "/api/v1/owners/{package}/{call}", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodPost: s.ownersCall})},
 		// Trusted publishing: rattler's endpoint, and PEP 807's.
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
@@ -140,6 +151,13 @@ func (s *Server) routes() []route {
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
+		// The channel's pages and download counts ([ui]), which download
+		// hands to internal/web; a browser's / and listings too.
+		{pattern: "/packages/{name}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/static/{file}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats/packages/{name}", kind: kindDownload, methods: get(s.download, kindDownload)},
+		{pattern: "/api/v1/stats/files/{subdir}/{filename}", kind: kindDownload, methods: get(s.download, kindDownload)},
 		// The channel: /<subdir>/, /<subdir>/<file>, /channeldata.json.
 		{pattern: "/", kind: kindDownload, methods: get(s.download, kindDownload)},
 	}

@@ -49,8 +49,12 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
+	"github.com/conda-upload-server/conda-upload-server/internal/quota"
+	"github.com/conda-upload-server/conda-upload-server/internal/retention"
+	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/trusted"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Indexer is what the server needs of the index scheduler
@@ -91,11 +95,16 @@ type Options struct {
 	// Lifecycle, if set, serves the admin API: labels, promotion,
 	// yanks, deletes and patches.
 	Lifecycle *lifecycle.Manager
+	// Retention, if set, serves the retention call of the admin API.
+	Retention *retention.Pruner
+	// Quota, if set, bounds what labels hold and uploaders send a day.
+	Quota *quota.Ledger
 
 	Limits  Limits
 	Observe Observability
 	Channel ChannelOptions
 	Mirror  MirrorOptions
+	Policy  PolicyOptions
 }
 
 // Limits bound what clients may take of the server.
@@ -156,6 +165,10 @@ type ChannelOptions struct {
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.
 	DownloadRateWhileUploading int64
+	// Pages, if set, serves the channel's pages to browsers, under the
+	// same access as the channel; Stats, if set, counts downloads.
+	Pages *web.UI
+	Stats *stats.Counter
 }
 
 // MirrorOptions tell the upload answer about the object-storage mirror.
@@ -236,6 +249,8 @@ type logFields struct {
 	// label is the label uploaded to or changed; call, to and reason
 	// describe an admin call.
 	label, call, to, reason string
+	// pkg is the package name of an admin call on its owners.
+	pkg string
 }
 
 type ctxKey struct{}
@@ -282,6 +297,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, h handler) (*Result
 func (s *Server) wrote(k routeKind, w *recorder, r *http.Request, lf *logFields, start time.Time) {
 	if k == kindDownload {
 		s.o.Observe.Metrics.Download(strconv.Itoa(w.status), w.sent)
+		s.countDownload(r, w.status)
 	}
 	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", logPath(r)), slog.String("remote", r.RemoteAddr),
 		slog.Int("status", w.status)}
@@ -430,7 +446,7 @@ func (s *Server) record(r *http.Request, lf *logFields, start time.Time, status 
 	if aerr := s.o.Observe.Audit.Record(audit.Record{
 		Time: start.UTC(), Remote: r.RemoteAddr, Token: lf.token, Filename: lf.filename, Label: lf.label, Subdir: lf.subdir,
 		Size: lf.size, SHA256: lf.sha256, Status: status, Result: reason, Error: errText,
-		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason,
+		Protocol: lf.protocol, Replaced: lf.replaced, OIDC: lf.oidc, Call: lf.call, To: lf.to, Reason: lf.reason, Package: lf.pkg,
 	}); aerr != nil {
 		// The change happened; say so loudly rather than lie to the
 		// client about it.

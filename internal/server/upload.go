@@ -192,7 +192,7 @@ func (s *Server) readPart(req *http.Request, p *form.Part, fu *formUpload) error
 			return newError(http.StatusBadRequest, "artifact must be a file field with a filename")
 		}
 		var err error
-		fu.in, err = s.receive(checkDigests(p, p.Header, "artifact part"), filename, lf)
+		fu.in, err = s.receive(checkDigests(p, p.Header, "artifact part"), filename, lf, *fu.token)
 		return err
 	case hasFilename:
 		return newError(http.StatusBadRequest, fmt.Sprintf("unexpected file field %q; send the package as artifact", name))
@@ -243,11 +243,15 @@ func (in *incoming) abort() {
 }
 
 // receive streams one package into a temp file, hashing and (for
-// .tar.bz2) inspecting it on the way.
-func (s *Server) receive(r io.Reader, filename string, lf *logFields) (*incoming, error) {
+// .tar.bz2) inspecting it on the way. The name in the filename must be
+// one t may publish, before a body byte is read.
+func (s *Server) receive(r io.Reader, filename string, lf *logFields, t auth.Token) (*incoming, error) {
 	lf.filename = filename
 	fn, err := condapkg.ParseFilename(filename)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.mayUpload(t, fn.Name); err != nil {
 		return nil, err
 	}
 	up, err := s.o.Store.Create()
@@ -304,7 +308,18 @@ func (s *Server) publish(r *http.Request, in *incoming, token auth.Token, arrive
 	if err := pub.authorize(); err != nil {
 		return nil, err
 	}
-	if err := s.move(pub); err != nil {
+	// Retention leaves the package alone until the answer says it is
+	// indexed; the quotas are taken before an owner is claimed.
+	defer s.o.Retention.Hold(pub.dir, pub.name)()
+	settle, err := s.reserveQuota(pub)
+	if err != nil {
+		return nil, err
+	}
+	if err = s.own(r, pub); err == nil {
+		err = s.move(pub)
+	}
+	settle(err)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.sidecar(pub); err != nil {

@@ -52,7 +52,10 @@ type Publisher struct {
 	Subdirs []string
 	// Labels, if set, are the only labels the publisher may upload to.
 	Labels []string
-	Scopes []string // upload only if empty
+	// Packages, if set, are the only package names (exact or globs) the
+	// publisher may upload.
+	Packages []string
+	Scopes   []string // upload only if empty
 	// JWKSFile, if set, holds the issuer's keys instead of discovery;
 	// CAFile, a CA bundle for a self-hosted issuer.
 	JWKSFile, CAFile string
@@ -369,7 +372,7 @@ func (p *publisher) identity(c claims) Identity {
 	}
 	return Identity{
 		Publisher: p.Name, Repository: repo, Ref: c.Ref, SHA: c.SHA, Subject: c.Subject,
-		Token:   auth.Token{Name: "oidc:" + p.Name, Scopes: scopes, Subdirs: p.Subdirs, Labels: p.Labels, Expires: time.Unix(*c.Expiry, 0)},
+		Token:   auth.Token{Name: "oidc:" + p.Name, Scopes: scopes, Subdirs: p.Subdirs, Labels: p.Labels, Packages: p.Packages, Expires: time.Unix(*c.Expiry, 0)},
 		Expires: time.Unix(*c.Expiry, 0),
 	}
 }
