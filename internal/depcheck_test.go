@@ -30,7 +30,7 @@ var allowed = map[string][]string{
 	"internal/condaversion":   nil,
 	"internal/corpus":         nil,
 	"internal/daemon": {"internal/attest", "internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/config", "internal/index",
-		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/owners", "internal/quota", "internal/repodata", "internal/retention", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
+		"internal/lifecycle", "internal/metrics", "internal/mirror", "internal/owners", "internal/proxy", "internal/quota", "internal/repodata", "internal/retention", "internal/sandbox", "internal/server", "internal/stats", "internal/store", "internal/systemd", "internal/trusted", "internal/web"},
 	"internal/form":      nil,
 	"internal/index":     nil,
 	"internal/lifecycle": {"internal/atomicfile", "internal/condapkg", "internal/patch", "internal/store"},
@@ -62,12 +62,16 @@ var allowed = map[string][]string{
 	"internal/metrics": {"github.com/prometheus/client_golang/prometheus",
 		"github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp", "internal/quota"},
 	"internal/pkgtest": {"github.com/klauspost/compress/zstd"},
+	// The proxy of upstream channels: zstd and msgpack for their index
+	// files and CEP-16 shards, as the indexer reads and writes them.
+	"internal/proxy": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5",
+		"internal/atomicfile", "internal/channel", "internal/condapkg", "internal/store"},
 	"internal/repodata": {"github.com/klauspost/compress/zstd", "github.com/vmihailenco/msgpack/v5", "golang.org/x/sys/unix",
 		"internal/atomicfile", "internal/condapkg", "internal/condaversion", "internal/index", "internal/patch", "internal/sidecar"},
 	"internal/sandbox": {"github.com/landlock-lsm/go-landlock/landlock", "github.com/landlock-lsm/go-landlock/landlock/syscall",
 		"golang.org/x/sys/unix", "kernel.org/pub/linux/libs/security/libcap/psx"},
 	"internal/server": {"internal/audit", "internal/auth", "internal/channel", "internal/condapkg", "internal/form", "internal/index",
-		"internal/attest", "internal/lifecycle", "internal/metrics", "internal/owners", "internal/patch", "internal/quota", "internal/retention", "internal/sidecar", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
+		"internal/attest", "internal/lifecycle", "internal/metrics", "internal/owners", "internal/patch", "internal/proxy", "internal/quota", "internal/retention", "internal/sidecar", "internal/stats", "internal/store", "internal/trusted", "internal/web"},
 	"internal/sidecar": {"internal/atomicfile"},
 	// Download counts: an append-only log of our own (no store
 	// dependency; chosen over go.etcd.io/bbolt by measurement).

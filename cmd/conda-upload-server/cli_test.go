@@ -94,7 +94,7 @@ func TestCLIErrorPolicy(t *testing.T) {
 		{"check-config: missing file", []string{"check-config", "--config", missing}, "", 1, []string{"no such file"}, ""},
 		{"check-config: bad trusted root", []string{"check-config", "--config", badRoot}, "", 1, []string{"attestations.trusted_root_file: trusted root"}, ""},
 		{"check-config: several problems", []string{"check-config", "--config", several}, "", 1, []string{"write_dir is not set", "port 99999 is out of range", "bad port", "must be an absolute path", "no token configured", "conda_exe: stat conda"}, ""},
-		{"admin: no call", []string{"admin"}, "", 2, []string{"no call given"}, "the calls are list, copy, move, yank, unyank, delete, retention, quotas, patch and owners"},
+		{"admin: no call", []string{"admin"}, "", 2, []string{"no call given"}, "the calls are list, copy, move, yank, unyank, delete, retention, quotas, patch, proxy and owners"},
 		{"admin: unknown call", []string{"admin", "promote", "main"}, "", 2, []string{`unknown call "promote"`}, "the calls are"},
 		{"admin: wrong arity", []string{"admin", "copy", "main", "noarch", "x-1-0.conda"}, "", 2, []string{"copy takes LABEL SUBDIR FILENAME TO"}, "run conda-upload-server admin -h"},
 		{"admin: patch without a sub-call", []string{"admin", "patch"}, "", 2, []string{"patch takes get, set or delete"}, "run conda-upload-server admin -h"},

@@ -64,14 +64,7 @@ func rattlerSolve(t *testing.T, caFile, channel string, specs ...string) ([]solv
 // back with the same sha256.
 func TestRattlerSolve(t *testing.T) {
 	needRattler(t)
-	pkgs := []string{
-		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h00ce149_0.conda",
-		"conda-build-local-channel/linux-64/stub-depends-run_exports-1.0.0-h7bf2920_0.conda",
-		"conda-build-local-channel/noarch/stub-run_exports-1.0.0-0.conda",
-		"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
-		"quetz/other-package-0.2-0.conda",
-		"conda/font-ttf-inconsolata-23.12.6-0.tar.bz2",
-	}
+	pkgs := solvePkgs
 	uploaded := map[string]string{} // filename → sha256
 	sizes := map[string]int64{}
 	for _, p := range pkgs {

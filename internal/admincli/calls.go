@@ -68,6 +68,12 @@ func calls() []call {
 		{"patch delete", "LABEL SUBDIR", "remove it", func(a []string) request {
 			return request{method: http.MethodDelete, path: path("patches", a...)}
 		}},
+		{"proxy status", "", "the upstream channels: reachable, cached packages (scope read)", func(a []string) request {
+			return request{method: http.MethodGet, path: path("proxy")}
+		}},
+		{"proxy purge", "NAME", "empty an upstream's cache (scope delete)", func(a []string) request {
+			return request{method: http.MethodPost, path: path("proxy", a[0]) + "/purge"}
+		}},
 		{"owners list", "[PACKAGE]", "owned names and their owners (scope owners)", func(a []string) request {
 			return request{method: http.MethodGet, path: path("owners", a...)}
 		}},

@@ -31,6 +31,10 @@ func TestParse(t *testing.T) {
 		{args: "patch get main linux-64", method: "GET", path: "/api/v1/patches/main/linux-64"},
 		{args: "patch set main linux-64 p.json", method: "PUT", path: "/api/v1/patches/main/linux-64", bodyFile: "p.json"},
 		{args: "patch delete main linux-64", method: "DELETE", path: "/api/v1/patches/main/linux-64"},
+		{args: "proxy status", method: "GET", path: "/api/v1/proxy"},
+		{args: "proxy purge conda-forge", method: "POST", path: "/api/v1/proxy/conda-forge/purge"},
+		{args: "proxy purge", err: "proxy purge takes NAME", usage: true},
+		{args: "proxy", err: "proxy takes status or purge", usage: true},
 		{args: "retention --dry-run", method: "GET", path: "/api/v1/retention"},
 		{args: "retention", method: "POST", path: "/api/v1/retention"},
 		{args: "quotas", method: "GET", path: "/api/v1/quotas"},
@@ -73,6 +77,7 @@ func TestUsageListsCalls(t *testing.T) {
 		"list LABEL SUBDIR", "copy LABEL SUBDIR FILENAME TO", "move LABEL SUBDIR FILENAME TO",
 		"yank LABEL SUBDIR FILENAME [REASON]", "unyank LABEL SUBDIR FILENAME", "delete LABEL SUBDIR FILENAME",
 		"patch get LABEL SUBDIR", "patch set LABEL SUBDIR FILE", "patch delete LABEL SUBDIR",
+		"proxy status", "proxy purge NAME",
 		"owners list [PACKAGE]", "owners add PACKAGE OWNER", "owners transfer PACKAGE OWNER",
 	} {
 		found := false

@@ -100,6 +100,7 @@ type Config struct {
 	Audit             AuditConfig              `toml:"audit"`
 	Mirror            MirrorConfig             `toml:"mirror"`
 	Attestations      AttestationsConfig       `toml:"attestations"`
+	Upstreams         []UpstreamConfig         `toml:"upstreams"`
 	Policy            PolicyConfig             `toml:"policy"`
 
 	// Retention, TrashRetention and the quotas bound what the channel
@@ -504,6 +505,7 @@ func (c *Config) Validate() error {
 	c.validateSandbox(add)
 	c.validateMirror(add)
 	c.validateDownloadLimits(add)
+	c.validateUpstreams(add)
 	c.validatePolicy(add)
 	c.validateRetention(add)
 	c.validateAttestations(add)

@@ -28,6 +28,9 @@ func (d *daemon) acquire() error {
 	if err := d.acquireMirror(); err != nil {
 		return err
 	}
+	if err := d.acquireUpstreams(); err != nil {
+		return err
+	}
 	if err := d.acquireListeners(); err != nil {
 		return err
 	}

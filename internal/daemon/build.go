@@ -68,6 +68,9 @@ func (d *daemon) build(ctx context.Context) error {
 	if err := d.openChannel(); err != nil {
 		return err
 	}
+	if err := d.startProxies(ctx); err != nil {
+		return err
+	}
 	policy, err := d.policyOptions()
 	if err != nil {
 		return err
@@ -284,7 +287,7 @@ func (d *daemon) channelOptions() server.ChannelOptions {
 	return server.ChannelOptions{
 		Files: d.channel, TokenDownloads: d.cfg.Download.Access == "token", Name: d.cfg.ChannelName,
 		DownloadRateWhileUploading: int64(d.cfg.Download.RateWhileUploading),
-		Pages:                      d.pages, Stats: d.stats,
+		Pages:                      d.pages, Stats: d.stats, Proxies: d.proxies,
 	}
 }
 
@@ -302,6 +305,9 @@ func (d *daemon) mirrorOptions() server.MirrorOptions {
 
 // degraded says why the server works but not fully, for /readyz.
 func (d *daemon) degraded() string {
+	if why := d.proxiesDegraded(); why != "" {
+		return why
+	}
 	if d.mirror == nil {
 		return ""
 	}

@@ -124,6 +124,15 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.ConnectTCP = append(p.ConnectTCP, endpointPort(m.Endpoint))
 		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 	}
+	for _, u := range cfg.Upstreams {
+		// The upstream's port, and 443 for the CDN hosts it may
+		// redirect to; for https, the system's CAs.
+		p.ConnectTCP = append(p.ConnectTCP, endpointPort(u.URL))
+		if len(u.RedirectHosts) > 0 {
+			p.ConnectTCP = append(p.ConnectTCP, 443)
+		}
+		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
+	}
 	slices.Sort(p.ConnectTCP)
 	p.ConnectTCP = slices.Compact(p.ConnectTCP)
 	if cfg.CondaExe != "" {

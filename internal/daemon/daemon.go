@@ -43,6 +43,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
 	"github.com/conda-upload-server/conda-upload-server/internal/mirror"
 	"github.com/conda-upload-server/conda-upload-server/internal/owners"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 	"github.com/conda-upload-server/conda-upload-server/internal/server"
@@ -105,8 +106,12 @@ type daemon struct {
 	house      *housekeeping
 	// mirrorCfg is the object-storage mirror's settings and keys, read
 	// before confinement; mirror syncs to it.
-	mirrorCfg  *mirror.Config
-	mirror     *mirror.Mirror
+	mirrorCfg *mirror.Config
+	mirror    *mirror.Mirror
+	// upstreams are the proxied channels, read before confinement;
+	// proxies serves them.
+	upstreams  []proxy.Upstream
+	proxies    map[string]*proxy.Proxy
 	metrics    *metrics.Metrics
 	srv        *server.Server
 	conns      *server.ConnLimiter

@@ -78,6 +78,20 @@ func (s *Server) authorize(r *http.Request, scope string) (auth.Token, error) {
 	return t, nil
 }
 
+// admitDownload checks a download's token, when downloads need one, and
+// takes a download slot for it.
+func (s *Server) admitDownload(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, func(), error) {
+	if s.o.Channel.TokenDownloads {
+		if err := s.authorizeRead(r); err != nil {
+			if errorOf(err).Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Basic realm="conda channel", charset="UTF-8"`)
+			}
+			return w, nil, err
+		}
+	}
+	return s.startDownload(w, r)
+}
+
 // download serves the channel's public files and listings.
 func (s *Server) download(w http.ResponseWriter, r *http.Request) (*Result, error) {
 	if !s.downloads() {

@@ -13,6 +13,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/form"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
@@ -73,11 +74,14 @@ func errorOf(err error) *Error {
 func classify(err error) (_ *Error, known bool) {
 	var e *Error
 	var mbe *http.MaxBytesError
+	var pe *proxy.Error
 	var full *quota.LabelFull
 	var daily *quota.DailyExceeded
 	switch {
 	case errors.As(err, &e):
 		return e, true
+	case errors.As(err, &pe):
+		return &Error{Status: pe.Status, Reason: reasonOf(pe.Status), Msg: pe.Msg, Err: err}, true
 	case condapkg.IsInvalid(err):
 		return &Error{Status: http.StatusBadRequest, Reason: "invalid_package", Msg: err.Error(), Err: err}, true
 	case errors.Is(err, lifecycle.ErrNoPackage) || errors.Is(err, lifecycle.ErrNoLabel) || errors.Is(err, lifecycle.ErrNoPatch):
@@ -167,6 +171,10 @@ func reasonOf(status int) string {
 		return "unavailable"
 	case http.StatusInsufficientStorage:
 		return "no_space"
+	case http.StatusBadGateway:
+		return "upstream_error"
+	case http.StatusGatewayTimeout:
+		return "upstream_timeout"
 	}
 	return "other"
 }

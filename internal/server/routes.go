@@ -128,6 +128,10 @@ func (s *Server) routes() []route {
 			http.MethodPost: s.attestations})},
 		{pattern: "/api/v1/patches/{label}/{subdir}", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.patches, http.MethodHead: s.patches, http.MethodPut: s.patches, http.MethodDelete: s.patches})},
+		{pattern: "/api/v1/proxy", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodGet: s.proxyStatus, http.MethodHead: s.proxyStatus})},
+		{pattern: "/api/v1/proxy/{name}/purge", kind: kindAdmin, methods: s.admin(map[string]handler{
+			http.MethodPost: s.proxyPurge})},
 		{pattern: "/api/v1/retention", kind: kindAdmin, methods: s.admin(map[string]handler{
 			http.MethodGet: s.retention, http.MethodHead: s.retention, http.MethodPost: s.retention})},
 		{pattern: "/api/v1/quotas", kind: kindAdmin, methods: s.admin(map[string]handler{
@@ -143,6 +147,9 @@ func (s *Server) routes() []route {
 		{pattern: "/api/oidc/mint_token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.mintToken, kindMint}}},
 		{pattern: "/_/oidc/mint-token", kind: kindMint, methods: map[string]endpoint{http.MethodPost: {s.pepMintToken, kindMint}}},
 		{pattern: "/_/oidc/audience", kind: kindMint, methods: get(s.audience, kindMint)},
+		// Upstream channels, read-only: /proxy/<name>/... (proxy.go).
+		{pattern: "/proxy/{name}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
+		{pattern: "/proxy/{name}/label/{label}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},

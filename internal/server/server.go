@@ -49,6 +49,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/index"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/metrics"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/retention"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
@@ -161,6 +162,9 @@ type ChannelOptions struct {
 	// Name is the {channel} of the quetz, prefix.dev and Artifactory
 	// upload paths; "main" if empty.
 	Name string
+	// Proxies are the upstream channels served at /proxy/<name>/, by
+	// name.
+	Proxies map[string]*proxy.Proxy
 	// DownloadRateWhileUploading, in bytes per second, is what all
 	// downloads together may send while an upload is in flight; 0 does
 	// not pace them.

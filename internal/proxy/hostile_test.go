@@ -1,0 +1,278 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+)
+
+// TestHostileUpstream: whatever an upstream sends, nothing it should not
+// gets into the cache, the client gets a precise error, and the proxy
+// goes on serving.
+func TestHostileUpstream(t *testing.T) {
+	const fn = "numpy-1.0-h0_0.conda"
+	bomb := func() []byte {
+		var buf bytes.Buffer
+		zw, _ := zstd.NewWriter(&buf)
+		zw.Write(bytes.Repeat([]byte{' '}, 32<<20))
+		zw.Close()
+		return buf.Bytes()
+	}()
+	cases := []struct {
+		name   string
+		path   string
+		hook   func(u *upstream) hookFunc
+		status int
+		reason string
+	}{
+		{"wrong sha256", "/linux-64/" + fn, func(u *upstream) hookFunc {
+			return only(fn, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+				b[len(b)-1] ^= 1
+				w.Write(b)
+			})
+		}, http.StatusBadGateway, "digest"},
+		{"wrong size", "/linux-64/" + fn, func(u *upstream) hookFunc {
+			return only(fn, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+				w.Write(append(b, 0))
+			})
+		}, http.StatusBadGateway, "digest"},
+		{"wrong sha256, upstream without shards", "/linux-64/" + fn, func(u *upstream) hookFunc {
+			return func(w http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case strings.HasSuffix(r.URL.Path, shardIndexFile):
+					http.NotFound(w, r)
+				case strings.HasSuffix(r.URL.Path, fn):
+					b, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+					b[0] ^= 1
+					w.Write(b)
+				default:
+					return false
+				}
+				return true
+			}
+		}, http.StatusBadGateway, "digest"},
+		{"zst bomb", "/linux-64/repodata.json", func(u *upstream) hookFunc {
+			return only("repodata.json.zst", func(w http.ResponseWriter, r *http.Request) {
+				w.Write(bomb)
+			})
+		}, http.StatusBadGateway, "invalid"},
+		{"redirect to an unlisted host", "/linux-64/" + fn, func(u *upstream) hookFunc {
+			return only(fn, func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "https://elsewhere.example/"+fn, http.StatusFound)
+			})
+		}, http.StatusBadGateway, "redirect"},
+		{"slow drip", "/linux-64/" + fn, func(u *upstream) hookFunc {
+			return only(fn, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+				w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+				for _, c := range b {
+					if _, err := w.Write([]byte{c}); err != nil {
+						return
+					}
+					w.(http.Flusher).Flush()
+					select {
+					case <-r.Context().Done():
+						return
+					case <-time.After(3 * time.Second):
+					}
+				}
+			})
+		}, http.StatusGatewayTimeout, "timeout"},
+		{"shard index names a missing shard", "/linux-64/SHARD:numpy", func(u *upstream) func(http.ResponseWriter, *http.Request) bool {
+			return func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasSuffix(r.URL.Path, ".msgpack.zst") || strings.Contains(r.URL.Path, "repodata_shards") {
+					return false
+				}
+				http.NotFound(w, r)
+				return true
+			}
+		}, http.StatusBadGateway, "status"},
+		{"shard changed since its index", "/linux-64/SHARD:numpy", func(u *upstream) func(http.ResponseWriter, *http.Request) bool {
+			return func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasSuffix(r.URL.Path, ".msgpack.zst") || strings.Contains(r.URL.Path, "repodata_shards") {
+					return false
+				}
+				http.ServeFile(w, r, shardFile(t, u, "scipy"))
+				return true
+			}
+		}, http.StatusBadGateway, "invalid"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			f := newFront(t, u, func(up *Upstream) { up.StallTimeout = time.Second; up.MaxIndexSize = 1 << 20 })
+			path := tc.path
+			if name, ok := strings.CutPrefix(path, "/linux-64/SHARD:"); ok {
+				path = "/linux-64/" + filepath.Base(shardFile(t, u, name))
+			}
+			u.setHook(tc.hook(u))
+			resp, b := get(t, f.srv.URL+path)
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d: %s", resp.StatusCode, tc.status, b)
+			}
+			if n := f.obs.errorsOf(tc.reason); n == 0 {
+				t.Errorf("no upstream error %q counted: %v", tc.reason, f.obs.errors)
+			}
+			if got := cachedFiles(t, f.dir); len(got) != 0 {
+				t.Errorf("cache holds %v", got)
+			}
+			if sh, _ := filepath.Glob(filepath.Join(f.dir, "shards", "*", "*")); len(sh) != 0 && strings.Contains(tc.path, "SHARD:") {
+				t.Errorf("shards cached: %v", sh)
+			}
+			// The proxy goes on serving once the upstream behaves.
+			u.setHook(func(http.ResponseWriter, *http.Request) bool { return false })
+			if resp, _ := get(t, f.srv.URL+path); resp.StatusCode != 200 {
+				t.Errorf("after the upstream recovered: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// TestHostileRecords: records whose filenames could escape, hide, or
+// claim another subdir or package are not served.
+func TestHostileRecords(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	const rd = `{"info":{"subdir":"linux-64","base_url":"https://elsewhere.example/"},"packages":{` +
+		`"../evil-1-0.tar.bz2":{"name":"evil","sha256":"` + zeros + `","size":1},` +
+		`".hidden-1-0.tar.bz2":{"name":".hidden","sha256":"` + zeros + `","size":1},` +
+		`"other-1-0.tar.bz2":{"name":"other","subdir":"win-64","sha256":"` + zeros + `","size":1},` +
+		`"liar-1-0.tar.bz2":{"name":"numpy","sha256":"` + zeros + `","size":1},` +
+		`"nosum-1-0.tar.bz2":{"name":"nosum","size":1},` +
+		`"upper-1-0.tar.bz2":{"name":"upper","SHA256":"` + zeros + `","size":1},` +
+		`"escaped-1-0.tar.bz2":{"name":"escaped","SH\u0041256":"` + zeros + `","size":1},` +
+		`"twice-1-0.tar.bz2":{"name":"twice","sha256":"` + zeros + `","size":1,"size":2},` +
+		`"good-1-0.tar.bz2":{"name":"good","sha256":"` + zeros + `","size":1}},` +
+		`"packages.conda":{"wrongext-1-0.tar.bz2":{"name":"wrongext","sha256":"` + zeros + `","size":1}},"repodata_version":1}`
+	u.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "repodata.json.zst"):
+			http.NotFound(w, r)
+		case strings.HasSuffix(r.URL.Path, "repodata.json"):
+			w.Write([]byte(rd))
+		default:
+			return false
+		}
+		return true
+	})
+	resp, b := get(t, f.srv.URL+"/linux-64/repodata.json")
+	if got := packagesOf(t, b); resp.StatusCode != 200 || len(got) != 1 || got[0] != "good-1-0.tar.bz2" {
+		t.Errorf("served %d %v, want only the good record", resp.StatusCode, got)
+	}
+	if bytes.Contains(b, []byte("elsewhere")) || !bytes.Contains(b, []byte(`"repodata_version":1`)) {
+		t.Errorf("info.base_url kept, or another key changed: %s", b)
+	}
+	if f.obs.errorsOf("invalid_record") == 0 {
+		t.Error("invalid records not counted")
+	}
+}
+
+// TestRedirectToListedHost: conda.anaconda.org sends packages to a CDN;
+// a host in redirect_hosts is followed, and the token stays home.
+func TestRedirectToListedHost(t *testing.T) {
+	u := newUpstream(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	var cdnAuth string
+	cdn := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cdnAuth = r.Header.Get("Authorization")
+		http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
+	}))
+	cdn.Listener = ln
+	cdn.StartTLS()
+	defer cdn.Close()
+	u.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, ".conda") {
+			return false
+		}
+		http.Redirect(w, r, cdn.URL+"/cdn"+r.URL.Path, http.StatusFound)
+		return true
+	})
+	f := newFront(t, u, func(up *Upstream) { up.RedirectHosts = []string{"::1"}; up.Token = "s3cret" })
+	if resp, b := get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda"); resp.StatusCode != 200 {
+		t.Fatalf("through the CDN: %d %s", resp.StatusCode, b)
+	}
+	if cdnAuth != "" {
+		t.Errorf("the CDN got the upstream's credentials: %q", cdnAuth)
+	}
+}
+
+const zeros = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// shardFile is the path of the upstream's shard of name.
+func shardFile(t *testing.T, u *upstream, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(u.root, "linux-64", shardIndexFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(u.root, "linux-64", shardNames(t, b)[name])
+}
+
+type hookFunc = func(w http.ResponseWriter, r *http.Request) bool
+
+// only answers requests whose path ends in suffix with h.
+func only(suffix string, h http.HandlerFunc) hookFunc {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, suffix) {
+			return false
+		}
+		h(w, r)
+		return true
+	}
+}
+
+// TestLargeMismatchCut: a package too large to hold back whole is
+// streamed as it arrives, and when its bytes turn out wrong the client's
+// response is cut short of its Content-Length, so that no client holds a
+// complete wrong package; nothing is cached.
+func TestLargeMismatchCut(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	u := newUpstreamWith(t, func(dir string) {
+		f, err := os.Create(filepath.Join(dir, fn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 4<<20, f)
+		f.Close()
+	})
+	f := newFront(t, u, nil)
+	good, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+	u.setHook(only(fn, func(w http.ResponseWriter, r *http.Request) {
+		b := bytes.Clone(good)
+		b[len(b)/2] ^= 1
+		w.Write(b)
+	}))
+	resp, err := http.Get(f.srv.URL + "/linux-64/" + fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || resp.ContentLength != int64(len(good)) || len(got) >= len(good) || len(got) == 0 {
+		t.Errorf("status %d, Content-Length %d, got %d of %d bytes (err %v): want a cut response", resp.StatusCode, resp.ContentLength, len(got), len(good), err)
+	}
+	if got := cachedFiles(t, f.dir); len(got) != 0 || f.obs.errorsOf("digest") != 1 {
+		t.Errorf("cache %v, digest errors %d", got, f.obs.errorsOf("digest"))
+	}
+	u.setHook(func(http.ResponseWriter, *http.Request) bool { return false })
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, good) {
+		t.Errorf("after the upstream recovered: %d, %d bytes", resp.StatusCode, len(b))
+	}
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+)
+
+// lru is the package cache's bookkeeping: each package's size and last
+// use, the latter kept as the file's mtime so that it survives restarts.
+// Only packages are evicted; index files and shards are small and are
+// never.
+type lru struct {
+	mu    sync.Mutex
+	dir   string
+	limit int64
+	total int64
+	items map[string]*lruItem
+}
+
+type lruItem struct {
+	size int64
+	used time.Time
+}
+
+// loadLRU reads the packages cached under dir, removing the temp files of
+// fetches a crash interrupted.
+func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
+	l := &lru{dir: dir, limit: limit, items: map[string]*lruItem{}}
+	for _, s := range subdirs {
+		sd := filepath.Join(dir, s)
+		if err := os.MkdirAll(sd, 0o755); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.RemoveStale(sd); err != nil {
+			return nil, err
+		}
+		entries, err := os.ReadDir(sd)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil || !fi.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			l.items[s+"/"+e.Name()] = &lruItem{size: fi.Size(), used: fi.ModTime()}
+			l.total += fi.Size()
+		}
+	}
+	return l, nil
+}
+
+// touch marks a cached package used, and reports whether it is cached.
+func (l *lru) touch(key string) bool {
+	l.mu.Lock()
+	it, ok := l.items[key]
+	if ok {
+		it.used = time.Now()
+	}
+	l.mu.Unlock()
+	if ok {
+		now := time.Now()
+		if err := os.Chtimes(filepath.Join(l.dir, key), now, now); errors.Is(err, fs.ErrNotExist) {
+			l.remove(key)
+			return false
+		}
+	}
+	return ok
+}
+
+// add records a package kept, and evicts the least recently used others
+// while the cache is over its limit.
+func (l *lru) add(key string, size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.items[key] = &lruItem{size: size, used: time.Now()}
+	l.total += size
+	for l.limit > 0 && l.total > l.limit {
+		victim := ""
+		for k, it := range l.items {
+			if k != key && (victim == "" || it.used.Before(l.items[victim].used)) {
+				victim = k
+			}
+		}
+		if victim == "" {
+			return
+		}
+		os.Remove(filepath.Join(l.dir, victim))
+		l.total -= l.items[victim].size
+		delete(l.items, victim)
+	}
+}
+
+func (l *lru) remove(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if it, ok := l.items[key]; ok {
+		l.total -= it.size
+		delete(l.items, key)
+	}
+}
+
+// stats returns how many packages are cached, and their bytes.
+func (l *lru) stats() (int, int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.items), l.total
+}
+
+// purge removes every cached package.
+func (l *lru) purge() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for k := range l.items {
+		if err := os.Remove(filepath.Join(l.dir, k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		delete(l.items, k)
+	}
+	l.total = 0
+	return errors.Join(errs...)
+}

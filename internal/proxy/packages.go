@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
+)
+
+// holdBack is how much of a package a first fetch keeps from its client
+// until the whole package is verified. The client gets every byte but
+// these as they arrive; on a mismatch its response is cut short of its
+// Content-Length, so that no client ever holds a complete wrong package,
+// and a package no larger than this gets a clean 502.
+const holdBack = 64 << 10
+
+// recheckAfter is how old the records may be before a package they do not
+// list makes the proxy ask the upstream again.
+const recheckAfter = 30 * time.Second
+
+// servePackage serves a package from the cache, or fetches it first,
+// checked against its record: from its name's shard if the upstream has
+// shards, else from repodata.json.
+func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subdir, fn, name string) error {
+	key := subdir + "/" + fn
+	path := filepath.Join(p.dir, "pkgs", subdir, fn)
+	if p.lru.touch(key) {
+		p.obs.Cache(p.up.Name, "package", true)
+		return p.serveFile(w, r, path, meta{}, false)
+	}
+	rec, ok := p.shardRecord(r.Context(), label, subdir, fn, name)
+	if !ok {
+		var err error
+		if rec, err = p.lookup(r.Context(), label, subdir, fn); err != nil {
+			return err
+		}
+	}
+	p.obs.Cache(p.up.Name, "package", false)
+	if r.Method == http.MethodHead {
+		p.packageHeaders(w, fn, rec.Size)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	var err error
+	var led bool
+	var hb *holdback
+	if r.Header.Get("Range") == "" {
+		hb = &holdback{w: w, headers: func() { p.packageHeaders(w, fn, rec.Size) }}
+	}
+	err = p.flights.do(r.Context(), key, func() error {
+		led = true
+		// Not the client's context: the fetch goes on for the cache, and
+		// for the requests waiting on it, if this client leaves.
+		return p.fetchPackage(context.WithoutCancel(r.Context()), label, subdir, fn, rec, path, hb)
+	})
+	switch {
+	case led && hb != nil && err != nil && hb.started:
+		// The client has all but the last bytes: cut its response.
+		panic(http.ErrAbortHandler)
+	case led && hb != nil && err == nil:
+		return nil
+	case err != nil:
+		return err
+	}
+	p.lru.touch(key)
+	return p.serveFile(w, r, path, meta{}, false)
+}
+
+func (p *Proxy) packageHeaders(w http.ResponseWriter, fn string, size int64) {
+	p.headers(w, fn)
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+}
+
+// lookup finds a package's record in the label's subdir's repodata,
+// asking the upstream again if the records are older than recheckAfter
+// and do not list it.
+func (p *Proxy) lookup(ctx context.Context, label, subdir, fn string) (record, error) {
+	dir := p.cacheDir(label, subdir)
+	g := indexGroupOf("repodata.json")
+	refresh := func(force bool) (meta, bool, error) {
+		m, _, fetched, err := p.fresh(ctx, dir, g.base, force, func(ctx context.Context, m meta, have bool) error {
+			return p.refreshIndex(ctx, label, subdir, dir, g, m, have)
+		})
+		return m, fetched, err
+	}
+	m, fetched, err := refresh(false)
+	if err != nil {
+		return record{}, err
+	}
+	rec, ok, err := findRecord(filepath.Join(dir, recordsFile), fn)
+	if err == nil && !ok && !fetched && time.Since(m.Checked) > recheckAfter {
+		if _, _, err = refresh(true); err == nil {
+			rec, ok, err = findRecord(filepath.Join(dir, recordsFile), fn)
+		}
+	}
+	switch {
+	case err != nil:
+		return record{}, err
+	case !ok:
+		return record{}, errNotFound
+	}
+	return rec, nil
+}
+
+// findRecord scans a records file for fn.
+func findRecord(path, fn string) (record, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return record{}, false, err
+	}
+	defer f.Close()
+	prefix := []byte(fn + " ")
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if bytes.HasPrefix(sc.Bytes(), prefix) {
+			_, rec, ok := parseRecord(sc.Text())
+			return rec, ok, nil
+		}
+	}
+	return record{}, false, sc.Err()
+}
+
+// fetchPackage fetches a package into the cache, streaming it to hb if
+// set, and keeps it only if its size and sha256 are the record's. It
+// stops if ctx ends.
+func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec record, path string, hb *holdback) error {
+	f, err := p.get(ctx, p.base.JoinPath(upstreamPath(label, subdir, fn)).String(), "")
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	if f.resp.StatusCode != http.StatusOK {
+		return f.status(fn)
+	}
+	if cl := f.resp.ContentLength; cl >= 0 && cl != rec.Size {
+		return p.mismatch(fn, "Content-Length "+strconv.FormatInt(cl, 10))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+fn+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
+	h := sha256.New()
+	dst := io.MultiWriter(tmp, h)
+	if hb != nil {
+		dst = io.MultiWriter(tmp, h, hb)
+	}
+	n, err := io.CopyBuffer(dst, f.limited(rec.Size), make([]byte, 256<<10))
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			return p.mismatch(fn, "more bytes than its size")
+		}
+		return f.readErr(err)
+	}
+	if n != rec.Size || hex.EncodeToString(h.Sum(nil)) != rec.Sha256 {
+		return p.mismatch(fn, "sha256 "+hex.EncodeToString(h.Sum(nil))+", "+strconv.FormatInt(n, 10)+" bytes")
+	}
+	// Verified: the client may have the rest while the file is made
+	// durable.
+	if hb != nil {
+		hb.flush()
+	}
+	if err := keep(tmp, path); err != nil {
+		return err
+	}
+	p.lru.add(subdir+"/"+fn, n)
+	p.reached(nil)
+	return nil
+}
+
+// mismatch is the error of a package whose bytes are not its record's.
+func (p *Proxy) mismatch(fn, got string) error {
+	p.log.Warn("the upstream sent a package that does not match its record; not cached", "file", fn, "got", got)
+	p.obs.UpstreamError(p.up.Name, "digest")
+	return &Error{Status: http.StatusBadGateway, Msg: "the package from the upstream does not match the sha256 and size of its record; nothing was cached", Err: errDigest}
+}
+
+// keep makes a verified temp file durable and puts it at path.
+func keep(tmp *os.File, path string) error {
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(path))
+}
+
+// holdback passes bytes to a client, all but the last holdBack of them
+// until flush. A client that fails is dropped; the fetch goes on for the
+// cache.
+type holdback struct {
+	w http.ResponseWriter
+	// headers sets the response's headers, before its first byte.
+	headers func()
+	pending []byte
+	started bool
+	dead    bool
+}
+
+func (h *holdback) Write(b []byte) (int, error) {
+	h.pending = append(h.pending, b...)
+	if over := len(h.pending) - holdBack; over >= holdBack {
+		h.send(h.pending[:over])
+		h.pending = append(h.pending[:0], h.pending[over:]...)
+	}
+	return len(b), nil
+}
+
+func (h *holdback) send(b []byte) {
+	if h.dead {
+		return
+	}
+	if !h.started {
+		h.headers()
+		h.w.Header().Set("X-Cache", "MISS")
+	}
+	h.started = true
+	// Flushed, so that what is sent is on its way (and what is held
+	// back is not).
+	if _, err := h.w.Write(b); err != nil {
+		h.dead = true
+		return
+	}
+	http.NewResponseController(h.w).Flush()
+}
+
+func (h *holdback) flush() {
+	h.send(h.pending)
+	h.pending = nil
+}

@@ -1,0 +1,478 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
+	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+)
+
+// upstream is a real channel, indexed by the built-in indexer, served
+// over TLS on loopback; hook, if set, may answer a request instead.
+type upstream struct {
+	root string
+	srv  *httptest.Server
+	hits sync.Map // path -> *atomic.Int64
+	hook atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+}
+
+var names = []string{"numpy", "numba", "scipy", "zlib"}
+
+func newUpstream(t testing.TB) *upstream { return newUpstreamWith(t, nil) }
+
+// newUpstreamWith lets add put more packages in linux-64 before it is
+// indexed.
+func newUpstreamWith(t testing.TB, add func(dir string)) *upstream {
+	t.Helper()
+	u := &upstream{root: t.TempDir()}
+	dir := filepath.Join(u.root, "linux-64")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if add != nil {
+		add(dir)
+	}
+	for i, n := range names {
+		s := pkgtest.Simple(n, "1.0", "h0_"+string(rune('0'+i)), "linux-64")
+		for _, ext := range []string{".conda", ".tar.bz2"} {
+			if err := os.WriteFile(filepath.Join(dir, s.Stem()+ext), pkgtest.Build(t, s, ext), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w := repodata.New(u.root, condapkg.DefaultLimits(), slog.New(slog.DiscardHandler), repodata.WithFiles(repodata.DefaultFiles()))
+	if err := w.Run(context.Background(), "linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	files := http.FileServer(http.Dir(u.root))
+	u.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := u.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		c.(*atomic.Int64).Add(1)
+		if h := u.hook.Load(); h != nil && (*h)(w, r) {
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) count(path string) int64 {
+	c, ok := u.hits.Load(path)
+	if !ok {
+		return 0
+	}
+	return c.(*atomic.Int64).Load()
+}
+
+func (u *upstream) setHook(h func(w http.ResponseWriter, r *http.Request) bool) { u.hook.Store(&h) }
+
+// recorder counts what the proxy tells its observer.
+type recorder struct {
+	mu     sync.Mutex
+	errors map[string]int
+	hits   map[string]int
+	stale  int
+}
+
+func (r *recorder) Cache(_, kind string, hit bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hit {
+		r.hits[kind]++
+	}
+}
+func (r *recorder) Fetched(string, int64) {}
+func (r *recorder) UpstreamError(_, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors[reason]++
+}
+func (r *recorder) Stale(string) { r.mu.Lock(); r.stale++; r.mu.Unlock() }
+
+func (r *recorder) errorsOf(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.errors[reason]
+}
+
+// front is the proxy behind a test server at /, the way the server's
+// /proxy/<name>/ routes call it.
+type front struct {
+	p   *Proxy
+	srv *httptest.Server
+	obs *recorder
+	dir string
+}
+
+func newFront(t *testing.T, u *upstream, edit func(*Upstream)) *front {
+	t.Helper()
+	up := Upstream{Name: "cf", URL: u.srv.URL, Subdirs: []string{"linux-64", "noarch"}, RootCAs: certPool(u.srv),
+		IndexTTL: time.Hour, FetchTimeout: 20 * time.Second, StallTimeout: 5 * time.Second, MaxIndexSize: 64 << 20}
+	if edit != nil {
+		edit(&up)
+	}
+	return startFront(t, up, t.TempDir())
+}
+
+func startFront(t *testing.T, up Upstream, dir string) *front { return startFrontB(t, up, dir) }
+
+func startFrontB(t testing.TB, up Upstream, dir string) *front {
+	t.Helper()
+	obs := &recorder{errors: map[string]int{}, hits: map[string]int{}}
+	p, err := New(up, dir, slog.New(slog.DiscardHandler), obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &front{p: p, obs: obs, dir: dir}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
+		if e, ok := err.(*Error); ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(e.Status)
+			json.NewEncoder(w).Encode(map[string]string{"error": e.Msg})
+		} else if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func certPool(s *httptest.Server) *x509.CertPool {
+	return s.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	return resp, b
+}
+
+// packagesOf lists the filenames of a repodata.json.
+func packagesOf(t *testing.T, b []byte) []string {
+	t.Helper()
+	var rd struct {
+		Packages      map[string]json.RawMessage `json:"packages"`
+		PackagesConda map[string]json.RawMessage `json:"packages.conda"`
+	}
+	if err := json.Unmarshal(b, &rd); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	var fns []string
+	for fn := range rd.Packages {
+		fns = append(fns, fn)
+	}
+	for fn := range rd.PackagesConda {
+		fns = append(fns, fn)
+	}
+	slices.Sort(fns)
+	return fns
+}
+
+func unzstd(t *testing.T, b []byte) []byte {
+	t.Helper()
+	d, _ := zstd.NewReader(nil)
+	defer d.Close()
+	out, err := d.DecodeAll(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// shardNames decodes a shard index's names and shard file names.
+func shardNames(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	var ix struct {
+		Shards map[string][]byte `msgpack:"shards"`
+	}
+	if err := msgpack.Unmarshal(unzstd(t, b), &ix); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for n, sum := range ix.Shards {
+		out[n] = hex.EncodeToString(sum) + ".msgpack.zst"
+	}
+	return out
+}
+
+func cachedFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(filepath.Join(dir, "pkgs"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, filepath.Base(p))
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out
+}
+
+func TestFilteredProxy(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.Include = []string{"num*", "scipy"}; up.Exclude = []string{"numba"} })
+	want := []string{"numpy-1.0-h0_0.conda", "numpy-1.0-h0_0.tar.bz2", "scipy-1.0-h0_2.conda", "scipy-1.0-h0_2.tar.bz2"}
+	_, js := get(t, f.srv.URL+"/linux-64/repodata.json")
+	if got := packagesOf(t, js); !slices.Equal(got, want) {
+		t.Errorf("repodata.json lists %v, want %v", got, want)
+	}
+	_, zs := get(t, f.srv.URL+"/linux-64/repodata.json.zst")
+	if !bytes.Equal(unzstd(t, zs), js) {
+		t.Error("repodata.json.zst is not repodata.json compressed")
+	}
+	_, rx := get(t, f.srv.URL+"/linux-64/run_exports.json")
+	if got := packagesOf(t, rx); !slices.Equal(got, want) {
+		t.Errorf("run_exports.json lists %v, want %v", got, want)
+	}
+	resp, six := get(t, f.srv.URL+"/linux-64/repodata_shards.msgpack.zst")
+	shards := shardNames(t, six)
+	if resp.StatusCode != 200 || len(shards) != 2 || shards["numpy"] == "" || shards["scipy"] == "" {
+		t.Fatalf("shard index: %d %v", resp.StatusCode, shards)
+	}
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+shards["numpy"]); resp.StatusCode != 200 || !bytes.Contains(unzstd(t, b), []byte("numpy-1.0-h0_0.conda")) {
+		t.Errorf("shard: %d", resp.StatusCode)
+	}
+	// An excluded package's shard and file: 404 even by exact name.
+	upresp, err := u.srv.Client().Get(u.srv.URL + "/linux-64/repodata_shards.msgpack.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upix, _ := io.ReadAll(upresp.Body)
+	upresp.Body.Close()
+	for _, path := range []string{"/linux-64/" + shardNames(t, upix)["numba"], "/linux-64/numba-1.0-h0_1.conda", "/linux-64/zlib-1.0-h0_3.tar.bz2"} {
+		if resp, _ := get(t, f.srv.URL+path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+	if n := u.count("/linux-64/numba-1.0-h0_1.conda"); n != 0 {
+		t.Errorf("an excluded package was fetched from the upstream %d times", n)
+	}
+}
+
+func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	const fn = "numpy-1.0-h0_0.conda"
+	direct, err := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			resp, b := get(t, f.srv.URL+"/linux-64/"+fn)
+			if resp.StatusCode != 200 || !bytes.Equal(b, direct) {
+				t.Errorf("status %d, %d bytes, want the upstream's %d", resp.StatusCode, len(b), len(direct))
+			}
+		})
+	}
+	wg.Wait()
+	if n := u.count("/linux-64/" + fn); n != 1 {
+		t.Errorf("the upstream was asked %d times, want once", n)
+	}
+	f.settle(t)
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) {
+		t.Errorf("cache holds %v, want exactly what was fetched", got)
+	}
+	// A restart keeps the cache; the upstream is not asked again.
+	f2 := startFront(t, f.p.up, f.dir)
+	if resp, b := get(t, f2.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) || u.count("/linux-64/"+fn) != 1 {
+		t.Errorf("after a restart: %d, asked %d times", resp.StatusCode, u.count("/linux-64/"+fn))
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond })
+	const fn = "scipy-1.0-h0_2.tar.bz2"
+	get(t, f.srv.URL+"/linux-64/repodata.json")
+	get(t, f.srv.URL+"/linux-64/"+fn)
+	u.srv.Close()
+	resp, b := get(t, f.srv.URL+"/linux-64/repodata.json")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Proxy-Stale") != "true" || !strings.HasPrefix(resp.Header.Get("Warning"), "110") || len(packagesOf(t, b)) != 8 {
+		t.Errorf("stale index: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
+		t.Errorf("cached package: %d", resp.StatusCode)
+	}
+	resp, b = get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda")
+	if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(b, []byte("cannot be reached")) {
+		t.Errorf("never-fetched package: %d %s", resp.StatusCode, b)
+	}
+	if f.p.Degraded() == "" || f.obs.stale == 0 {
+		t.Errorf("degraded %q, stale %d", f.p.Degraded(), f.obs.stale)
+	}
+}
+
+func TestStaleTempRemovedAtStart(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	tmp := filepath.Join(f.dir, "pkgs", "linux-64", ".numpy-1.0-h0_0.conda.tmp-123")
+	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startFront(t, f.p.up, f.dir)
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("a fetch's temp file survived a restart: %v", err)
+	}
+}
+
+func TestEviction(t *testing.T) {
+	u := newUpstream(t)
+	fi, _ := os.Stat(filepath.Join(u.root, "linux-64", "numpy-1.0-h0_0.conda"))
+	f := newFront(t, u, func(up *Upstream) { up.CacheSize = fi.Size()*2 + 100 })
+	for _, fn := range []string{"numpy-1.0-h0_0.conda", "scipy-1.0-h0_2.conda", "numpy-1.0-h0_0.conda", "zlib-1.0-h0_3.conda"} {
+		if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", fn, resp.StatusCode)
+		}
+		f.settle(t)
+		time.Sleep(10 * time.Millisecond) // distinct last-use times
+	}
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{"numpy-1.0-h0_0.conda", "zlib-1.0-h0_3.conda"}) {
+		t.Errorf("cache holds %v, want the two most recently used", got)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "index", "main", "linux-64", shardIndexFile)); err != nil {
+		t.Errorf("eviction removed an index file: %v", err)
+	}
+}
+
+// settle waits until no fetch is in flight: a package is renamed into
+// the cache just after its client has the last bytes.
+func (f *front) settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.p.flights.mu.Lock()
+		n := len(f.p.flights.m)
+		f.p.flights.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fetches still in flight")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestLabels: an upstream's label is a channel of its own, fetched from
+// the upstream's label/<L>/ and cached apart from its root's index.
+func TestLabels(t *testing.T) {
+	u := newUpstream(t)
+	src := filepath.Join(u.root, "linux-64")
+	dst := filepath.Join(u.root, "label", "dev", "linux-64")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	f := newFront(t, u, func(up *Upstream) { up.Include = []string{"zlib"} })
+	resp, b := get(t, f.srv.URL+"/label/dev/linux-64/repodata.json")
+	if got := packagesOf(t, b); resp.StatusCode != 200 || len(got) != 2 || u.count("/label/dev/linux-64/repodata.json.zst") != 1 {
+		t.Errorf("label index: %d %v, asked the upstream's label %d times", resp.StatusCode, got, u.count("/label/dev/linux-64/repodata.json.zst"))
+	}
+	if resp, _ := get(t, f.srv.URL+"/label/dev/linux-64/zlib-1.0-h0_3.conda"); resp.StatusCode != 200 || u.count("/label/dev/linux-64/zlib-1.0-h0_3.conda") != 1 {
+		t.Errorf("label package: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/label/Dev/linux-64/repodata.json", "/label/../linux-64/repodata.json", "/label/dev/win-64/repodata.json", "/label/dev/linux-64/.hidden"} {
+		if resp, _ := get(t, f.srv.URL+path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestMirrorSync: in mirror mode every included package is fetched ahead,
+// once, and served with the upstream gone.
+func TestMirrorSync(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.Mirror = true; up.Exclude = []string{"numba"} })
+	if err := f.p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"numpy-1.0-h0_0.conda", "numpy-1.0-h0_0.tar.bz2", "scipy-1.0-h0_2.conda", "scipy-1.0-h0_2.tar.bz2", "zlib-1.0-h0_3.conda", "zlib-1.0-h0_3.tar.bz2"}
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, want) {
+		t.Errorf("after a sync the cache holds %v, want %v", got, want)
+	}
+	if err := f.p.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.count("/linux-64/numpy-1.0-h0_0.conda"); n != 1 {
+		t.Errorf("a second sync fetched again: %d", n)
+	}
+	if st := f.p.Status(); st.LastSync == nil || st.SyncError != "" || st.CachedPackages != 6 {
+		t.Errorf("status %+v", st)
+	}
+	u.srv.Close()
+	for _, fn := range want {
+		if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
+			t.Errorf("%s with the upstream gone: %d", fn, resp.StatusCode)
+		}
+	}
+	if err := f.p.Sync(context.Background()); err == nil || f.p.Status().SyncError == "" {
+		t.Error("a sync with the upstream gone reported no error")
+	}
+}
+
+// TestRefreshServesCopyMeanwhile: while one request waits for an index
+// refresh, the others get the copy at hand rather than wait too.
+func TestRefreshServesCopyMeanwhile(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond; up.StallTimeout = 5 * time.Second })
+	get(t, f.srv.URL+"/linux-64/repodata.json")
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	u.setHook(only("repodata.json.zst", func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(arrived) })
+		<-release
+		http.NotFound(w, r)
+	}))
+	first := make(chan int)
+	go func() {
+		resp, err := http.Get(f.srv.URL + "/linux-64/repodata.json")
+		if err != nil {
+			t.Error(err)
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-arrived
+	// Had it waited, the refresh would have been cut after the stall
+	// timeout and the copy served marked stale.
+	if resp, b := get(t, f.srv.URL+"/linux-64/repodata.json"); resp.StatusCode != 200 || len(packagesOf(t, b)) != 8 || resp.Header.Get("X-Proxy-Stale") != "" {
+		t.Errorf("during the refresh: %d %v", resp.StatusCode, resp.Header)
+	}
+	close(release)
+	if st := <-first; st != 200 {
+		t.Errorf("the request that waited for the refresh: %d", st)
+	}
+}

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/conda-upload-server/conda-upload-server/internal/auth"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
+)
+
+// proxied serves /proxy/<name>/<subdir>/<file> and
+// /proxy/<name>/label/<label>/<subdir>/<file>: an upstream channel,
+// read-only, under the local channel's access rules (a token with the
+// read scope when downloads need one, the /t/<token>/ form) and download
+// slots. Any other method is a 405 from the route table.
+func (s *Server) proxied(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	p, ok := s.o.Channel.Proxies[r.PathValue("name")]
+	if !s.downloads() || !ok {
+		return nil, newError(http.StatusNotFound, "not found: no upstream channel of that name")
+	}
+	w, release, err := s.admitDownload(w, r)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rel := strings.TrimPrefix(r.URL.Path, "/proxy/"+p.Name()+"/")
+	if err := p.Serve(w, r, rel); err != nil {
+		return nil, err
+	}
+	return handled, nil
+}
+
+// proxyStatus lists the upstreams, whether each can be reached, and
+// what their caches hold (scope read).
+func (s *Server) proxyStatus(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	if _, err := s.authorize(r, auth.ScopeRead); err != nil {
+		return nil, err
+	}
+	list := []proxy.Status{}
+	for _, name := range slices.Sorted(maps.Keys(s.o.Channel.Proxies)) {
+		list = append(list, s.o.Channel.Proxies[name].Status())
+	}
+	return &Result{Status: http.StatusOK, Body: map[string]any{"upstreams": list}}, nil
+}
+
+// proxyPurge empties an upstream's cache (scope delete).
+func (s *Server) proxyPurge(w http.ResponseWriter, r *http.Request) (*Result, error) {
+	if _, err := s.authorize(r, auth.ScopeDelete); err != nil {
+		return nil, err
+	}
+	p, ok := s.o.Channel.Proxies[r.PathValue("name")]
+	if !ok {
+		return nil, newError(http.StatusNotFound, "not found: no upstream channel of that name")
+	}
+	if err := p.Purge(); err != nil {
+		return nil, err
+	}
+	return &Result{Status: http.StatusOK, Body: map[string]any{"purged": p.Name()}}, nil
+}
