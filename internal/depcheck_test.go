@@ -48,7 +48,7 @@ var allowed = map[string][]string{
 	// verifier (chain, log inclusion, timestamps) that PyPI's and
 	// prefix.dev's checks rest on; writing our own would be the risk.
 	"internal/attest": {"github.com/sigstore/sigstore-go/pkg/bundle", "github.com/sigstore/sigstore-go/pkg/fulcio/certificate",
-		"github.com/sigstore/sigstore-go/pkg/root", "github.com/sigstore/sigstore-go/pkg/verify"},
+		"github.com/sigstore/sigstore-go/pkg/root", "github.com/sigstore/sigstore-go/pkg/verify", "internal/sidecar"},
 	// A test-only offline Sigstore (the test imports of internal/attest
 	// before): imported by tests alone.
 	"internal/attest/attesttest": {"github.com/google/certificate-transparency-go", "github.com/google/certificate-transparency-go/tls",

@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest/attesttest"
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/corpus"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
@@ -58,6 +60,8 @@ func hostilePackage(t *testing.T, version string) []byte {
 // browserChannel lays out the real corpus and the hostile package (in
 // main and label dev, one version yanked in main) for the server to
 // index at its start.
+const browserSigner = "https://github.com/evil/pkg/.github/workflows/release.yml@refs/tags/v6.6.6"
+
 func browserChannel(t *testing.T, root string) {
 	for _, p := range corpus.Load(t, "pkgs") {
 		b, err := os.ReadFile(p.Path())
@@ -75,6 +79,14 @@ func browserChannel(t *testing.T, root string) {
 		os.MkdirAll(filepath.Join(root, dir), 0o755)
 		for _, v := range []string{"6.6.5", "6.6.6"} {
 			os.WriteFile(filepath.Join(root, dir, "evil-pkg-"+v+"-h0_0.conda"), hostilePackage(t, v), 0o644)
+		}
+	}
+	// An attested build: the page shows its signers as text.
+	sig, evil := attesttest.New(t), "evil-pkg-6.6.6-h0_0.conda"
+	for _, san := range []string{browserSigner, "javascript:alert(1)"} {
+		b := sig.Sign(t, attesttest.Statement(t, evil, strings.Repeat("0", 64), "", nil), attesttest.Signing{SAN: san, Issuer: "https://token.actions.githubusercontent.com"})
+		if _, err := sidecar.Add(filepath.Join(root, "linux-64", evil), b); err != nil {
+			t.Fatal(err)
 		}
 	}
 	st, err := store.Open(root)
@@ -129,7 +141,7 @@ func TestBrowser(t *testing.T) {
 	for _, tc := range []struct{ page, want string }{
 		{"home", "Recent uploads"}, {"home", "evil-pkg"}, {"home-nojs", "Recent uploads"},
 		{"search", "mock"}, {"package", install}, {"package-nojs", install}, {"package", "Versions and platforms"},
-		{"hostile", "yanked in main"}, {"hostile", "broken <b>build</b>"}, {"hostile", `python >=3<script>alert(4)</script>`},
+		{"hostile", "attested by\n" + browserSigner}, {"hostile", "no attestation"}, {"hostile", "yanked in main"}, {"hostile", "broken <b>build</b>"}, {"hostile", `python >=3<script>alert(4)</script>`},
 		{"label", "Label dev"}, {"subdir", "repodata.json"},
 	} {
 		if !strings.Contains(report[tc.page].Text, tc.want) {

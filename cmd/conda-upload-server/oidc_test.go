@@ -24,7 +24,8 @@ import (
 // the issuer's port (and only it), and a CI job's ID token must mint a
 // token that uploads, both with curl as a workflow would use it. The
 // job's attestation, signed as its workflow, is verified against the
-// trusted root the sandbox lets the server read; another is refused.
+// trusted root the sandbox lets the server read; another is refused. The
+// package's page names the workflow that signed the attested build.
 func TestTrustedPublishingConfined(t *testing.T) {
 	testneed.Root(t)
 	testneed.Tool(t, "curl", "curl")
@@ -56,6 +57,8 @@ ca_file = %q
 [attestations]
 trusted_root_file = %q
 channel_url = "https://conda.example.org/recipes"
+[download]
+enabled = true
 [sandbox]
 landlock = "enforce"
 `, root, port, cert, key, is.URL, ca, trustedRoot))
@@ -89,11 +92,12 @@ landlock = "enforce"
 	data, _ := os.ReadFile(pkg)
 	sum := sha256.Sum256(data)
 	statement := attesttest.Statement(t, filepath.Base(pkg), hex.EncodeToString(sum[:]), "https://conda.example.org/recipes", nil)
+	workflow := "https://github.com/" + oidctest.GitHubClaims(is.URL, time.Now())["job_workflow_ref"].(string)
 	for _, tt := range []struct {
 		san, want string
 	}{
 		{"https://github.com/myorg/recipes/.github/workflows/pr.yml@refs/heads/main", "400"},
-		{"https://github.com/" + oidctest.GitHubClaims(is.URL, time.Now())["job_workflow_ref"].(string), "201"},
+		{workflow, "201"},
 	} {
 		bundle := filepath.Join(t.TempDir(), "bundle.json")
 		os.WriteFile(bundle, sig.Sign(t, statement, attesttest.Signing{SAN: tt.san, Issuer: is.URL}), 0o644)
@@ -104,8 +108,37 @@ landlock = "enforce"
 			t.Errorf("attested upload signed by %s: %s %s; sidecar: %v", tt.san, code, res, err)
 		}
 	}
+	// A build without one, for the package's page.
+	if code, res := curl("-H", "Authorization: Bearer "+tok, "-F", "artifact=@"+corpusFile("conda/test-package-1.0.0-0.tar.bz2"), p.url); code != "201" {
+		t.Errorf("plain upload: %s %s", code, res)
+	}
+	attestedOnPage(t, p, workflow)
 	audit := p.stderr.String()
 	if !strings.Contains(audit, "token=oidc:gh-recipes") || strings.Contains(audit, tok) {
 		t.Error("the log does not name the publisher, or holds the token")
+	}
+}
+
+// attestedOnPage checks test-package's page: the attested build names
+// the workflow as its signer, the other build has no attestation, and
+// the page says the server verified them.
+func attestedOnPage(t *testing.T, p *proc, workflow string) {
+	t.Helper()
+	code, _, page := fetch(t, p, "GET", "packages/test-package", "Accept", "text/html")
+	if code != 200 {
+		t.Fatalf("package page: %d %s", code, page)
+	}
+	for fn, want := range map[string]string{
+		"test-package-0.1-0.tar.bz2":   `attested by<ul class="signers"><li><code class="signer">` + workflow + "</code>",
+		"test-package-1.0.0-0.tar.bz2": "no attestation",
+	} {
+		// The row: from the file's link to the end of its row.
+		_, row, _ := strings.Cut(page, "/"+fn+`"`)
+		if row, _, _ = strings.Cut(row, "</tr>"); !strings.Contains(row, want) {
+			t.Errorf("the page's row of %s lacks %q:\n%s", fn, want, row)
+		}
+	}
+	if !strings.Contains(page, "This server verified each attestation when it accepted it") {
+		t.Error("the page does not say the attestations were verified")
 	}
 }

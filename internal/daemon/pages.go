@@ -3,6 +3,7 @@ package daemon
 import (
 	"path/filepath"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest"
 	"github.com/conda-upload-server/conda-upload-server/internal/owners"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/web"
@@ -37,6 +38,21 @@ func (d *daemon) openPages(own *owners.Store) error {
 		return nil
 	}
 	d.pages, err = web.New(web.Options{Source: d.writer, Stats: d.stats, Yanks: d.lifecycle.YankReasons, Owners: own.Of,
+		AttestMode: d.cfg.AttestMode(), Signers: d.signers,
 		Private: d.cfg.Download.Access == "token", Version: d.o.Version, Logger: d.log})
 	return err
+}
+
+// signers names who signed each attestation of a package on a page, as
+// the admin list does. A sidecar that cannot be read names no one: the
+// page still says the file is attested.
+func (d *daemon) signers(dir, filename string) []string {
+	st, err := attest.ReadStored(filepath.Join(d.writeDir, dir, filename))
+	if err != nil {
+		d.log.Warn("page: read attestations", "dir", dir, "filename", filename, "err", err)
+	}
+	if st == nil {
+		return nil
+	}
+	return st.Signers
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -154,18 +153,10 @@ func (s *Server) attestations(w http.ResponseWriter, r *http.Request) (*Result, 
 	return s.indexed(r.Context(), res, dir)
 }
 
-// listedFile is a file of the admin list, with its attestations.
+// listedFile is a file of the admin list, with its current sidecar.
 type listedFile struct {
 	lifecycle.File
-	Attestations *attested `json:"attestations,omitempty"`
-}
-
-// attested is a package's current sidecar: its digest (the record's
-// attestations_sha256), and who each attestation's certificate names,
-// in order ("" where it names none).
-type attested struct {
-	SHA256  string   `json:"sha256"`
-	Signers []string `json:"signers"`
+	Attestations *attest.Stored `json:"attestations,omitempty"`
 }
 
 // withAttestations adds each file's attestations to a listing.
@@ -173,27 +164,13 @@ func (s *Server) withAttestations(label, subdir string, files []lifecycle.File) 
 	out := make([]listedFile, 0, len(files))
 	dir := filepath.Join(s.o.Store.Root(), store.Dir(label, subdir))
 	for _, f := range files {
-		lf := listedFile{File: f}
-		b, err := os.ReadFile(filepath.Join(dir, f.Filename+sidecar.Suffix))
-		if err != nil && !os.IsNotExist(err) {
+		st, err := attest.ReadStored(filepath.Join(dir, f.Filename))
+		if err != nil {
 			return nil, err
 		}
-		if err == nil {
-			lf.Attestations = &attested{SHA256: sidecar.Digest(b), Signers: signersIn(b)}
-		}
-		out = append(out, lf)
+		out = append(out, listedFile{File: f, Attestations: st})
 	}
 	return out, nil
-}
-
-func signersIn(sidecarJSON []byte) []string {
-	elems, _ := sidecar.Elements(sidecarJSON)
-	out := []string{}
-	for _, e := range elems {
-		id, _ := attest.SignerOf(e)
-		out = append(out, id.SAN)
-	}
-	return out
 }
 
 // readAttestation reads an upload's attestation part or field: one JSON

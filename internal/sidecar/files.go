@@ -121,15 +121,25 @@ func merge(pkgPath string, bundles [][]byte) (Published, error) {
 // Current returns the digest of the package's current sidecar, and false
 // when it has none: what the record's attestations_sha256 must be.
 func Current(pkgPath string) (string, bool, error) {
-	b, err := readLimited(pkgPath + Suffix)
-	// A file name too long for a sidecar name has none.
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENAMETOOLONG) {
-		return "", false, nil
-	}
-	if err != nil {
+	b, ok, err := Read(pkgPath)
+	if !ok || err != nil {
 		return "", false, err
 	}
 	return Digest(b), true, nil
+}
+
+// Read returns the bytes of the package's current sidecar, <file>.sigs,
+// reading at most MaxSize, and false when it has none.
+func Read(pkgPath string) ([]byte, bool, error) {
+	b, err := readLimited(pkgPath + Suffix)
+	// A file name too long for a sidecar name has none.
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENAMETOOLONG) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return b, true, nil
 }
 
 // Paths returns the sidecar files of the package at pkgPath (the mutable

@@ -28,6 +28,7 @@ type pkgData struct {
 	Downloads                   uint64
 	DownloadsCounted, HasYanked bool
 	ChannelURL                  string
+	AttestMode                  string
 }
 
 // about is what the package says about itself, clipped, with links that
@@ -54,6 +55,13 @@ type fileDetail struct {
 	Downloads   uint64
 	BuildHref   string
 	Chosen      bool
+	// Attested says the record names a sidecar; Signers are the distinct
+	// identities its attestations' certificates name, clipped, at most
+	// maxSigners ("" for a certificate that names none), and MoreSigners
+	// how many others there are.
+	Attested    bool
+	Signers     []string
+	MoreSigners int
 }
 
 // build is the chosen build's dependencies.
@@ -95,7 +103,7 @@ func (rq *request) pkg(w http.ResponseWriter, name string) error {
 	}
 	slices.SortFunc(labels, labelOrder)
 	d := pkgData{Name: name, Label: label, Labels: labels, DownloadsCounted: rq.u.o.Stats != nil,
-		ChannelURL: rq.channelURL(label)}
+		ChannelURL: rq.channelURL(label), AttestMode: rq.u.o.AttestMode}
 	rows := rq.fileDetails(files)
 	d.Latest, d.Versions, d.Platforms, d.Grid = grid(rows)
 	d.About = rq.about(rows)
@@ -290,7 +298,8 @@ func specs(in []string) []string {
 	return out
 }
 
-// hashes fills in the shown rows' digests from their records.
+// hashes fills in the shown rows' digests and attestations from their
+// records.
 func (rq *request) hashes(rows []fileDetail) {
 	for i, r := range rows {
 		p, ok := rq.u.o.Source.Lookup(dirPath(r.Label, r.Subdir), r.Filename)
@@ -300,5 +309,47 @@ func (rq *request) hashes(rows []fileDetail) {
 		var rec record
 		json.Unmarshal(p.Record, &rec)
 		rows[i].SHA256, rows[i].MD5 = clip(rec.SHA256, 64), clip(rec.MD5, 32)
+		if label, ok := rq.attestedIn(r); ok {
+			rows[i].Attested = true
+			rq.signers(&rows[i], label)
+		}
 	}
+}
+
+// attestedIn returns a label whose record of the row's file names a
+// sidecar (attestations_sha256), from memory. A file in several labels
+// is one row, and may have been attested in one of them only.
+func (rq *request) attestedIn(r fileDetail) (string, bool) {
+	for _, l := range r.Labels {
+		var rec struct {
+			Attest string `json:"attestations_sha256"`
+		}
+		p, ok := rq.u.o.Source.Lookup(dirPath(l, r.Subdir), r.Filename)
+		if ok && json.Unmarshal(p.Record, &rec) == nil && rec.Attest != "" {
+			return l, true
+		}
+	}
+	return "", false
+}
+
+// maxSigners bounds the identities shown for one file: a sidecar of
+// sidecar.MaxSize holds a hundred or more attestations.
+const maxSigners = 10
+
+// signers reads who signed a shown file's attestations. Their identities
+// are certificate SANs the uploader chose, so hostile like the rest of
+// the metadata: clipped, and shown as text, never as links.
+func (rq *request) signers(r *fileDetail, label string) {
+	if rq.u.o.Signers == nil {
+		return
+	}
+	var seen []string
+	for _, s := range rq.u.o.Signers(dirPath(label, r.Subdir), r.Filename) {
+		if s = clip(s, maxText); slices.Contains(seen, s) {
+			continue
+		}
+		seen = append(seen, s)
+	}
+	r.Signers = seen[:min(len(seen), maxSigners)]
+	r.MoreSigners = len(seen) - len(r.Signers)
 }

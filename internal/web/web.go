@@ -55,6 +55,16 @@ type Options struct {
 	// Owners, if not nil, returns the owners of a package name: token
 	// names and "oidc:<publisher>", never a token.
 	Owners func(name string) []string
+	// AttestMode is what the server does with attestations ([attestations]
+	// verify): "verify", each verified when accepted; "store", kept as
+	// sent; "off", none accepted. The package page says which, since a
+	// stored attestation proves nothing unless it was verified.
+	AttestMode string
+	// Signers, if not nil, returns who each attestation of filename in dir
+	// (below the channel root) names, in order, from its <file>.sigs. It is
+	// called only for the files a page shows whose record names a sidecar,
+	// so a page reads at most one bounded file per row.
+	Signers func(dir, filename string) []string
 	// BaseURL is the channel's public URL (https://host[:port]), for
 	// install commands; if empty, it is taken from the request.
 	BaseURL string

@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/attest"
+	"github.com/conda-upload-server/conda-upload-server/internal/attest/attesttest"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/corpus"
 	"github.com/conda-upload-server/conda-upload-server/internal/lifecycle"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
@@ -313,4 +316,85 @@ func TestCountsShown(t *testing.T) {
 	if a.Total != 4 || len(a.Days) != 7 {
 		t.Errorf("stats of the file: %s", js)
 	}
+}
+
+// TestAttestationsShown: a file whose record names a sidecar shows who
+// signed its attestations, read from its real sidecar for the rows shown
+// only, as text, clipped, each signer once; the other files say they
+// have none, and the page says the server verifies.
+func TestAttestationsShown(t *testing.T) {
+	root, x, _ := testChannel(t)
+	sig := attesttest.New(t)
+	const issuer = "https://token.actions.githubusercontent.com"
+	workflow := "https://github.com/o/r/.github/workflows/release.yml@refs/tags/v1"
+	long := "https://example.org/" + strings.Repeat("a", 400)
+	statement := attesttest.Statement(t, hostileFile, strings.Repeat("0", 64), "", nil)
+	// In dev only: the file's row (it is in main and dev, main first) is
+	// attested.
+	pkg := filepath.Join(root, "label", "dev", "linux-64", hostileFile)
+	for _, b := range [][]byte{
+		sig.Sign(t, statement, attesttest.Signing{SAN: workflow, Issuer: issuer}),
+		sig.Sign(t, statement, attesttest.Signing{SAN: "javascript:alert(1)", Issuer: issuer}),
+		sig.Sign(t, statement, attesttest.Signing{SAN: long, Issuer: issuer}),
+		sig.Sign(t, statement, attesttest.Signing{SAN: workflow, Issuer: issuer}),
+		[]byte(`{"not": "a bundle"}`),
+	} {
+		if _, err := sidecar.Add(pkg, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.Run(context.Background(), "label/dev/linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	var reads []string
+	ui, err := New(Options{Source: x, AttestMode: "verify", Signers: func(dir, fn string) []string {
+		reads = append(reads, dir+"/"+fn)
+		st, err := attest.ReadStored(filepath.Join(root, dir, fn))
+		if err != nil || st == nil {
+			t.Errorf("read the sidecar of %s/%s: %v", dir, fn, err)
+			return nil
+		}
+		return st.Signers
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	if err := ui.Serve(w, httptest.NewRequest(http.MethodGet, "/packages/"+hostileName, nil), Access{}); err != nil {
+		t.Fatal(err)
+	}
+	page := w.Body.String()
+	row := rowOf(page, hostileFile)
+	for _, want := range []string{
+		`attested by<ul class="signers"><li><code class="signer">` + workflow + "</code>",
+		`<code class="signer">javascript:alert(1)</code>`,
+		`<code class="signer">` + long[:maxText] + "…</code>",
+		"a certificate that names no one",
+	} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the row of %s lacks %q:\n%s", hostileFile, want, row)
+		}
+	}
+	if strings.Count(row, workflow) != 1 || strings.Contains(row, long) || strings.Contains(row, `href="javascript`) {
+		t.Errorf("the row of %s shows a signer twice, unclipped, or as a link:\n%s", hostileFile, row)
+	}
+	if row := rowOf(page, yankedFile); !strings.Contains(row, "no attestation") {
+		t.Errorf("the row of %s does not say it has no attestation:\n%s", yankedFile, row)
+	}
+	if len(reads) != 1 || reads[0] != "label/dev/linux-64/"+hostileFile {
+		t.Errorf("sidecars read: %q, want the attested file's alone", reads)
+	}
+	if !strings.Contains(page, "This server verified each attestation when it accepted it") {
+		t.Error("the page does not say the server verifies attestations")
+	}
+}
+
+// rowOf returns the row of a page's files table that links to filename.
+func rowOf(page, filename string) string {
+	for _, row := range strings.Split(page, "<tr") {
+		if strings.Contains(row, "/"+filename+`"`) {
+			return row
+		}
+	}
+	return ""
 }
