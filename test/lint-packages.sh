@@ -44,7 +44,7 @@ done
 # The manual: every page of docs/ in both, and marked %doc in the rpm
 # (nfpm.yaml names the rpm's pages one by one).
 rpmdocs=$(rpm -qp --docfiles "$rpm")
-for page in docs/*.md; do
+for page in docs/*.md docs/img/*; do
 	f=/usr/share/doc/conda-upload-server/$page
 	grep -qx "$f" <<<"$rpmdocs" || { echo "rpm lacks $f as %doc: add it to nfpm.yaml" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
