@@ -222,6 +222,13 @@ type holdback struct {
 }
 
 func (h *holdback) Write(b []byte) (int, error) {
+	if len(b) >= holdBack {
+		// The held bytes and all of b but its last holdBack go out,
+		// sent from where they are rather than copied into pending.
+		h.send(h.pending, b[:len(b)-holdBack])
+		h.pending = append(h.pending[:0], b[len(b)-holdBack:]...)
+		return len(b), nil
+	}
 	h.pending = append(h.pending, b...)
 	if over := len(h.pending) - holdBack; over >= holdBack {
 		h.send(h.pending[:over])
@@ -230,7 +237,7 @@ func (h *holdback) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (h *holdback) send(b []byte) {
+func (h *holdback) send(bs ...[]byte) {
 	if h.dead {
 		return
 	}
@@ -239,12 +246,14 @@ func (h *holdback) send(b []byte) {
 		h.w.Header().Set("X-Cache", "MISS")
 	}
 	h.started = true
+	for _, b := range bs {
+		if _, err := h.w.Write(b); err != nil {
+			h.dead = true
+			return
+		}
+	}
 	// Flushed, so that what is sent is on its way (and what is held
 	// back is not).
-	if _, err := h.w.Write(b); err != nil {
-		h.dead = true
-		return
-	}
 	http.NewResponseController(h.w).Flush()
 }
 
