@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -42,8 +43,13 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	key := subdir + "/" + fn
 	path := filepath.Join(p.dir, "pkgs", subdir, fn)
 	if p.lru.touch(key) {
-		p.obs.Cache(p.up.Name, "package", true)
-		return p.serveFile(w, r, path, meta{}, false)
+		err := p.serveFile(w, r, path, meta{}, false)
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.obs.Cache(p.up.Name, "package", true)
+			return err
+		}
+		// Removed behind the proxy's back: fetched again.
+		p.lru.remove(key)
 	}
 	rec, ok := p.shardRecord(r.Context(), label, subdir, fn, name)
 	if !ok {

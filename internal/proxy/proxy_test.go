@@ -311,6 +311,60 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	}
 }
 
+// A cached package removed from the disk behind the proxy's back is
+// fetched again, not answered with an error.
+func TestCachedPackageRemovedIsFetchedAgain(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	const fn = "numpy-1.0-h0_0.conda"
+	direct, err := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) {
+			t.Fatalf("status %d, %d bytes", resp.StatusCode, len(b))
+		}
+		f.settle(t)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "pkgs", "linux-64", fn)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) {
+		t.Errorf("after the file was removed: status %d, %d bytes", resp.StatusCode, len(b))
+	}
+	f.settle(t)
+	if n := u.count("/linux-64/" + fn); n != 2 {
+		t.Errorf("the upstream was asked %d times, want twice", n)
+	}
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) {
+		t.Errorf("cache holds %v, want the package fetched again", got)
+	}
+}
+
+// Hits on a cached package keep its validators, so that a client's
+// conditional request gets a 304: the last use is written to the file's
+// mtime at most once a minute, not on every request.
+func TestCachedPackageValidatorsStable(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	url := f.srv.URL + "/linux-64/numpy-1.0-h0_0.conda"
+	get(t, url)
+	f.settle(t)
+	first, _ := get(t, url)
+	etag := first.Header.Get("ETag")
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("If-None-Match", etag)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified || etag == "" {
+		t.Errorf("If-None-Match %s on a hit: %d (ETag now %s), want 304", etag, resp.StatusCode, resp.Header.Get("ETag"))
+	}
+}
+
 func TestUpstreamDown(t *testing.T) {
 	u := newUpstream(t)
 	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond })
