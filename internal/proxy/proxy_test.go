@@ -85,6 +85,16 @@ func (u *upstream) count(path string) int64 {
 	return c.(*atomic.Int64).Load()
 }
 
+// file is the bytes the upstream serves at rel.
+func (u *upstream) file(t *testing.T, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(u.root, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func (u *upstream) setHook(h func(w http.ResponseWriter, r *http.Request) bool) { u.hook.Store(&h) }
 
 // recorder counts what the proxy tells its observer.
@@ -283,10 +293,7 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	u := newUpstream(t)
 	f := newFront(t, u, nil)
 	const fn = "numpy-1.0-h0_0.conda"
-	direct, err := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct := u.file(t, "linux-64/"+fn)
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Go(func() {
@@ -317,10 +324,7 @@ func TestCachedPackageRemovedIsFetchedAgain(t *testing.T) {
 	u := newUpstream(t)
 	f := newFront(t, u, nil)
 	const fn = "numpy-1.0-h0_0.conda"
-	direct, err := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct := u.file(t, "linux-64/"+fn)
 	for range 2 {
 		if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) {
 			t.Fatalf("status %d, %d bytes", resp.StatusCode, len(b))
