@@ -228,9 +228,10 @@ type holdback struct {
 }
 
 func (h *holdback) Write(b []byte) (int, error) {
-	if len(b) >= holdBack {
+	if len(b) > holdBack {
 		// The held bytes and all of b but its last holdBack go out,
 		// sent from where they are rather than copied into pending.
+		// (A package of holdBack bytes sends nothing before its check.)
 		h.send(h.pending, b[:len(b)-holdBack])
 		h.pending = append(h.pending[:0], b[len(b)-holdBack:]...)
 		return len(b), nil

@@ -534,3 +534,42 @@ func TestRefreshServesCopyMeanwhile(t *testing.T) {
 		t.Errorf("the request that waited for the refresh: %d", st)
 	}
 }
+
+// A first fetch sends nothing of a package no larger than holdBack before
+// it is verified (so a mismatch is a clean 502), and all but the last
+// holdBack bytes of a larger one, whatever the sizes of the writes.
+func TestHoldback(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []int
+		sent   int
+	}{
+		{"one write under holdBack", []int{holdBack - 1}, 0},
+		{"one write of holdBack", []int{holdBack}, 0},
+		{"one write over holdBack", []int{holdBack + 1}, 1},
+		{"small writes", []int{16 << 10, 16 << 10, 16 << 10, 16 << 10, 16 << 10}, 0},
+		{"small writes past twice holdBack", slices.Repeat([]int{16 << 10}, 9), holdBack},
+		{"large writes", []int{256 << 10, 256 << 10, 100}, 512<<10 - holdBack},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h := &holdback{w: rec, headers: func() {}}
+			var all []byte
+			for i, n := range tc.writes {
+				b := bytes.Repeat([]byte{byte('a' + i)}, n)
+				all = append(all, b...)
+				h.Write(b)
+			}
+			if got := rec.Body.Len(); got != tc.sent || (tc.sent == 0 && h.started) || len(all)-got < min(holdBack, len(all)) {
+				t.Errorf("before the check: %d bytes sent (started %v), want %d, and at least the last %d held", got, h.started, tc.sent, holdBack)
+			}
+			if !bytes.Equal(rec.Body.Bytes(), all[:rec.Body.Len()]) {
+				t.Errorf("the bytes sent are not the package's first bytes")
+			}
+			h.flush()
+			if !bytes.Equal(rec.Body.Bytes(), all) {
+				t.Errorf("after flush: %d bytes, want the %d written", rec.Body.Len(), len(all))
+			}
+		})
+	}
+}
