@@ -27,7 +27,14 @@ type lru struct {
 type lruItem struct {
 	size int64
 	used time.Time
+	// stamped is when used was last written to the file's mtime.
+	stamped time.Time
 }
+
+// stampEvery is how often a use of a package is written to its file's
+// mtime: order across a restart needs no finer grain, and a write per
+// request was a metadata update (and a new ETag) on every cache hit.
+const stampEvery = time.Minute
 
 // loadLRU reads the packages cached under dir, removing the temp files of
 // fetches a crash interrupted.
@@ -50,7 +57,7 @@ func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
 			if err != nil || !fi.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 				continue
 			}
-			l.items[s+"/"+e.Name()] = &lruItem{size: fi.Size(), used: fi.ModTime()}
+			l.items[s+"/"+e.Name()] = &lruItem{size: fi.Size(), used: fi.ModTime(), stamped: fi.ModTime()}
 			l.total += fi.Size()
 		}
 	}
@@ -58,15 +65,26 @@ func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
 }
 
 // touch marks a cached package used, and reports whether it is cached.
-func (l *lru) touch(key string) bool {
+// The file may still have gone, unless touch wrote its mtime: the caller
+// that finds it missing removes it.
+func (l *lru) touch(key string) bool { return l.use(key, false) }
+
+// check is touch that always writes the mtime, and so finds a file gone.
+func (l *lru) check(key string) bool { return l.use(key, true) }
+
+func (l *lru) use(key string, always bool) bool {
+	now := time.Now()
 	l.mu.Lock()
 	it, ok := l.items[key]
+	stamp := ok && (always || now.Sub(it.stamped) >= stampEvery)
 	if ok {
-		it.used = time.Now()
+		it.used = now
+	}
+	if stamp {
+		it.stamped = now
 	}
 	l.mu.Unlock()
-	if ok {
-		now := time.Now()
+	if stamp {
 		if err := os.Chtimes(filepath.Join(l.dir, key), now, now); errors.Is(err, fs.ErrNotExist) {
 			l.remove(key)
 			return false
@@ -80,7 +98,8 @@ func (l *lru) touch(key string) bool {
 func (l *lru) add(key string, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.items[key] = &lruItem{size: size, used: time.Now()}
+	now := time.Now()
+	l.items[key] = &lruItem{size: size, used: now, stamped: now}
 	l.total += size
 	for l.limit > 0 && l.total > l.limit {
 		victim := ""

@@ -80,7 +80,7 @@ func (p *Proxy) syncSubdir(ctx context.Context, subdir string) (int, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() && ctx.Err() == nil {
 		fn, rec, ok := parseRecord(sc.Text())
-		if !ok || p.lru.touch(subdir+"/"+fn) {
+		if !ok || p.lru.check(subdir+"/"+fn) {
 			continue
 		}
 		path := filepath.Join(p.dir, "pkgs", subdir, fn)

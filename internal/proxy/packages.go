@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,6 +29,13 @@ const holdBack = 64 << 10
 // list makes the proxy ask the upstream again.
 const recheckAfter = 30 * time.Second
 
+// aheadSize and aheadDepth are the buffers of a first fetch's read-ahead
+// (copyAhead): 1 MiB in flight per fetch.
+const (
+	aheadSize  = 256 << 10
+	aheadDepth = 4
+)
+
 // servePackage serves a package from the cache, or fetches it first,
 // checked against its record: from its name's shard if the upstream has
 // shards, else from repodata.json.
@@ -35,8 +43,13 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	key := subdir + "/" + fn
 	path := filepath.Join(p.dir, "pkgs", subdir, fn)
 	if p.lru.touch(key) {
-		p.obs.Cache(p.up.Name, "package", true)
-		return p.serveFile(w, r, path, meta{}, false)
+		err := p.serveFile(w, r, path, meta{}, false)
+		if !errors.Is(err, fs.ErrNotExist) {
+			p.obs.Cache(p.up.Name, "package", true)
+			return err
+		}
+		// Removed behind the proxy's back: fetched again.
+		p.lru.remove(key)
 	}
 	rec, ok := p.shardRecord(r.Context(), label, subdir, fn, name)
 	if !ok {
@@ -158,7 +171,7 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	if hb != nil {
 		dst = io.MultiWriter(tmp, h, hb)
 	}
-	n, err := io.CopyBuffer(dst, f.limited(rec.Size), make([]byte, 256<<10))
+	n, err := copyAhead(dst, f.limited(rec.Size))
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			return p.mismatch(fn, "more bytes than its size")
@@ -215,6 +228,14 @@ type holdback struct {
 }
 
 func (h *holdback) Write(b []byte) (int, error) {
+	if len(b) > holdBack {
+		// The held bytes and all of b but its last holdBack go out,
+		// sent from where they are rather than copied into pending.
+		// (A package of holdBack bytes sends nothing before its check.)
+		h.send(h.pending, b[:len(b)-holdBack])
+		h.pending = append(h.pending[:0], b[len(b)-holdBack:]...)
+		return len(b), nil
+	}
 	h.pending = append(h.pending, b...)
 	if over := len(h.pending) - holdBack; over >= holdBack {
 		h.send(h.pending[:over])
@@ -223,7 +244,7 @@ func (h *holdback) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (h *holdback) send(b []byte) {
+func (h *holdback) send(bs ...[]byte) {
 	if h.dead {
 		return
 	}
@@ -232,16 +253,76 @@ func (h *holdback) send(b []byte) {
 		h.w.Header().Set("X-Cache", "MISS")
 	}
 	h.started = true
+	for _, b := range bs {
+		if _, err := h.w.Write(b); err != nil {
+			h.dead = true
+			return
+		}
+	}
 	// Flushed, so that what is sent is on its way (and what is held
 	// back is not).
-	if _, err := h.w.Write(b); err != nil {
-		h.dead = true
-		return
-	}
 	http.NewResponseController(h.w).Flush()
 }
 
 func (h *holdback) flush() {
 	h.send(h.pending)
 	h.pending = nil
+}
+
+// copyAhead copies src to dst with src read ahead in a goroutine, a full
+// buffer at a time. A TLS connection reads one record (16 KiB) at a call,
+// and a first fetch had read, hashed, written to the file and sent to the
+// client each record in turn on one goroutine; reading the upstream (its
+// syscalls and decryption) now overlaps the rest, and the file and the
+// client get a write per aheadSize bytes. The caller must close src's
+// source to end a read in flight if copyAhead returns early.
+func copyAhead(dst io.Writer, src io.Reader) (int64, error) {
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	full := make(chan chunk, aheadDepth)
+	free := make(chan []byte, aheadDepth)
+	for range aheadDepth {
+		free <- make([]byte, aheadSize)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// At most aheadDepth chunks are out at once, so that a send on
+		// full never blocks.
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			n, err := io.ReadFull(src, b)
+			if err == io.ErrUnexpectedEOF {
+				err = io.EOF
+			}
+			full <- chunk{b[:n], err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var total int64
+	for c := range full {
+		if len(c.b) > 0 {
+			if _, err := dst.Write(c.b); err != nil {
+				return total, err
+			}
+			total += int64(len(c.b))
+		}
+		if c.err != nil {
+			if c.err == io.EOF {
+				return total, nil
+			}
+			return total, c.err
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	return total, nil
 }

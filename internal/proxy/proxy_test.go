@@ -85,6 +85,16 @@ func (u *upstream) count(path string) int64 {
 	return c.(*atomic.Int64).Load()
 }
 
+// file is the bytes the upstream serves at rel.
+func (u *upstream) file(t *testing.T, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(u.root, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func (u *upstream) setHook(h func(w http.ResponseWriter, r *http.Request) bool) { u.hook.Store(&h) }
 
 // recorder counts what the proxy tells its observer.
@@ -283,10 +293,7 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	u := newUpstream(t)
 	f := newFront(t, u, nil)
 	const fn = "numpy-1.0-h0_0.conda"
-	direct, err := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct := u.file(t, "linux-64/"+fn)
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Go(func() {
@@ -308,6 +315,57 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	f2 := startFront(t, f.p.up, f.dir)
 	if resp, b := get(t, f2.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) || u.count("/linux-64/"+fn) != 1 {
 		t.Errorf("after a restart: %d, asked %d times", resp.StatusCode, u.count("/linux-64/"+fn))
+	}
+}
+
+// A cached package removed from the disk behind the proxy's back is
+// fetched again, not answered with an error.
+func TestCachedPackageRemovedIsFetchedAgain(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	const fn = "numpy-1.0-h0_0.conda"
+	direct := u.file(t, "linux-64/"+fn)
+	for range 2 {
+		if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) {
+			t.Fatalf("status %d, %d bytes", resp.StatusCode, len(b))
+		}
+		f.settle(t)
+	}
+	if err := os.Remove(filepath.Join(f.dir, "pkgs", "linux-64", fn)); err != nil {
+		t.Fatal(err)
+	}
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, direct) {
+		t.Errorf("after the file was removed: status %d, %d bytes", resp.StatusCode, len(b))
+	}
+	f.settle(t)
+	if n := u.count("/linux-64/" + fn); n != 2 {
+		t.Errorf("the upstream was asked %d times, want twice", n)
+	}
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) {
+		t.Errorf("cache holds %v, want the package fetched again", got)
+	}
+}
+
+// Hits on a cached package keep its validators, so that a client's
+// conditional request gets a 304: the last use is written to the file's
+// mtime at most once a minute, not on every request.
+func TestCachedPackageValidatorsStable(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, nil)
+	url := f.srv.URL + "/linux-64/numpy-1.0-h0_0.conda"
+	get(t, url)
+	f.settle(t)
+	first, _ := get(t, url)
+	etag := first.Header.Get("ETag")
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("If-None-Match", etag)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotModified || etag == "" {
+		t.Errorf("If-None-Match %s on a hit: %d (ETag now %s), want 304", etag, resp.StatusCode, resp.Header.Get("ETag"))
 	}
 }
 
@@ -474,5 +532,44 @@ func TestRefreshServesCopyMeanwhile(t *testing.T) {
 	close(release)
 	if st := <-first; st != 200 {
 		t.Errorf("the request that waited for the refresh: %d", st)
+	}
+}
+
+// A first fetch sends nothing of a package no larger than holdBack before
+// it is verified (so a mismatch is a clean 502), and all but the last
+// holdBack bytes of a larger one, whatever the sizes of the writes.
+func TestHoldback(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []int
+		sent   int
+	}{
+		{"one write under holdBack", []int{holdBack - 1}, 0},
+		{"one write of holdBack", []int{holdBack}, 0},
+		{"one write over holdBack", []int{holdBack + 1}, 1},
+		{"small writes", []int{16 << 10, 16 << 10, 16 << 10, 16 << 10, 16 << 10}, 0},
+		{"small writes past twice holdBack", slices.Repeat([]int{16 << 10}, 9), holdBack},
+		{"large writes", []int{256 << 10, 256 << 10, 100}, 512<<10 - holdBack},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h := &holdback{w: rec, headers: func() {}}
+			var all []byte
+			for i, n := range tc.writes {
+				b := bytes.Repeat([]byte{byte('a' + i)}, n)
+				all = append(all, b...)
+				h.Write(b)
+			}
+			if got := rec.Body.Len(); got != tc.sent || (tc.sent == 0 && h.started) || len(all)-got < min(holdBack, len(all)) {
+				t.Errorf("before the check: %d bytes sent (started %v), want %d, and at least the last %d held", got, h.started, tc.sent, holdBack)
+			}
+			if !bytes.Equal(rec.Body.Bytes(), all[:rec.Body.Len()]) {
+				t.Errorf("the bytes sent are not the package's first bytes")
+			}
+			h.flush()
+			if !bytes.Equal(rec.Body.Bytes(), all) {
+				t.Errorf("after flush: %d bytes, want the %d written", rec.Body.Len(), len(all))
+			}
+		})
 	}
 }
