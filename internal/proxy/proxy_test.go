@@ -375,6 +375,9 @@ func TestUpstreamDown(t *testing.T) {
 	const fn = "scipy-1.0-h0_2.tar.bz2"
 	get(t, f.srv.URL+"/linux-64/repodata.json")
 	get(t, f.srv.URL+"/linux-64/"+fn)
+	// The client has every byte before the fetch is renamed into the
+	// cache; stopping the upstream before then would cut the fetch.
+	f.settle(t)
 	u.srv.Close()
 	resp, b := get(t, f.srv.URL+"/linux-64/repodata.json")
 	if resp.StatusCode != 200 || resp.Header.Get("X-Proxy-Stale") != "true" || !strings.HasPrefix(resp.Header.Get("Warning"), "110") || len(packagesOf(t, b)) != 8 {
