@@ -1,7 +1,6 @@
 package lifecycle_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,27 +145,13 @@ func TestKillDuringChanges(t *testing.T) {
 	for round := range 30 {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "LIFECYCLE_CRASH_ROOT="+root, "LIFECYCLE_CRASH_POOL="+pool)
-		var stderr bytes.Buffer
-		stdout := pkgtest.NewProgress()
-		cmd.Stdout, cmd.Stderr = stdout, &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Kill it at a random moment after its first change, so that
 		// every round tests something however slow the machine is.
-		select {
-		case <-stdout.First():
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Fatalf("round %d: the child made no change in 2 minutes\n%s", round, stderr.String())
+		out, err := pkgtest.KillAfterProgress(cmd, rng, 150*time.Millisecond)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
-		time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("round %d: the child ended by itself: %v\n%s", round, err, stderr.String())
-		}
-		for _, op := range strings.Fields(stdout.String()) {
+		for _, op := range strings.Fields(out) {
 			ops[op]++
 		}
 		checkFiles(t, root, want)

@@ -13,8 +13,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
+	"math/rand/v2"
 	"os/exec"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -292,4 +295,33 @@ func (p *Progress) String() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.b.String()
+}
+
+// KillAfterProgress runs cmd, a child that prints a line each time it
+// has done some work, and kills it with SIGKILL at a moment drawn from
+// [0, maxDelay) after its first line: the shape every crash test here
+// shares. It returns what the child printed on standard output, or an
+// error (with the child's standard error) if it printed nothing within
+// two minutes or ended before the kill.
+func KillAfterProgress(cmd *exec.Cmd, rng *rand.Rand, maxDelay time.Duration) (string, error) {
+	var stderr bytes.Buffer
+	stdout := NewProgress()
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	select {
+	case <-stdout.First():
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", fmt.Errorf("the child did no work in 2 minutes\n%s", stderr.String())
+	}
+	time.Sleep(time.Duration(rng.Int64N(int64(maxDelay))))
+	cmd.Process.Signal(syscall.SIGKILL)
+	err := cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		return "", fmt.Errorf("the child ended by itself: %v\n%s", err, stderr.String())
+	}
+	return stdout.String(), nil
 }

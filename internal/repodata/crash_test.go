@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,25 +135,10 @@ func TestKillDuringRuns(t *testing.T) {
 		}
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "REPODATA_CRASH_CHILD="+pool, "REPODATA_CRASH_ROOT="+root)
-		var stderr bytes.Buffer
-		progress := pkgtest.NewProgress()
-		cmd.Stdout, cmd.Stderr = progress, &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		// Kill it at a random moment after its first whole run, so that
 		// every round tests something however slow the machine is.
-		select {
-		case <-progress.First():
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Fatalf("the child finished no run in 2 minutes\n%s", stderr.String())
-		}
-		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("the child ended by itself: %v\n%s", err, stderr.String())
+		if _, err := pkgtest.KillAfterProgress(cmd, rng, 200*time.Millisecond); err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
 		listed += checkIndexFiles(t, filepath.Join(root, "linux-64"))
 		// What a crash leaves behind is only temp files, removed at start.

@@ -1,14 +1,12 @@
 package stats
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,25 +57,10 @@ func TestKillDuringCounting(t *testing.T) {
 	for round := range 20 {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "STATS_CRASH_DIR="+dir)
-		var stderr bytes.Buffer
-		stdout := pkgtest.NewProgress()
-		cmd.Stdout, cmd.Stderr = stdout, &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		out, err := pkgtest.KillAfterProgress(cmd, rng, 100*time.Millisecond)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
-		select {
-		case <-stdout.First():
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Fatalf("round %d: the child flushed nothing in 2 minutes\n%s", round, stderr.String())
-		}
-		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-			t.Fatalf("round %d: the child ended by itself\n%s", round, stderr.String())
-		}
-		out := stdout.String()
 		lines := strings.Fields(out[:strings.LastIndexByte(out, '\n')]) // whole lines
 		flushed, _ := strconv.ParseUint(lines[len(lines)-1], 10, 64)
 		c := open(t, dir)
