@@ -180,6 +180,11 @@ func Field(key string, v any) error {
 		return err
 	}
 	f, ok := fields[key]
+	if !ok {
+		if known, variant := caseVariant(key); variant {
+			return fieldError(key, "differs from the field %q only in case; a reader that ignores case (as Go's encoding/json does) would take it for that field", known)
+		}
+	}
 	switch {
 	case !ok:
 		return nil
@@ -481,4 +486,23 @@ func extraDepends(field string, v any) error {
 		}
 	}
 	return nil
+}
+
+// caseVariant reports the known field (or channel key) that key equals
+// but for case. Such a key is refused rather than passed on as unknown:
+// conda and rattler read keys exactly, but a reader that folds case
+// would take "Depends" for "depends" and read a value that was never
+// checked.
+func caseVariant(key string) (string, bool) {
+	for k := range fields {
+		if strings.EqualFold(k, key) {
+			return k, true
+		}
+	}
+	for _, k := range channelKeys {
+		if strings.EqualFold(k, key) {
+			return k, true
+		}
+	}
+	return "", false
 }

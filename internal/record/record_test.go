@@ -45,6 +45,9 @@ func TestCheck(t *testing.T) {
 	deep := strings.Repeat("[", record.MaxDepth+2) + strings.Repeat("]", record.MaxDepth+2)
 	tests := []struct{ field, value, wantField string }{
 		{"depends", `"notalist"`, "depends"},
+		{"Depends", `"notalist"`, "Depends"},
+		{"constrainS", `"str"`, "constrainS"},
+		{"FN", `"other.conda"`, "FN"},
 		{"depends", `[5,{}]`, "depends[0]"},
 		{"depends", `null`, "depends"},
 		{"depends", `[""]`, "depends[0]"},
