@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,4 +277,80 @@ func TestLargeMismatchCut(t *testing.T) {
 	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, good) {
 		t.Errorf("after the upstream recovered: %d, %d bytes", resp.StatusCode, len(b))
 	}
+}
+
+// TestHostileChannelData: a channeldata.json the proxy cannot vouch for
+// is refused whole, nothing of it is cached, and a copy cached before
+// goes on being served, marked stale.
+func TestHostileChannelData(t *testing.T) {
+	good, err := os.ReadFile(realChannelData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, body string }{
+		{"not JSON", "<html>Service Unavailable</html>"},
+		{"a name that is a path", `{"channeldata_version":1,"packages":{"../evil":{"version":"1"}},"subdirs":[]}`},
+		{"a hidden name", `{"channeldata_version":1,"packages":{".evil":{"version":"1"}},"subdirs":[]}`},
+		{"a name of an excluded package that is a path", `{"packages":{"zlib":{},"x/../../y":{}}}`},
+		{"a summary that is not an object", `{"packages":{"zlib":"1.2"}}`},
+		{"a key twice", `{"packages":{},"packages":{"zlib":{}}}`},
+		{"data after the document", `{"packages":{"zlib":{}}}{"packages":{}}`},
+		{"over max_index_size", `{"packages":{"zlib":{"description":"` + strings.Repeat("a", 1<<20) + `"}}}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			var hostile atomic.Bool
+			u.setHook(only("/channeldata.json", func(w http.ResponseWriter, r *http.Request) {
+				if hostile.Load() {
+					w.Write([]byte(tc.body))
+				} else {
+					w.Write(good)
+				}
+			}))
+			// Cold: nothing cached, the client gets a 502.
+			hostile.Store(true)
+			f := newFront(t, u, func(up *Upstream) {
+				up.IndexTTL = time.Nanosecond
+				up.MaxIndexSize = 1 << 20
+				up.Include = []string{"zlib"}
+			})
+			resp, b := get(t, f.srv.URL+"/channeldata.json")
+			if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(b, []byte("cannot use")) || f.obs.errorsOf("invalid") != 1 {
+				t.Errorf("cold: %d %s, invalid %d", resp.StatusCode, b, f.obs.errorsOf("invalid"))
+			}
+			if left := cacheFiles(t, f.dir); len(left) != 0 {
+				t.Errorf("cold: the cache holds %v", left)
+			}
+			// Warm: the copy the upstream sent before is served, stale.
+			hostile.Store(false)
+			_, before := get(t, f.srv.URL+"/channeldata.json")
+			hostile.Store(true)
+			resp, b = get(t, f.srv.URL+"/channeldata.json")
+			if resp.StatusCode != 200 || !bytes.Equal(b, before) || resp.Header.Get("X-Proxy-Stale") != "true" || f.obs.stale != 1 {
+				t.Errorf("warm: %d %v, %d bytes of the %d cached, stale %d", resp.StatusCode, resp.Header, len(b), len(before), f.obs.stale)
+			}
+			if left := cacheFiles(t, f.dir); !slices.Equal(left, []string{"index/main/channeldata.json", "index/main/channeldata.meta"}) {
+				t.Errorf("warm: the cache holds %v", left)
+			}
+		})
+	}
+}
+
+// cacheFiles lists every file under a proxy's cache dir.
+func cacheFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
 }
