@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -125,11 +126,13 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 	}
 	for _, u := range cfg.Upstreams {
-		// The upstream's port, and 443 for the CDN hosts it may
-		// redirect to; for https, the system's CAs.
+		// The upstream's port, and the ports of the hosts it may
+		// redirect to (a CDN); for https, the system's CAs.
 		p.ConnectTCP = append(p.ConnectTCP, endpointPort(u.URL))
-		if len(u.RedirectHosts) > 0 {
-			p.ConnectTCP = append(p.ConnectTCP, 443)
+		for _, hp := range u.RedirectEndpoints() {
+			_, port, _ := net.SplitHostPort(hp)
+			n, _ := strconv.ParseUint(port, 10, 16)
+			p.ConnectTCP = append(p.ConnectTCP, uint16(n))
 		}
 		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 	}

@@ -183,35 +183,62 @@ func TestHostileRecords(t *testing.T) {
 	}
 }
 
-// TestRedirectToListedHost: conda.anaconda.org sends packages to a CDN;
-// a host in redirect_hosts is followed, and the token stays home.
-func TestRedirectToListedHost(t *testing.T) {
-	u := newUpstream(t)
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Skip("no IPv6 loopback:", err)
-	}
-	var cdnAuth string
-	cdn := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cdnAuth = r.Header.Get("Authorization")
-		http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
-	}))
-	cdn.Listener = ln
-	cdn.StartTLS()
-	defer cdn.Close()
-	u.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasSuffix(r.URL.Path, ".conda") {
-			return false
-		}
-		http.Redirect(w, r, cdn.URL+"/cdn"+r.URL.Path, http.StatusFound)
-		return true
-	})
-	f := newFront(t, u, func(up *Upstream) { up.RedirectHosts = []string{"::1"}; up.Token = "s3cret" })
-	if resp, b := get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda"); resp.StatusCode != 200 {
-		t.Fatalf("through the CDN: %d %s", resp.StatusCode, b)
-	}
-	if cdnAuth != "" {
-		t.Errorf("the CDN got the upstream's credentials: %q", cdnAuth)
+// TestRedirectHosts: conda.anaconda.org sends packages to a CDN. A
+// redirect is followed only to a host and port of redirect_hosts (a
+// bare host is port 443), never to the upstream's own host on another
+// port, and the token stays home. A refusal is a 502 whose message, also
+// logged, names the host:port.
+func TestRedirectHosts(t *testing.T) {
+	const fn = "numpy-1.0-h0_0.conda"
+	for _, tc := range []struct {
+		name   string
+		cdnAt  string // the CDN's address; the upstream is on 127.0.0.1
+		listed func(cdn string) []string
+		ok     bool
+	}{
+		{"listed with its port", "[::1]:0", func(cdn string) []string { return []string{"cdn.example.net:443", cdn} }, true},
+		{"listed without a port", "[::1]:0", func(string) []string { return []string{"[::1]"} }, false},
+		{"listed with another port", "[::1]:0", func(string) []string { return []string{"[::1]:1"} }, false},
+		{"the upstream's host on another port", "127.0.0.1:0", func(string) []string { return nil }, false},
+		{"the upstream's host on another port, listed", "127.0.0.1:0", func(cdn string) []string { return []string{cdn} }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			ln, err := net.Listen("tcp", tc.cdnAt)
+			if err != nil {
+				t.Skip("no such loopback:", err)
+			}
+			var cdnAuth atomic.Value
+			cdn := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cdnAuth.Store(r.Header.Get("Authorization"))
+				http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
+			}))
+			cdn.Listener = ln
+			cdn.StartTLS()
+			defer cdn.Close()
+			u.setHook(only(".conda", func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, cdn.URL+"/cdn"+r.URL.Path, http.StatusFound)
+			}))
+			cdnHost := strings.TrimPrefix(cdn.URL, "https://")
+			f := newFront(t, u, func(up *Upstream) { up.RedirectHosts = tc.listed(cdnHost); up.Token = "s3cret" })
+			resp, b := get(t, f.srv.URL+"/linux-64/"+fn)
+			if tc.ok {
+				if resp.StatusCode != 200 || !bytes.Equal(b, u.file(t, "linux-64/"+fn)) {
+					t.Fatalf("through the CDN: %d %s", resp.StatusCode, b)
+				}
+				if a, _ := cdnAuth.Load().(string); a != "" {
+					t.Errorf("the CDN got the upstream's credentials: %q", a)
+				}
+				return
+			}
+			want := "the upstream redirected to " + cdnHost + ", which is not in redirect_hosts"
+			if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(b, []byte(want)) || !strings.Contains(f.log.String(), want) {
+				t.Errorf("%d %.200q, log %s: want a 502 naming %s", resp.StatusCode, b, f.log.String(), cdnHost)
+			}
+			if cdnAuth.Load() != nil || f.obs.errorsOf("redirect") != 1 || len(cachedFiles(t, f.dir)) != 0 {
+				t.Errorf("the CDN was asked, or the refusal not counted (%d), or something cached", f.obs.errorsOf("redirect"))
+			}
+		})
 	}
 }
 

@@ -46,7 +46,9 @@ type Upstream struct {
 	Subdirs []string
 	// Include and Exclude are package-name globs.
 	Include, Exclude []string
-	RedirectHosts    []string
+	// RedirectHosts are the host:port (net.JoinHostPort, the host in
+	// lower case) the upstream may redirect to, beside its own.
+	RedirectHosts []string
 	// RootCAs, if set, replaces the system's CAs.
 	RootCAs *x509.CertPool
 	// Token is sent as a bearer token; Username and Password, if set,

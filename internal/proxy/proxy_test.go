@@ -134,6 +134,25 @@ type front struct {
 	srv *httptest.Server
 	obs *recorder
 	dir string
+	log *logBuffer
+}
+
+// logBuffer holds what a proxy logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func newFront(t *testing.T, u *upstream, edit func(*Upstream)) *front {
@@ -151,11 +170,12 @@ func startFront(t *testing.T, up Upstream, dir string) *front { return startFron
 func startFrontB(t testing.TB, up Upstream, dir string) *front {
 	t.Helper()
 	obs := &recorder{errors: map[string]int{}, hits: map[string]int{}}
-	p, err := New(up, dir, slog.New(slog.DiscardHandler), obs)
+	logs := &logBuffer{}
+	p, err := New(up, dir, slog.New(slog.NewTextHandler(logs, nil)), obs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{p: p, obs: obs, dir: dir}
+	f := &front{p: p, obs: obs, dir: dir, log: logs}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 		if e, ok := err.(*Error); ok {
