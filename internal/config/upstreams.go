@@ -1,12 +1,16 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,8 +39,11 @@ type UpstreamConfig struct {
 	// Mode is "proxy", fetch on demand, or "mirror": also fetch every
 	// package the upstream lists (after include and exclude) every
 	// SyncInterval (DefaultSyncInterval if zero), for air-gapped sites.
-	Mode          string   `toml:"mode"`
-	SyncInterval  Duration `toml:"sync_interval"`
+	Mode         string   `toml:"mode"`
+	SyncInterval Duration `toml:"sync_interval"`
+	// RedirectHosts are the hosts the upstream may redirect to (a CDN),
+	// each "host" or "host:port" ("[v6addr]:port"): a bare host is port
+	// 443, and also 80 for an http upstream (see RedirectEndpoints).
 	RedirectHosts []string `toml:"redirect_hosts"`
 	CAFile        string   `toml:"ca_file"`
 	TokenFile     string   `toml:"token_file"`
@@ -137,8 +144,8 @@ func (c *Config) validateUpstreams(add func(format string, args ...any)) {
 			add("%s.sync_interval: at least 1m, and only with mode = \"mirror\"", at)
 		}
 		for _, h := range u.RedirectHosts {
-			if h == "" || strings.ContainsAny(h, "/:@ ") {
-				add("%s.redirect_hosts: %q must be a host name", at, h)
+			if _, _, err := parseRedirectHost(h); err != nil {
+				add("%s.redirect_hosts: %q: %v", at, h, err)
 			}
 		}
 		for _, f := range []string{u.CAFile, u.TokenFile, u.PasswordFile} {
@@ -153,4 +160,61 @@ func (c *Config) validateUpstreams(add func(format string, args ...any)) {
 			add("%s: index_ttl, fetch_timeout, cache_size and max_index_size must not be negative", at)
 		}
 	}
+}
+
+// RedirectEndpoints returns the host:port (as net.JoinHostPort writes
+// it, the host in lower case) of each endpoint redirect_hosts lets the
+// upstream redirect to: an entry's own port, or for a bare host 443, and
+// also 80 if the upstream is http (a redirect from https to http is
+// never followed). The proxy follows a redirect only to these, and the
+// sandbox lets the server connect only to their ports. An invalid entry
+// is skipped: Validate reports it.
+func (u UpstreamConfig) RedirectEndpoints() []string {
+	var out []string
+	for _, h := range u.RedirectHosts {
+		host, port, err := parseRedirectHost(h)
+		switch {
+		case err != nil:
+			continue
+		case port != "":
+			out = append(out, net.JoinHostPort(host, port))
+			continue
+		}
+		out = append(out, net.JoinHostPort(host, "443"))
+		if strings.HasPrefix(u.URL, "http://") {
+			out = append(out, net.JoinHostPort(host, "80"))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// parseRedirectHost splits a redirect_hosts entry, "host",
+// "host:port", "[v6addr]" or "[v6addr]:port", into its host and its
+// port, "" if it names none.
+func parseRedirectHost(entry string) (host, port string, err error) {
+	errShape := errors.New("want a host or host:port, without a scheme or a path (an IPv6 address in brackets)")
+	host = entry
+	switch {
+	case strings.ContainsAny(entry, "/@?#\\ "):
+		return "", "", errShape
+	case strings.HasPrefix(entry, "[") && strings.HasSuffix(entry, "]"):
+		host = entry[1 : len(entry)-1]
+	case strings.Contains(entry, ":"):
+		if host, port, err = net.SplitHostPort(entry); err != nil {
+			return "", "", errShape
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || strconv.FormatUint(n, 10) != port {
+			return "", "", fmt.Errorf("port %q is not a number from 1 to 65535", port)
+		}
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
+		return ip.String(), port, nil
+	}
+	if strings.HasPrefix(entry, "[") || host == "" || strings.IndexFunc(host, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_')
+	}) >= 0 {
+		return "", "", errShape
+	}
+	return strings.ToLower(host), port, nil
 }

@@ -3,12 +3,14 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/config"
 	"github.com/conda-upload-server/conda-upload-server/internal/sandbox"
 )
 
@@ -124,13 +126,9 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.ConnectTCP = append(p.ConnectTCP, endpointPort(m.Endpoint))
 		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 	}
-	for _, u := range cfg.Upstreams {
-		// The upstream's port, and 443 for the CDN hosts it may
-		// redirect to; for https, the system's CAs.
-		p.ConnectTCP = append(p.ConnectTCP, endpointPort(u.URL))
-		if len(u.RedirectHosts) > 0 {
-			p.ConnectTCP = append(p.ConnectTCP, 443)
-		}
+	if len(cfg.Upstreams) > 0 {
+		// For https, the system's CAs.
+		p.ConnectTCP = append(p.ConnectTCP, upstreamPorts(cfg.Upstreams)...)
 		p.ReadDirs = append(p.ReadDirs, "/etc/ssl", "/etc/pki", "/etc/ca-certificates")
 	}
 	slices.Sort(p.ConnectTCP)
@@ -151,6 +149,21 @@ func (d *daemon) policy() (sandbox.Policy, error) {
 		p.TempDirs = []string{"/dev/shm"}
 	}
 	return p, nil
+}
+
+// upstreamPorts are the ports the proxies connect to: each upstream's,
+// and exactly those of the hosts it may redirect to (a CDN).
+func upstreamPorts(ups []config.UpstreamConfig) []uint16 {
+	var ports []uint16
+	for _, u := range ups {
+		ports = append(ports, endpointPort(u.URL))
+		for _, hp := range u.RedirectEndpoints() {
+			_, port, _ := net.SplitHostPort(hp)
+			n, _ := strconv.ParseUint(port, 10, 16)
+			ports = append(ports, uint16(n))
+		}
+	}
+	return ports
 }
 
 // endpointPort is the TCP port of an http or https URL.

@@ -40,7 +40,7 @@ func upstream(u config.UpstreamConfig, credDir string) (proxy.Upstream, error) {
 	}
 	up := proxy.Upstream{
 		Name: u.Name, URL: u.URL, Subdirs: u.Subdirs, Include: u.Include, Exclude: u.Exclude,
-		RedirectHosts: u.RedirectHosts, Token: creds.Token, Username: creds.Username, Password: creds.Password,
+		RedirectHosts: u.RedirectEndpoints(), Token: creds.Token, Username: creds.Username, Password: creds.Password,
 		IndexTTL: u.IndexTTL.D(), FetchTimeout: u.FetchTimeout.D(), MaxIndexSize: int64(u.MaxIndexSize), CacheSize: int64(u.CacheSize),
 		Mirror: u.Mode == "mirror", SyncInterval: u.SyncInterval.D(),
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -24,9 +25,12 @@ var (
 
 // newClient returns the HTTP client of an upstream: no proxy from the
 // environment, no transparent decompression (a body is read as sent,
-// under its own bounds), and redirects only to the upstream's host or to
-// redirect_hosts, over the upstream's scheme.
+// under its own bounds), and redirects only to the upstream's own host
+// and port or to one of redirect_hosts, over the upstream's scheme or
+// https. Host and port both must match, since the sandbox lets the
+// server connect to those ports only.
 func newClient(up Upstream, base *url.URL) *http.Client {
+	allowed := append([]string{hostPort(base)}, up.RedirectHosts...)
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: up.RootCAs, MinVersion: tls.VersionTLS12},
@@ -40,18 +44,35 @@ func newClient(up Upstream, base *url.URL) *http.Client {
 	return &http.Client{
 		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			h := req.URL.Hostname()
+			h := hostPort(req.URL)
 			switch {
 			case len(via) >= 5:
 				return &Error{Status: http.StatusBadGateway, Msg: "the upstream redirected more than 5 times"}
 			case req.URL.Scheme != base.Scheme && req.URL.Scheme != "https":
 				return &Error{Status: http.StatusBadGateway, Msg: "the upstream redirected to " + req.URL.Scheme}
-			case h != base.Hostname() && !slices.Contains(up.RedirectHosts, h):
+			case !slices.Contains(allowed, h):
 				return &Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("the upstream redirected to %s, which is not in redirect_hosts", h)}
+			case h != allowed[0]:
+				// The credentials are the upstream's alone: Go
+				// would send them to its host on another port.
+				req.Header.Del("Authorization")
 			}
 			return nil
 		},
 	}
+}
+
+// hostPort is u's host, in lower case, and port, its scheme's if it
+// names none, as net.JoinHostPort writes them.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // fetch is one request to the upstream in flight; its body is read
@@ -102,6 +123,7 @@ func (p *Proxy) get(ctx context.Context, rawURL, etag string) (*fetch, error) {
 		f.close()
 		var e *Error
 		if errors.As(err, &e) {
+			p.log.Warn("refused a redirect of the upstream", "url", rawURL, "err", e.Msg)
 			p.obs.UpstreamError(p.up.Name, "redirect")
 			return nil, e
 		}

@@ -16,7 +16,9 @@ import (
 // A repodata.json of conda-forge is hundreds of MB and a million
 // records, so it is filtered as a stream: the decoder holds one record at
 // a time, every key but "packages" and "packages.conda" is copied as
-// it is, and each record is checked and kept or dropped on its own.
+// it is, and each record is checked and kept or dropped on its own. Its
+// channeldata.json (tens of MB) goes through the same scanner, one
+// package's summary at a time.
 
 // record is what the proxy needs of a package's record: to check its
 // filename and to verify the package's bytes.
@@ -32,9 +34,9 @@ type filterStats struct {
 	Kept, Excluded, Invalid int
 }
 
-// errNotObject is a document that is not a JSON object of the repodata
-// shape.
-var errNotObject = errors.New("not a repodata JSON object")
+// errNotObject is a document that is not a JSON object of an index
+// file's shape.
+var errNotObject = errors.New("not a JSON object of an index file's shape")
 
 // filter copies a repodata-shaped JSON document (repodata.json,
 // current_repodata.json, run_exports.json) from r to w, keeping the
@@ -45,6 +47,58 @@ var errNotObject = errors.New("not a repodata JSON object")
 // fetch packages through the proxy.
 func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, verify bool, seen func(fn string, rec record) error) (filterStats, error) {
 	var st filterStats
+	err := document(r, w, func(sc *scanner, bw *bufio.Writer, key string) error {
+		if key == "packages" || key == "packages.conda" {
+			return filterPackages(sc, bw, key, subdir, keep, verify, seen, &st)
+		}
+		return copyValue(sc, bw, key == "info")
+	})
+	return st, err
+}
+
+// filterChannelData copies a channeldata.json from r to w, keeping under
+// "packages" (a map of package name to summary) the names keep accepts;
+// every other key is copied as it is. Unlike a repodata record, a name
+// that could not be a package's is not dropped alone: the whole document
+// is refused, since it is not what a channel's indexer writes.
+func filterChannelData(r io.Reader, w io.Writer, keep func(string) bool) (filterStats, error) {
+	var st filterStats
+	err := document(r, w, func(sc *scanner, bw *bufio.Writer, key string) error {
+		if key != "packages" {
+			return copyValue(sc, bw, false)
+		}
+		bw.WriteByte('{')
+		err := sc.object(func(name string) error {
+			raw, err := sc.value()
+			switch {
+			case err != nil:
+				return err
+			case !validName(name):
+				return fmt.Errorf("%q is not a package name: %w", name, errNotObject)
+			case !keep(name):
+				st.Excluded++
+				return nil
+			case raw[0] != '{' || !json.Valid(raw):
+				return fmt.Errorf("%s: %w", name, errNotObject)
+			}
+			if st.Kept > 0 {
+				bw.WriteByte(',')
+			}
+			st.Kept++
+			writeKey(bw, name)
+			_, err = bw.Write(raw)
+			return err
+		})
+		bw.WriteByte('}')
+		return err
+	})
+	return st, err
+}
+
+// document copies a JSON object from r to w a key at a time, value
+// writing each key's value: copied, or filtered. A key twice, or
+// anything after the object, refuses the document.
+func document(r io.Reader, w io.Writer, value func(sc *scanner, bw *bufio.Writer, key string) error) error {
 	sc := newScanner(r)
 	bw := bufio.NewWriterSize(w, 256<<10)
 	bw.WriteByte('{')
@@ -59,25 +113,19 @@ func filter(r io.Reader, w io.Writer, subdir string, keep func(string) bool, ver
 		}
 		keys[key] = true
 		writeKey(bw, key)
-		var err error
-		if key == "packages" || key == "packages.conda" {
-			err = filterPackages(sc, bw, key, subdir, keep, verify, seen, &st)
-		} else {
-			err = copyValue(sc, bw, key == "info")
-		}
-		if err != nil {
+		if err := value(sc, bw, key); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		return nil
 	})
 	if err != nil {
-		return st, err
+		return err
 	}
 	if _, err := sc.peek(); err != io.EOF {
-		return st, fmt.Errorf("data after the document: %w", errNotObject)
+		return fmt.Errorf("data after the document: %w", errNotObject)
 	}
 	bw.WriteByte('}')
-	return st, bw.Flush()
+	return bw.Flush()
 }
 
 // filterPackages filters one map of filename to record.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -83,4 +84,33 @@ func (r repeat) Read(b []byte) (int, error) {
 		b[i] = byte(r)
 	}
 	return len(b), nil
+}
+
+// FuzzChannelData: whatever an upstream's channeldata.json holds, what
+// the filter writes is one valid JSON object whose packages are all
+// valid names the proxy serves, each with an object as its summary.
+func FuzzChannelData(f *testing.F) {
+	if b, err := os.ReadFile(realChannelData); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"channeldata_version":1,"packages":{"a":{"version":"1"},"xb":{}},"subdirs":["noarch"]}`))
+	f.Add([]byte(`{"packages":{"../a":{}},"packages":{}}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		keep := func(name string) bool { return !strings.HasPrefix(name, "x") }
+		if _, err := filterChannelData(bytes.NewReader(in), &out, keep); err != nil {
+			return
+		}
+		var doc struct {
+			Packages map[string]json.RawMessage `json:"packages"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+			t.Fatalf("output is not a JSON object: %v\n%s", err, out.Bytes())
+		}
+		for name, raw := range doc.Packages {
+			if !validName(name) || !keep(name) || raw[0] != '{' {
+				t.Errorf("served %q: %s", name, raw)
+			}
+		}
+	})
 }

@@ -8,8 +8,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,35 +183,62 @@ func TestHostileRecords(t *testing.T) {
 	}
 }
 
-// TestRedirectToListedHost: conda.anaconda.org sends packages to a CDN;
-// a host in redirect_hosts is followed, and the token stays home.
-func TestRedirectToListedHost(t *testing.T) {
-	u := newUpstream(t)
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Skip("no IPv6 loopback:", err)
-	}
-	var cdnAuth string
-	cdn := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cdnAuth = r.Header.Get("Authorization")
-		http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
-	}))
-	cdn.Listener = ln
-	cdn.StartTLS()
-	defer cdn.Close()
-	u.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasSuffix(r.URL.Path, ".conda") {
-			return false
-		}
-		http.Redirect(w, r, cdn.URL+"/cdn"+r.URL.Path, http.StatusFound)
-		return true
-	})
-	f := newFront(t, u, func(up *Upstream) { up.RedirectHosts = []string{"::1"}; up.Token = "s3cret" })
-	if resp, b := get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda"); resp.StatusCode != 200 {
-		t.Fatalf("through the CDN: %d %s", resp.StatusCode, b)
-	}
-	if cdnAuth != "" {
-		t.Errorf("the CDN got the upstream's credentials: %q", cdnAuth)
+// TestRedirectHosts: conda.anaconda.org sends packages to a CDN. A
+// redirect is followed only to a host and port of redirect_hosts (a
+// bare host is port 443), never to the upstream's own host on another
+// port, and the token stays home. A refusal is a 502 whose message, also
+// logged, names the host:port.
+func TestRedirectHosts(t *testing.T) {
+	const fn = "numpy-1.0-h0_0.conda"
+	for _, tc := range []struct {
+		name   string
+		cdnAt  string // the CDN's address; the upstream is on 127.0.0.1
+		listed func(cdn string) []string
+		ok     bool
+	}{
+		{"listed with its port", "[::1]:0", func(cdn string) []string { return []string{"cdn.example.net:443", cdn} }, true},
+		{"listed without a port", "[::1]:0", func(string) []string { return []string{"[::1]"} }, false},
+		{"listed with another port", "[::1]:0", func(string) []string { return []string{"[::1]:1"} }, false},
+		{"the upstream's host on another port", "127.0.0.1:0", func(string) []string { return nil }, false},
+		{"the upstream's host on another port, listed", "127.0.0.1:0", func(cdn string) []string { return []string{cdn} }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			ln, err := net.Listen("tcp", tc.cdnAt)
+			if err != nil {
+				t.Skip("no such loopback:", err)
+			}
+			var cdnAuth atomic.Value
+			cdn := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cdnAuth.Store(r.Header.Get("Authorization"))
+				http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
+			}))
+			cdn.Listener = ln
+			cdn.StartTLS()
+			defer cdn.Close()
+			u.setHook(only(".conda", func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, cdn.URL+"/cdn"+r.URL.Path, http.StatusFound)
+			}))
+			cdnHost := strings.TrimPrefix(cdn.URL, "https://")
+			f := newFront(t, u, func(up *Upstream) { up.RedirectHosts = tc.listed(cdnHost); up.Token = "s3cret" })
+			resp, b := get(t, f.srv.URL+"/linux-64/"+fn)
+			if tc.ok {
+				if resp.StatusCode != 200 || !bytes.Equal(b, u.file(t, "linux-64/"+fn)) {
+					t.Fatalf("through the CDN: %d %s", resp.StatusCode, b)
+				}
+				if a, _ := cdnAuth.Load().(string); a != "" {
+					t.Errorf("the CDN got the upstream's credentials: %q", a)
+				}
+				return
+			}
+			want := "the upstream redirected to " + cdnHost + ", which is not in redirect_hosts"
+			if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(b, []byte(want)) || !strings.Contains(f.log.String(), want) {
+				t.Errorf("%d %.200q, log %s: want a 502 naming %s", resp.StatusCode, b, f.log.String(), cdnHost)
+			}
+			if cdnAuth.Load() != nil || f.obs.errorsOf("redirect") != 1 || len(cachedFiles(t, f.dir)) != 0 {
+				t.Errorf("the CDN was asked, or the refusal not counted (%d), or something cached", f.obs.errorsOf("redirect"))
+			}
+		})
 	}
 }
 
@@ -275,4 +304,80 @@ func TestLargeMismatchCut(t *testing.T) {
 	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, good) {
 		t.Errorf("after the upstream recovered: %d, %d bytes", resp.StatusCode, len(b))
 	}
+}
+
+// TestHostileChannelData: a channeldata.json the proxy cannot vouch for
+// is refused whole, nothing of it is cached, and a copy cached before
+// goes on being served, marked stale.
+func TestHostileChannelData(t *testing.T) {
+	good, err := os.ReadFile(realChannelData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, body string }{
+		{"not JSON", "<html>Service Unavailable</html>"},
+		{"a name that is a path", `{"channeldata_version":1,"packages":{"../evil":{"version":"1"}},"subdirs":[]}`},
+		{"a hidden name", `{"channeldata_version":1,"packages":{".evil":{"version":"1"}},"subdirs":[]}`},
+		{"a name of an excluded package that is a path", `{"packages":{"zlib":{},"x/../../y":{}}}`},
+		{"a summary that is not an object", `{"packages":{"zlib":"1.2"}}`},
+		{"a key twice", `{"packages":{},"packages":{"zlib":{}}}`},
+		{"data after the document", `{"packages":{"zlib":{}}}{"packages":{}}`},
+		{"over max_index_size", `{"packages":{"zlib":{"description":"` + strings.Repeat("a", 1<<20) + `"}}}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUpstream(t)
+			var hostile atomic.Bool
+			u.setHook(only("/channeldata.json", func(w http.ResponseWriter, r *http.Request) {
+				if hostile.Load() {
+					w.Write([]byte(tc.body))
+				} else {
+					w.Write(good)
+				}
+			}))
+			// Cold: nothing cached, the client gets a 502.
+			hostile.Store(true)
+			f := newFront(t, u, func(up *Upstream) {
+				up.IndexTTL = time.Nanosecond
+				up.MaxIndexSize = 1 << 20
+				up.Include = []string{"zlib"}
+			})
+			resp, b := get(t, f.srv.URL+"/channeldata.json")
+			if resp.StatusCode != http.StatusBadGateway || !bytes.Contains(b, []byte("cannot use")) || f.obs.errorsOf("invalid") != 1 {
+				t.Errorf("cold: %d %s, invalid %d", resp.StatusCode, b, f.obs.errorsOf("invalid"))
+			}
+			if left := cacheFiles(t, f.dir); len(left) != 0 {
+				t.Errorf("cold: the cache holds %v", left)
+			}
+			// Warm: the copy the upstream sent before is served, stale.
+			hostile.Store(false)
+			_, before := get(t, f.srv.URL+"/channeldata.json")
+			hostile.Store(true)
+			resp, b = get(t, f.srv.URL+"/channeldata.json")
+			if resp.StatusCode != 200 || !bytes.Equal(b, before) || resp.Header.Get("X-Proxy-Stale") != "true" || f.obs.stale != 1 {
+				t.Errorf("warm: %d %v, %d bytes of the %d cached, stale %d", resp.StatusCode, resp.Header, len(b), len(before), f.obs.stale)
+			}
+			if left := cacheFiles(t, f.dir); !slices.Equal(left, []string{"index/main/channeldata.json", "index/main/channeldata.meta"}) {
+				t.Errorf("warm: the cache holds %v", left)
+			}
+		})
+	}
+}
+
+// cacheFiles lists every file under a proxy's cache dir.
+func cacheFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
 }

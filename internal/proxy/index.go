@@ -18,6 +18,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/channel"
+	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
 
 // An index group is the files the proxy serves from one upstream index
@@ -30,9 +31,39 @@ type indexGroup struct {
 	// verify: the records must carry sha256 and size, and are kept in
 	// a records file that packages are checked against.
 	verify bool
+	// root: a document of the channel's root rather than of a subdir
+	// (channeldata.json), which upstreams serve as .json only; the
+	// proxy writes no .zst of it either, since clients never ask.
+	root bool
 }
 
-var indexGroups = []indexGroup{{"repodata", true}, {"current_repodata", false}, {"run_exports", false}}
+var indexGroups = []indexGroup{{base: "repodata", verify: true}, {base: "current_repodata"}, {base: "run_exports"}}
+
+// channelData is the group of channeldata.json: the channel's summary by
+// package name, which web front ends read (solvers do not).
+var channelData = indexGroup{base: "channeldata", root: true}
+
+// channelDataPath reports whether rel is the channeldata.json of the
+// upstream's root or of one of its labels, and which label.
+func channelDataPath(rel string) (label string, ok bool) {
+	if rel == "channeldata.json" {
+		return "", true
+	}
+	parts := strings.Split(rel, "/")
+	if len(parts) == 3 && parts[0] == store.LabelDir && store.ValidLabel(parts[1]) && parts[2] == "channeldata.json" {
+		return parts[1], true
+	}
+	return "", false
+}
+
+// sources are the upstream files of the group's document, in the order
+// they are asked for.
+func (g *indexGroup) sources() []string {
+	if g.root {
+		return []string{g.base + ".json"}
+	}
+	return []string{g.base + ".json.zst", g.base + ".json"}
+}
 
 const (
 	shardIndexFile = "repodata_shards.msgpack.zst"
@@ -97,10 +128,10 @@ func (p *Proxy) fresh(ctx context.Context, dir, base string, force bool, refresh
 	return m, false, false, err
 }
 
-// serveIndex serves repodata.json, current_repodata.json, run_exports.json
-// or their .zst.
-func (p *Proxy) serveIndex(w http.ResponseWriter, r *http.Request, label, subdir, file string) error {
-	g := indexGroupOf(file)
+// serveIndex serves a file of g: repodata.json, current_repodata.json,
+// run_exports.json or their .zst, of a subdir; channeldata.json of the
+// channel's root (subdir "").
+func (p *Proxy) serveIndex(w http.ResponseWriter, r *http.Request, label, subdir, file string, g *indexGroup) error {
 	dir := p.cacheDir(label, subdir)
 	m, stale, fetched, err := p.fresh(r.Context(), dir, g.base, false, func(ctx context.Context, m meta, have bool) error {
 		return p.refreshIndex(ctx, label, subdir, dir, g, m, have)
@@ -115,7 +146,7 @@ func (p *Proxy) serveIndex(w http.ResponseWriter, r *http.Request, label, subdir
 // refreshIndex asks the upstream for a group's document, conditionally if
 // one is cached, and rebuilds the group's files if it changed.
 func (p *Proxy) refreshIndex(ctx context.Context, label, subdir, dir string, g *indexGroup, m meta, have bool) error {
-	for _, src := range []string{g.base + ".json.zst", g.base + ".json"} {
+	for _, src := range g.sources() {
 		etag := ""
 		if have && m.Source == src {
 			etag = m.ETag
@@ -174,7 +205,12 @@ func (p *Proxy) buildIndex(f *fetch, dir string, g *indexGroup, subdir, src stri
 	if g.verify {
 		seen = out.record
 	}
-	st, err := filter(in, out.writer(), subdir, p.keep, g.verify, seen)
+	var st filterStats
+	if g.root {
+		st, err = filterChannelData(in, out.writer(), p.keep)
+	} else {
+		st, err = filter(in, out.writer(), subdir, p.keep, g.verify, seen)
+	}
 	if err != nil {
 		return f.contentErr(err)
 	}
@@ -206,7 +242,10 @@ type outputs struct {
 
 func newOutputs(dir string, g *indexGroup) (*outputs, error) {
 	o := &outputs{dir: dir, g: g, files: map[string]*os.File{}}
-	names := []string{g.base + ".json", g.base + ".json.zst"}
+	names := []string{g.base + ".json"}
+	if !g.root {
+		names = append(names, g.base+".json.zst")
+	}
 	if g.verify {
 		names = append(names, recordsFile)
 	}
@@ -218,14 +257,21 @@ func newOutputs(dir string, g *indexGroup) (*outputs, error) {
 		}
 		o.files[n] = f
 	}
-	o.zw, _ = zstd.NewWriter(o.files[g.base+".json.zst"], zstd.WithEncoderConcurrency(1))
+	if zf := o.files[g.base+".json.zst"]; zf != nil {
+		o.zw, _ = zstd.NewWriter(zf, zstd.WithEncoderConcurrency(1))
+	}
 	if g.verify {
 		o.rec = bufio.NewWriterSize(o.files[recordsFile], 256<<10)
 	}
 	return o, nil
 }
 
-func (o *outputs) writer() io.Writer { return io.MultiWriter(o.files[o.g.base+".json"], o.zw) }
+func (o *outputs) writer() io.Writer {
+	if o.zw == nil {
+		return o.files[o.g.base+".json"]
+	}
+	return io.MultiWriter(o.files[o.g.base+".json"], o.zw)
+}
 
 func (o *outputs) record(fn string, r record) error {
 	_, err := fmt.Fprintf(o.rec, "%s %s %d\n", fn, r.Sha256, r.Size)
@@ -236,8 +282,10 @@ func (o *outputs) record(fn string, r record) error {
 // first: a package is never checked against records older than the
 // index a client was served.
 func (o *outputs) commit() error {
-	if err := o.zw.Close(); err != nil {
-		return err
+	if o.zw != nil {
+		if err := o.zw.Close(); err != nil {
+			return err
+		}
 	}
 	if o.rec != nil {
 		if err := o.rec.Flush(); err != nil {

@@ -46,7 +46,9 @@ type Upstream struct {
 	Subdirs []string
 	// Include and Exclude are package-name globs.
 	Include, Exclude []string
-	RedirectHosts    []string
+	// RedirectHosts are the host:port (net.JoinHostPort, the host in
+	// lower case) the upstream may redirect to, beside its own.
+	RedirectHosts []string
 	// RootCAs, if set, replaces the system's CAs.
 	RootCAs *x509.CertPool
 	// Token is sent as a bearer token; Username and Password, if set,
@@ -158,15 +160,19 @@ func (p *Proxy) keep(name string) bool {
 }
 
 // Serve answers a GET or HEAD of rel, a path below /proxy/<name>/:
-// <subdir>/<file> or label/<label>/<subdir>/<file>.
+// <subdir>/<file> or label/<label>/<subdir>/<file>, or the root's
+// channeldata.json, or a label's.
 func (p *Proxy) Serve(w http.ResponseWriter, r *http.Request, rel string) error {
+	if label, ok := channelDataPath(rel); ok {
+		return p.serveIndex(w, r, label, "", "channeldata.json", &channelData)
+	}
 	label, subdir, file, err := p.split(rel)
 	if err != nil {
 		return err
 	}
 	switch {
 	case indexGroupOf(file) != nil:
-		return p.serveIndex(w, r, label, subdir, file)
+		return p.serveIndex(w, r, label, subdir, file, indexGroupOf(file))
 	case file == shardIndexFile:
 		return p.serveShardIndex(w, r, label, subdir)
 	case shardName(file):
@@ -195,15 +201,17 @@ func (p *Proxy) split(rel string) (label, subdir, file string, err error) {
 	return label, parts[0], parts[1], nil
 }
 
-// upstreamPath is rel's path in the upstream channel.
+// upstreamPath is rel's path in the upstream channel; subdir "" is the
+// channel's root.
 func upstreamPath(label, subdir, file string) string {
 	if label != "" {
-		return store.LabelDir + "/" + label + "/" + subdir + "/" + file
+		return path.Join(store.LabelDir, label, subdir, file)
 	}
-	return subdir + "/" + file
+	return path.Join(subdir, file)
 }
 
-// cacheDir is where the index files of a label's subdir are kept.
+// cacheDir is where the index files of a label's subdir are kept, and
+// with subdir "" those of the label's root.
 func (p *Proxy) cacheDir(label, subdir string) string {
 	if label == "" {
 		return filepath.Join(p.dir, "index", "main", subdir)

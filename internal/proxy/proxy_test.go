@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -133,6 +134,25 @@ type front struct {
 	srv *httptest.Server
 	obs *recorder
 	dir string
+	log *logBuffer
+}
+
+// logBuffer holds what a proxy logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func newFront(t *testing.T, u *upstream, edit func(*Upstream)) *front {
@@ -150,11 +170,12 @@ func startFront(t *testing.T, up Upstream, dir string) *front { return startFron
 func startFrontB(t testing.TB, up Upstream, dir string) *front {
 	t.Helper()
 	obs := &recorder{errors: map[string]int{}, hits: map[string]int{}}
-	p, err := New(up, dir, slog.New(slog.DiscardHandler), obs)
+	logs := &logBuffer{}
+	p, err := New(up, dir, slog.New(slog.NewTextHandler(logs, nil)), obs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{p: p, obs: obs, dir: dir}
+	f := &front{p: p, obs: obs, dir: dir, log: logs}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := p.Serve(w, r, strings.TrimPrefix(r.URL.Path, "/"))
 		if e, ok := err.(*Error); ok {
@@ -574,5 +595,131 @@ func TestHoldback(t *testing.T) {
 				t.Errorf("after flush: %d bytes, want the %d written", rec.Body.Len(), len(all))
 			}
 		})
+	}
+}
+
+// realChannelData is the channeldata.json conda-index wrote for the
+// corpus (testdata/PROVENANCE.md): 28 names, six subdirs, compact.
+const realChannelData = "../../testdata/expected/generated__conda-index-13bd599__corpus-all-modern/raw/channeldata.json"
+
+// putChannelData gives the upstream the real channeldata.json at rel and
+// returns its bytes.
+func putChannelData(t *testing.T, u *upstream, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(realChannelData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(u.root, rel)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(u.root, rel), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// channelDataOf decodes a channeldata.json's top level and its packages.
+func channelDataOf(t *testing.T, b []byte) (top, pkgs map[string]json.RawMessage) {
+	t.Helper()
+	if err := json.Unmarshal(b, &top); err != nil {
+		t.Fatalf("%v: %.200s", err, b)
+	}
+	if err := json.Unmarshal(top["packages"], &pkgs); err != nil {
+		t.Fatal(err)
+	}
+	return top, pkgs
+}
+
+// TestChannelData: the upstream's channeldata.json, of its root and of a
+// label, is served as the upstream wrote it (but for white space between
+// values) when nothing is filtered,
+// cached like the other index files, and with include/exclude keeps
+// only the names served, every other key as it is.
+func TestChannelData(t *testing.T) {
+	u := newUpstream(t)
+	orig := putChannelData(t, u, "channeldata.json")
+	putChannelData(t, u, "label/dev/channeldata.json")
+	f := newFront(t, u, nil)
+	orig = bytes.TrimSuffix(orig, []byte("\n"))
+	for range 2 {
+		resp, b := get(t, f.srv.URL+"/channeldata.json")
+		if resp.StatusCode != 200 || !bytes.Equal(b, orig) || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("unfiltered: %d %s, %d bytes, want the upstream's %d", resp.StatusCode, resp.Header.Get("Content-Type"), len(b), len(orig))
+		}
+	}
+	if n, z := u.count("/channeldata.json"), u.count("/channeldata.json.zst"); n != 1 || z != 0 || f.obs.hits["index"] != 1 {
+		t.Errorf("asked the upstream %d times (.zst %d), %d hits: want once, never a .zst, one hit", n, z, f.obs.hits["index"])
+	}
+	req, _ := http.NewRequest(http.MethodHead, f.srv.URL+"/channeldata.json", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(orig)) {
+		t.Errorf("HEAD: %v %v", resp, err)
+	}
+
+	g := newFront(t, u, func(up *Upstream) {
+		up.Include = []string{"z*", "mock", "stub-*"}
+		up.Exclude = []string{"stub-depends-*"}
+	})
+	upTop, upPkgs := channelDataOf(t, orig)
+	for _, path := range []string{"/channeldata.json", "/label/dev/channeldata.json"} {
+		resp, b := get(t, g.srv.URL+path)
+		top, pkgs := channelDataOf(t, b)
+		if resp.StatusCode != 200 || !slices.Equal(slices.Sorted(maps.Keys(pkgs)), []string{"mock", "stub-run_exports", "zlib"}) {
+			t.Errorf("%s: %d, names %v", path, resp.StatusCode, slices.Sorted(maps.Keys(pkgs)))
+		}
+		for name, raw := range pkgs {
+			if !bytes.Equal(raw, upPkgs[name]) {
+				t.Errorf("%s: %s changed: %s", path, name, raw)
+			}
+		}
+		for k, raw := range top {
+			if k != "packages" && !bytes.Equal(raw, upTop[k]) {
+				t.Errorf("%s: %s changed: %s, want %s", path, k, raw, upTop[k])
+			}
+		}
+		if len(top) != len(upTop) {
+			t.Errorf("%s: keys %v", path, slices.Sorted(maps.Keys(top)))
+		}
+	}
+	if n := u.count("/label/dev/channeldata.json"); n != 1 {
+		t.Errorf("asked the upstream's label %d times", n)
+	}
+	for _, path := range []string{"/label/Dev/channeldata.json", "/label/channeldata.json", "/label/dev/x/channeldata.json", "/linux-64/channeldata.json", "/channeldata.json.zst"} {
+		if resp, _ := get(t, g.srv.URL+path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestChannelDataRevalidated: past index_ttl the upstream is asked with
+// If-None-Match and its 304 keeps the cached copy; with the upstream
+// gone, the copy is served marked stale.
+func TestChannelDataRevalidated(t *testing.T) {
+	u := newUpstream(t)
+	orig := bytes.TrimSuffix(putChannelData(t, u, "channeldata.json"), []byte("\n"))
+	var conditional atomic.Int64
+	u.setHook(only("/channeldata.json", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", `"v1"`)
+		w.Write(orig)
+	}))
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = time.Nanosecond })
+	for i := range 3 {
+		resp, b := get(t, f.srv.URL+"/channeldata.json")
+		if resp.StatusCode != 200 || !bytes.Equal(b, orig) || resp.Header.Get("X-Proxy-Stale") != "" {
+			t.Fatalf("request %d: %d, %d bytes, stale %q", i, resp.StatusCode, len(b), resp.Header.Get("X-Proxy-Stale"))
+		}
+	}
+	if n := conditional.Load(); n != 2 || u.count("/channeldata.json") != 3 {
+		t.Errorf("%d conditional requests of %d, want 2 of 3", n, u.count("/channeldata.json"))
+	}
+	u.srv.Close()
+	resp, b := get(t, f.srv.URL+"/channeldata.json")
+	if resp.StatusCode != 200 || !bytes.Equal(b, orig) || resp.Header.Get("X-Proxy-Stale") != "true" || !strings.HasPrefix(resp.Header.Get("Warning"), "110") || resp.Header.Get("Age") == "" || f.obs.stale != 1 {
+		t.Errorf("upstream gone: %d %v, stale counted %d", resp.StatusCode, resp.Header, f.obs.stale)
 	}
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // proxied serves /proxy/<name>/<subdir>/<file> and
-// /proxy/<name>/label/<label>/<subdir>/<file>: an upstream channel,
+// /proxy/<name>/label/<label>/<subdir>/<file>, and the channeldata.json
+// of each: an upstream channel,
 // read-only, under the local channel's access rules (a token with the
 // read scope when downloads need one, the /t/<token>/ form) and download
 // slots. Any other method is a 405 from the route table.

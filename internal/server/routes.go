@@ -150,6 +150,8 @@ func (s *Server) routes() []route {
 		// Upstream channels, read-only: /proxy/<name>/... (proxy.go).
 		{pattern: "/proxy/{name}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/proxy/{name}/label/{label}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
+		{pattern: "/proxy/{name}/channeldata.json", kind: kindDownload, methods: get(s.proxied, kindDownload)},
+		{pattern: "/proxy/{name}/label/{label}/channeldata.json", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},
