@@ -143,16 +143,23 @@ func TestPrivatePages(t *testing.T) {
 // upstream's page shows it, as the cause of the failure, as text.
 const hostileStatus = `<script>alert("upstream")</script>`
 
-// answerHostile503 answers r with a 503 whose reason phrase is
-// hostileStatus, which net/http's ResponseWriter cannot send.
-func answerHostile503(w http.ResponseWriter) {
-	c, buf, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		panic(err)
+// failsWhen is a testChannel hook: while down is set, the upstream
+// answers a 503 whose reason phrase is hostileStatus, which net/http's
+// ResponseWriter cannot send.
+func failsWhen(down *atomic.Bool) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !down.Load() {
+			return false
+		}
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		buf.WriteString("HTTP/1.1 503 " + hostileStatus + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		buf.Flush()
+		return true
 	}
-	defer c.Close()
-	buf.WriteString("HTTP/1.1 503 " + hostileStatus + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-	buf.Flush()
 }
 
 // TestUpstreamPages: on a private channel with an upstream, the home
@@ -166,13 +173,7 @@ func TestUpstreamPages(t *testing.T) {
 	const fn = "big-1.0-0.conda"
 	var down atomic.Bool
 	dir := shared(t)
-	up, caFile, _ := testChannel(t, dir, fn, func(w http.ResponseWriter, r *http.Request) bool {
-		if down.Load() {
-			answerHostile503(w)
-			return true
-		}
-		return false
-	})
+	up, caFile, _ := testChannel(t, dir, fn, failsWhen(&down))
 	const reader, linux, osx = "reader-secret-1", "linux-secret-2", "osx-secret-3"
 	var tokens string
 	for name, tc := range map[string]struct{ tok, subdirs string }{"reader": {reader, ""}, "linux": {linux, `"linux-64", "noarch"`}, "osx": {osx, `"osx-64"`}} {
