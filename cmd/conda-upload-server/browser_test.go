@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -117,9 +118,11 @@ func TestBrowser(t *testing.T) {
 	root := filepath.Join(d, "channel")
 	browserChannel(t, root)
 	serviceOwned(t, root)
-	p, _ := startWithRoot(t, d, root, "[download]\nenabled = true\n")
+	upstream, down := browserUpstream(t, d)
+	p, _ := startWithRoot(t, d, root, "[download]\nenabled = true\n"+upstream)
+	failUpstream(t, p, down)
 	out, _ := filepath.Abs(filepath.Join("..", "..", "test", "output", "browser"))
-	cmd := exec.Command("node", "check.cjs", p.url, out, "mock", "evil-pkg")
+	cmd := exec.Command("node", "check.cjs", p.url, out, "mock", "evil-pkg", "/proxy/up/")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "NODE_EXTRA_CA_CERTS="+filepath.Join(d, "cert.pem"))
 	var stdout, stderr bytes.Buffer
@@ -143,6 +146,9 @@ func TestBrowser(t *testing.T) {
 		{"search", "mock"}, {"package", install}, {"package-nojs", install}, {"package", "Versions and platforms"},
 		{"hostile", "attested by\n" + browserSigner}, {"hostile", "no attestation"}, {"hostile", "yanked in main"}, {"hostile", "broken <b>build</b>"}, {"hostile", `python >=3<script>alert(4)</script>`},
 		{"label", "Label dev"}, {"subdir", "repodata.json"},
+		{"home", "Upstream channels"}, {"home", "unreachable"}, {"upstream", "Upstream up"}, {"upstream-nojs", "Upstream up"},
+		{"upstream", "mirror: every package served"}, {"upstream", "complete"}, {"upstream", browserCached},
+		{"upstream", "The upstream cannot be reached"}, {"upstream", "503 " + hostileStatus}, {"upstream", "/proxy/up/"},
 	} {
 		if !strings.Contains(report[tc.page].Text, tc.want) {
 			t.Errorf("%s: a person does not see %q", tc.page, tc.want)
@@ -152,6 +158,32 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("hostile summary shows as %q; want the script tag as text and no RTL override", s)
 	}
 	t.Logf("screenshots in %s", out)
+}
+
+// browserCached is the package of the browser test's upstream.
+const browserCached = "big-1.0-0.conda"
+
+// browserUpstream starts an upstream on loopback that answers a 503 with
+// a script for its reason phrase once down is set, and returns the
+// [[upstreams]] block of a mirror of it.
+func browserUpstream(t *testing.T, dir string) (string, *atomic.Bool) {
+	down := new(atomic.Bool)
+	up, caFile, _ := testChannel(t, dir, browserCached, failsWhen(down))
+	return fmt.Sprintf("[[upstreams]]\nname = \"up\"\nurl = %q\nsubdirs = [\"linux-64\", \"noarch\"]\nmode = \"mirror\"\nindex_ttl = \"1s\"\nca_file = %q\n", up.URL, caFile), down
+}
+
+// failUpstream waits for the mirror's first sync to complete, then makes
+// the upstream fail until its index is served stale.
+func failUpstream(t *testing.T, p *proc, down *atomic.Bool) {
+	waitUntil(t, func() bool {
+		_, _, page := fetch(t, p, "GET", "proxy/up/", "Accept", "text/html")
+		return strings.Contains(page, ", complete") && strings.Contains(page, browserCached)
+	})
+	down.Store(true)
+	waitUntil(t, func() bool {
+		_, h, _ := fetch(t, p, "GET", "proxy/up/linux-64/repodata.json")
+		return h.Get("X-Proxy-Stale") == "true"
+	})
 }
 
 // checkPage asserts what holds on every page.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -135,5 +136,122 @@ func TestPrivatePages(t *testing.T) {
 	}
 	if !p.logged("path=/packages/mock") || strings.Contains(p.stderr.String(), reader) {
 		t.Error("the log lacks the page request, or holds the token")
+	}
+}
+
+// hostileStatus is a reason phrase an upstream sends with a 503: the
+// upstream's page shows it, as the cause of the failure, as text.
+const hostileStatus = `<script>alert("upstream")</script>`
+
+// failsWhen is a testChannel hook: while down is set, the upstream
+// answers a 503 whose reason phrase is hostileStatus, which net/http's
+// ResponseWriter cannot send.
+func failsWhen(down *atomic.Bool) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if !down.Load() {
+			return false
+		}
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		buf.WriteString("HTTP/1.1 503 " + hostileStatus + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		buf.Flush()
+		return true
+	}
+}
+
+// TestUpstreamPages: on a private channel with an upstream, the home
+// page lists the upstream and the upstream's page shows what it is, that
+// it answered, and the package a client fetched through the proxy, with
+// the channel URL and a <TOKEN> placeholder, never the token. A token's
+// subdirs limit the page as they do the proxy's files. Once the upstream
+// fails, the page says so, with its hostile reason as text, and that the
+// index is served stale.
+func TestUpstreamPages(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	var down atomic.Bool
+	dir := shared(t)
+	up, caFile, _ := testChannel(t, dir, fn, failsWhen(&down))
+	const reader, linux, osx = "reader-secret-1", "linux-secret-2", "osx-secret-3"
+	var tokens string
+	for name, tc := range map[string]struct{ tok, subdirs string }{"reader": {reader, ""}, "linux": {linux, `"linux-64", "noarch"`}, "osx": {osx, `"osx-64"`}} {
+		tokens += fmt.Sprintf("[[tokens]]\nname = %q\nhash = %q\nscopes = [\"read\"]\nsubdirs = [%s]\n", name, auth.Hash(auth.DefaultSalt, tc.tok), tc.subdirs)
+	}
+	p, _ := startWith(t, tokens+"[download]\nenabled = true\naccess = \"token\"\n"+fmt.Sprintf(
+		"[[upstreams]]\nname = \"up.stream\"\nurl = %q\nsubdirs = [\"linux-64\", \"noarch\"]\nexclude = [\"font-*\"]\nindex_ttl = \"1s\"\nca_file = %q\n", up.URL, caFile))
+	basic := func(tok string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte("me:"+tok)) }
+	page := func(tok, path string) (int, string) {
+		st, _, body := fetch(t, p, "GET", path, "Accept", "text/html", "Authorization", basic(tok))
+		return st, body
+	}
+	if st, h, _ := fetch(t, p, "GET", "proxy/up.stream/", "Accept", "text/html"); st != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Basic ") {
+		t.Fatalf("the upstream's page without a token: %d %v", st, h)
+	}
+	for _, f := range []string{"repodata.json", fn} {
+		if st, _, _ := fetch(t, p, "GET", "t/"+reader+"/proxy/up.stream/linux-64/"+f); st != 200 {
+			t.Fatalf("%s through the proxy: %d", f, st)
+		}
+	}
+	// The package is renamed into the cache just after the client has it.
+	var body string
+	waitUntil(t, func() bool { _, body = page(reader, "proxy/up.stream/"); return strings.Contains(body, fn) })
+	for _, want := range []string{
+		"<h1>Upstream up.stream</h1>", "A caching proxy of <a href=\"" + up.URL + "\"", "linux-64, noarch", "never names matching <code>font-*</code>",
+		"The upstream answered the last fetch", "confirmed by the upstream", "fresh for 1 s", "1 packages, 8.0 MiB, without a size limit",
+		`<td>big</td><td><a href="/proxy/up.stream/linux-64/` + fn + `">` + fn + `</a></td><td>linux-64</td><td>8.0 MiB</td>`,
+		fmt.Sprintf("  - https://localhost:%d/t/&lt;TOKEN&gt;/proxy/up.stream/", p.port),
+		fmt.Sprintf("conda install -c https://localhost:%d/t/&lt;TOKEN&gt;/proxy/up.stream/ &lt;package&gt;", p.port),
+		fmt.Sprintf("pixi auth login localhost:%d --token &lt;TOKEN&gt;", p.port),
+		fmt.Sprintf("pixi workspace channel add https://localhost:%d/proxy/up.stream/", p.port),
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the upstream's page lacks %q", want)
+		}
+	}
+	if _, home := page(reader, ""); !strings.Contains(home, `<a href="/proxy/up.stream/">up.stream</a>`) || !strings.Contains(home, "1 packages, 8.0 MiB") {
+		t.Errorf("the home page does not list the upstream:\n%.3000s", home)
+	}
+	// Clients other than browsers get what they got before: a 404.
+	if st, _, js := fetch(t, p, "GET", "t/"+reader+"/proxy/up.stream/"); st != 404 || !strings.HasPrefix(js, "{") {
+		t.Errorf("curl of the upstream's root: %d %s", st, js)
+	}
+	// A token of other subdirs sees no upstream; one of its subdirs sees
+	// the page and fetches through the proxy.
+	if st, _ := page(osx, "proxy/up.stream/"); st != 404 {
+		t.Errorf("the upstream's page for an osx-64 token: %d, want 404", st)
+	}
+	if _, home := page(osx, ""); strings.Contains(home, "/proxy/up.stream/") {
+		t.Error("the home page lists the upstream to an osx-64 token")
+	}
+	if st, b := page(linux, "proxy/up.stream/"); st != 200 || !strings.Contains(b, fn) {
+		t.Errorf("the upstream's page for a linux-64 token: %d", st)
+	}
+	if st, _, b := fetch(t, p, "GET", "t/"+linux+"/proxy/up.stream/linux-64/"+fn); st != 200 {
+		t.Errorf("a linux-64 token through the proxy: %d %.200s", st, b)
+	}
+
+	down.Store(true)
+	waitUntil(t, func() bool {
+		_, h, _ := fetch(t, p, "GET", "t/"+reader+"/proxy/up.stream/linux-64/repodata.json")
+		return h.Get("X-Proxy-Stale") == "true"
+	})
+	_, body = page(reader, "proxy/up.stream/")
+	for _, want := range []string{"The upstream cannot be reached", "503 &lt;script&gt;alert(&#34;upstream&#34;)&lt;/script&gt;", "<strong>marked stale</strong> once older than 1 s", fn} {
+		if !strings.Contains(body, want) {
+			t.Errorf("with the upstream failing, the page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, hostileStatus) {
+		t.Error("the upstream's reason phrase reached the page as markup")
+	}
+	if _, home := page(reader, ""); !strings.Contains(home, "unreachable") {
+		t.Error("the home page does not say the upstream is unreachable")
+	}
+	for _, tok := range []string{reader, linux, osx} {
+		if strings.Contains(p.stderr.String(), tok) {
+			t.Errorf("the token %s reached the log", tok)
+		}
 	}
 }

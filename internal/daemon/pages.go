@@ -5,6 +5,7 @@ import (
 
 	"github.com/conda-upload-server/conda-upload-server/internal/attest"
 	"github.com/conda-upload-server/conda-upload-server/internal/owners"
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
@@ -18,7 +19,8 @@ const StatsDir = ".stats"
 // the channel's pages wherever downloads are served (so in --dev). The
 // pages need the built-in indexer, whose memory they read; with
 // conda_exe the counts are kept but no pages are served. A package's
-// page names its owners (token and publisher names, never a token).
+// page names its owners (token and publisher names, never a token). The
+// upstreams ([[upstreams]]) are opened before, so each gets a page.
 func (d *daemon) openPages(own *owners.Store) error {
 	if d.channel == nil {
 		return nil
@@ -37,8 +39,12 @@ func (d *daemon) openPages(own *owners.Store) error {
 	if d.writer == nil || !d.cfg.UI.Enabled {
 		return nil
 	}
+	var ups []*proxy.Proxy
+	for _, up := range d.upstreams {
+		ups = append(ups, d.proxies[up.Name])
+	}
 	d.pages, err = web.New(web.Options{Source: d.writer, Stats: d.stats, Yanks: d.lifecycle.YankReasons, Owners: own.Of,
-		AttestMode: d.cfg.AttestMode(), Signers: d.signers,
+		AttestMode: d.cfg.AttestMode(), Signers: d.signers, Upstreams: ups,
 		Private: d.cfg.Download.Access == "token", Version: d.o.Version, Logger: d.log})
 	return err
 }

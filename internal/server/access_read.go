@@ -46,11 +46,16 @@ func (s *Server) authorizeRead(r *http.Request) error {
 }
 
 // channelScope returns the label and the subdir a channel path (with its
-// leading slash) lies in; "" stands for all of them: "/label/" is in no
-// label, and "/", "/label/dev/" and "/channeldata.json" are in no subdir.
+// leading slash), or an upstream's (/proxy/<name>/<channel path>), lies
+// in; "" stands for all of them: "/label/" is in no label, and "/",
+// "/label/dev/" and "/channeldata.json" are in no subdir.
 // Names need not exist: the channel's allow-list decides that, after.
 func channelScope(path string) (label, subdir string) {
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if parts[0] == "proxy" && len(parts) > 2 {
+		// An upstream's channel, /proxy/<name>/...: scoped as the local one.
+		parts = parts[2:]
+	}
 	label = store.MainLabel
 	if parts[0] == store.LabelDir {
 		if len(parts) < 2 || parts[1] == "" {

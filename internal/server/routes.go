@@ -152,6 +152,9 @@ func (s *Server) routes() []route {
 		{pattern: "/proxy/{name}/label/{label}/{subdir}/{filename}", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/proxy/{name}/channeldata.json", kind: kindDownload, methods: get(s.proxied, kindDownload)},
 		{pattern: "/proxy/{name}/label/{label}/channeldata.json", kind: kindDownload, methods: get(s.proxied, kindDownload)},
+		// An upstream's page, for a browser ([ui]); download hands it to
+		// internal/web, and answers anything else 404.
+		{pattern: "/proxy/{name}/{$}", kind: kindDownload, methods: get(s.download, kindDownload)},
 		{pattern: "/healthz", kind: kindOps, methods: get(s.healthz, kindOps)},
 		{pattern: "/readyz", kind: kindOps, methods: get(s.readyz, kindOps)},
 		{pattern: "/metrics", kind: kindOps, methods: get(s.metrics, kindOps)},

@@ -15,6 +15,7 @@ import (
 // recent uploads and the activity.
 type homeData struct {
 	Facets           []facet
+	Upstreams        []upstreamRow
 	Packages, Files  int
 	Query            string
 	Results          []pkgRow
@@ -30,6 +31,7 @@ type homeData struct {
 func (rq *request) home(w http.ResponseWriter) error {
 	d := homeData{Query: clip(rq.r.URL.Query().Get("q"), 200), DownloadsCounted: rq.u.o.Stats != nil}
 	d.Facets = rq.facets()
+	d.Upstreams = rq.upstreamRows()
 	for i := range rq.m.names {
 		if rq.has(&rq.m.names[i], "") {
 			d.Packages++
@@ -109,7 +111,12 @@ type command struct {
 
 // install returns the commands that install name from label.
 func (rq *request) install(label, name string) []command {
-	u := rq.channelURL(label)
+	return rq.installFrom(rq.channelURL(label), name)
+}
+
+// installFrom returns the commands that install name from the channel at
+// u, which on a private channel has the /t/<TOKEN> placeholder.
+func (rq *request) installFrom(u, name string) []command {
 	cmds := []command{
 		{Tool: "conda", Lines: []string{fmt.Sprintf("conda install -c %s %s", u, name)}},
 		{Tool: "mamba", Lines: []string{fmt.Sprintf("mamba install -c %s %s", u, name)}},

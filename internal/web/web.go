@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/proxy"
 	"github.com/conda-upload-server/conda-upload-server/internal/stats"
 )
 
@@ -65,6 +66,9 @@ type Options struct {
 	// called only for the files a page shows whose record names a sidecar,
 	// so a page reads at most one bounded file per row.
 	Signers func(dir, filename string) []string
+	// Upstreams are the channels the server proxies ([[upstreams]]), in
+	// the order the home page lists them; each has a page.
+	Upstreams []*proxy.Proxy
 	// BaseURL is the channel's public URL (https://host[:port]), for
 	// install commands; if empty, it is taken from the request.
 	BaseURL string
@@ -101,7 +105,7 @@ func New(o Options) (*UI, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	u := &UI{o: o, cat: &catalog{src: o.Source}, tmpl: map[string]*template.Template{}}
-	for _, page := range []string{"home", "package", "dir"} {
+	for _, page := range []string{"home", "package", "dir", "upstream"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -113,7 +117,8 @@ func New(o Options) (*UI, error) {
 
 // Wants reports whether a request is a browser's for a page: a GET or
 // HEAD that accepts text/html, of the channel's root, a label, a subdir
-// listing, or a path only the pages have. Clients that fetch index files
+// listing, an upstream's root (/proxy/<name>/), or a path only the pages
+// have. Clients that fetch index files
 // and packages never send Accept: text/html for them, and curl's
 // listings stay plain.
 func Wants(r *http.Request) bool {
@@ -127,7 +132,8 @@ func Wants(r *http.Request) bool {
 	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
 		return false
 	}
-	return p == "/" || (strings.HasSuffix(p, "/") && !strings.Contains(p, "."))
+	_, upstream := upstreamOf(p)
+	return p == "/" || upstream || (strings.HasSuffix(p, "/") && !strings.Contains(p, "."))
 }
 
 // Owns reports whether path is one only the pages serve, whatever the
@@ -156,6 +162,9 @@ func (u *UI) Serve(w http.ResponseWriter, r *http.Request, acc Access) error {
 		return rq.home(w)
 	case strings.HasPrefix(p, "/packages/"):
 		return rq.pkg(w, strings.TrimPrefix(p, "/packages/"))
+	}
+	if name, ok := upstreamOf(p); ok {
+		return rq.upstreamPage(w, name)
 	}
 	return rq.dir(w, strings.Trim(p, "/"))
 }

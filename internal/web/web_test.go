@@ -279,6 +279,11 @@ func TestPlainClientsUnaffected(t *testing.T) {
 		{"/channeldata.json", "text/html", false},
 		{"/packages/foo", "*/*", true},
 		{"/api/v1/stats", "application/json", true},
+		// An upstream's page; its files stay the proxy's.
+		{"/proxy/up.stream/", "text/html", true},
+		{"/proxy/up.stream/", "*/*", false},
+		{"/proxy/up.stream/linux-64/repodata.json", "text/html", false},
+		{"/proxy/up.stream/linux-64/x-1.0-0.conda", "text/html", false},
 	} {
 		r := httptest.NewRequest(http.MethodGet, tc.path, nil)
 		r.Header.Set("Accept", tc.accept)

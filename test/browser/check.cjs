@@ -2,20 +2,20 @@
 // person would, and prints what it saw as one JSON object for the Go test
 // (cmd/conda-upload-server/browser_test.go) to judge:
 //
-//   node check.cjs <base URL> <output dir> <package> <hostile package>
+//   node check.cjs <base URL> <output dir> <package> <hostile package> [<upstream page>]
 //
 // For each page it records the visible text, the links and whether each
 // same-origin one answers 200, dialogs opened, requests to other origins,
 // Content-Security-Policy violations, axe-core's WCAG 2.1 AA violations,
 // and whether the copy buttons came alive; it takes screenshots of the
-// home and package pages at 1280 and 390 px, and loads the pages once
-// more with JavaScript off.
+// home, package and upstream pages at 1280 and 390 px, and loads the
+// pages once more with JavaScript off.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const puppeteer = require("puppeteer-core");
 
-const [base, outDir, pkg, hostile] = process.argv.slice(2);
+const [base, outDir, pkg, hostile, upstream] = process.argv.slice(2);
 const origin = new URL(base).origin;
 const axeSource = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 
@@ -27,6 +27,7 @@ const pages = [
   { name: "label", path: "/label/dev/" },
   { name: "subdir", path: "/noarch/" },
 ];
+if (upstream) pages.push({ name: "upstream", path: upstream, shots: true });
 
 async function visit(browser, p, width, js) {
   const page = await browser.newPage();

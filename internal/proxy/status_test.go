@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestStatusAndCached: what the upstream's page shows, from a real fetch
+// through the proxy: the configuration, when the index was confirmed,
+// the packages cached (also after a restart), and the upstream's failure
+// once it is gone.
+func TestStatusAndCached(t *testing.T) {
+	u := newUpstream(t)
+	f := newFront(t, u, func(up *Upstream) { up.Exclude = []string{"zlib"}; up.IndexTTL = time.Nanosecond })
+	st := f.p.Status()
+	if st.Mode != "proxy" || !slices.Equal(st.Subdirs, []string{"linux-64", "noarch"}) || !slices.Equal(st.Exclude, []string{"zlib"}) ||
+		st.IndexConfirmed != nil || !st.Reachable || len(f.p.Cached()) != 0 {
+		t.Fatalf("before any fetch: %+v, cached %v", st, f.p.Cached())
+	}
+	fetched := []string{"scipy-1.0-h0_2.tar.bz2", "numpy-1.0-h0_0.conda"}
+	for _, fn := range fetched {
+		if resp, _ := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", fn, resp.StatusCode)
+		}
+	}
+	f.settle(t)
+	want := []Cached{{Subdir: "linux-64", Filename: fetched[1]}, {Subdir: "linux-64", Filename: fetched[0]}}
+	check := func(p *Proxy, when string) {
+		t.Helper()
+		got := p.Cached()
+		if len(got) != len(want) {
+			t.Fatalf("%s: cached %+v, want %v", when, got, want)
+		}
+		for i, c := range got {
+			if c.Subdir != want[i].Subdir || c.Filename != want[i].Filename || c.Size != int64(len(u.file(t, "linux-64/"+c.Filename))) || c.Used.IsZero() {
+				t.Errorf("%s: cached %+v, want %+v with the upstream's size", when, c, want[i])
+			}
+		}
+	}
+	check(f.p, "after the fetches")
+	st = f.p.Status()
+	if st.IndexConfirmed == nil || time.Since(*st.IndexConfirmed) > time.Minute || st.CachedPackages != 2 {
+		t.Errorf("after the fetches: %+v", st)
+	}
+	check(startFront(t, f.p.up, f.dir).p, "after a restart")
+
+	u.srv.Close()
+	get(t, f.srv.URL+"/linux-64/repodata.json")
+	st = f.p.Status()
+	if st.Reachable || st.Failure == "" || st.UnreachableSince == nil {
+		t.Errorf("with the upstream gone: %+v", st)
+	}
+}
