@@ -199,7 +199,7 @@ func TestUpstreamPages(t *testing.T) {
 	waitUntil(t, func() bool { _, body = page(reader, "proxy/up.stream/"); return strings.Contains(body, fn) })
 	for _, want := range []string{
 		"<h1>Upstream up.stream</h1>", "A caching proxy of <a href=\"" + up.URL + "\"", "linux-64, noarch", "never names matching <code>font-*</code>",
-		"The upstream answered the last fetch", "confirmed by the upstream", "fresh for 1 s", "1 packages, 8.0 MiB, without a size limit",
+		"The upstream answered the last fetch", "confirmed by the upstream", "fresh for 1 s", "1 package, 8.0 MiB, without a size limit",
 		`<td>big</td><td><a href="/proxy/up.stream/linux-64/` + fn + `">` + fn + `</a></td><td>linux-64</td><td>8.0 MiB</td>`,
 		fmt.Sprintf("  - https://localhost:%d/t/&lt;TOKEN&gt;/proxy/up.stream/", p.port),
 		fmt.Sprintf("conda install -c https://localhost:%d/t/&lt;TOKEN&gt;/proxy/up.stream/ &lt;package&gt;", p.port),
@@ -210,7 +210,7 @@ func TestUpstreamPages(t *testing.T) {
 			t.Errorf("the upstream's page lacks %q", want)
 		}
 	}
-	if _, home := page(reader, ""); !strings.Contains(home, `<a href="/proxy/up.stream/">up.stream</a>`) || !strings.Contains(home, "1 packages, 8.0 MiB") {
+	if _, home := page(reader, ""); !strings.Contains(home, `<a href="/proxy/up.stream/">up.stream</a>`) || !strings.Contains(home, "1 package, 8.0 MiB") {
 		t.Errorf("the home page does not list the upstream:\n%.3000s", home)
 	}
 	// Clients other than browsers get what they got before: a 404.

@@ -153,4 +153,11 @@ var funcs = template.FuncMap{
 	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"join":  strings.Join,
 	"count": func(n uint64) string { return fmt.Sprint(n) },
+	// plural writes a count and its noun: "1 package", "2 packages".
+	"plural": func(n any, noun string) string {
+		if s := fmt.Sprint(n); s != "1" {
+			return s + " " + noun + "s"
+		}
+		return "1 " + noun
+	},
 }
