@@ -324,48 +324,56 @@ func machineCPU(b *testing.B) (busy, total float64) {
 	return busy, total
 }
 
-// report gives the medians of the rounds as metrics, and a table with
-// their ranges in the log.
+// report gives the medians of the rounds as metrics, and a table of the
+// medians with their ranges in the log (which a benchmark's log keeps to
+// 10 lines).
 func report(b *testing.B, rounds [][]linkFetch) {
-	rows := []struct {
+	cols := []struct {
 		what string
-		of   func(r []linkFetch) float64
+		of   func(r []linkFetch, i int) float64
 	}{
-		{"direct MB/s", func(r []linkFetch) float64 { return mbps(r[0]) }},
-		{"proxy-first MB/s", func(r []linkFetch) float64 { return mbps(r[1]) }},
-		{"proxy-cached MB/s", func(r []linkFetch) float64 { return mbps(r[2]) }},
-		{"first/direct", func(r []linkFetch) float64 { return r[0].seconds / r[1].seconds }},
-		{"cached/direct", func(r []linkFetch) float64 { return r[0].seconds / r[2].seconds }},
-		{"proxy CPU ms, first", func(r []linkFetch) float64 { return r[1].proxyCPU * 1000 }},
-		{"proxy CPU ms, cached", func(r []linkFetch) float64 { return r[2].proxyCPU * 1000 }},
-		{"upstream CPU ms, direct", func(r []linkFetch) float64 { return r[0].upCPU * 1000 }},
-		{"upstream CPU ms, first", func(r []linkFetch) float64 { return r[1].upCPU * 1000 }},
-		{"client CPU ms, direct", func(r []linkFetch) float64 { return r[0].clientCPU * 1000 }},
-		{"client CPU ms, first", func(r []linkFetch) float64 { return r[1].clientCPU * 1000 }},
-		{"busy cores, direct", func(r []linkFetch) float64 { return r[0].busyCores }},
-		{"busy cores, first", func(r []linkFetch) float64 { return r[1].busyCores }},
-		{"busy cores, cached", func(r []linkFetch) float64 { return r[2].busyCores }},
+		{"MB/s", func(r []linkFetch, i int) float64 { return float64(r[i].bytes) / r[i].seconds / 1e6 }},
+		{"/direct", func(r []linkFetch, i int) float64 { return r[0].seconds / r[i].seconds }},
+		{"proxy CPU ms", func(r []linkFetch, i int) float64 { return r[i].proxyCPU * 1000 }},
+		{"upstream CPU ms", func(r []linkFetch, i int) float64 { return r[i].upCPU * 1000 }},
+		{"client CPU ms", func(r []linkFetch, i int) float64 { return r[i].clientCPU * 1000 }},
+		{"busy cores", func(r []linkFetch, i int) float64 { return r[i].busyCores }},
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	var tab strings.Builder
-	fmt.Fprintf(&tab, "%d rounds, load average %s", len(rounds), load)
-	for _, row := range rows {
-		var xs []float64
-		for _, r := range rounds {
-			xs = append(xs, row.of(r))
+	fmt.Fprintf(&tab, "%d rounds, median (min-max); load average at the end: %s%-13s", len(rounds), load, "")
+	for _, c := range cols {
+		fmt.Fprintf(&tab, " | %-17s", c.what)
+	}
+	for i, f := range rounds[0] {
+		fmt.Fprintf(&tab, "\n%-13s", f.name)
+		for _, c := range cols {
+			med, lo, hi := spread(rounds, func(r []linkFetch) float64 { return c.of(r, i) })
+			fmt.Fprintf(&tab, " | %-17s", fmt.Sprintf("%.3g (%.3g-%.3g)", med, lo, hi))
+			short := strings.TrimPrefix(f.name, "proxy-")
+			switch {
+			case c.what == "MB/s":
+				b.ReportMetric(med, short+"-MB/s")
+			case i > 0 && c.what == "/direct":
+				b.ReportMetric(med, short+"/direct")
+			case i > 0 && c.what == "proxy CPU ms":
+				b.ReportMetric(med, short+"-proxy-CPU-ms")
+			}
 		}
-		slices.Sort(xs)
-		med := xs[len(xs)/2]
-		if len(xs)%2 == 0 {
-			med = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
-		}
-		fmt.Fprintf(&tab, "%-24s %8.2f  (%.2f-%.2f)\n", row.what, med, xs[0], xs[len(xs)-1])
-		b.ReportMetric(med, strings.NewReplacer(" ", "-", ",", "").Replace(row.what))
 	}
 	b.Log("\n" + tab.String())
 }
 
-func mbps(f linkFetch) float64 { return float64(f.bytes) / f.seconds / 1e6 }
+// spread is the median, least and greatest of a measure of the rounds.
+func spread(rounds [][]linkFetch, of func(r []linkFetch) float64) (med, lo, hi float64) {
+	var xs []float64
+	for _, r := range rounds {
+		xs = append(xs, of(r))
+	}
+	slices.Sort(xs)
+	n := len(xs)
+	return (xs[(n-1)/2] + xs[n/2]) / 2, xs[0], xs[n-1]
+}
 
 // waitFile waits for path to exist.
 func waitFile(b *testing.B, path string) {
