@@ -107,7 +107,8 @@ func newLab(b *testing.B) *lab {
 	link("px", "cl0", pxAddr, "cl", "eth0", clAddr)
 	must(b, "ip", "-n", l.ns["up"], "route", "add", "default", "via", pxUpAddr)
 	must(b, "ip", "-n", l.ns["cl"], "route", "add", "default", "via", pxAddr)
-	must(b, "ip", "netns", "exec", l.ns["px"], "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	// /proc/sys/net is the namespace's own: only px forwards.
+	must(b, "ip", "netns", "exec", l.ns["px"], "sh", "-c", "echo 1 >/proc/sys/net/ipv4/ip_forward")
 	return l
 }
 
