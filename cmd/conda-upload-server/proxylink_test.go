@@ -227,7 +227,7 @@ type linkFetch struct {
 	bytes           int64
 	proxyCPU, upCPU float64 // seconds, the servers' user+system time
 	clientCPU       float64
-	busyCores       float64 // the whole machine's, during the fetch
+	busyCores       float64 // the whole machine's, over the same span as the CPU times
 	name            string
 }
 
