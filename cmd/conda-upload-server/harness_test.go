@@ -46,9 +46,9 @@ func TestMain(m *testing.M) {
 
 const testToken = "mysecuretoken"
 
-// certPair writes a self-signed certificate for localhost and returns the
-// file paths and a pool that trusts it.
-func certPair(t *testing.T, dir, prefix string) (string, string, *x509.CertPool, *big.Int) {
+// certPair writes a self-signed certificate for localhost (and ips) and
+// returns the file paths and a pool that trusts it.
+func certPair(t testing.TB, dir, prefix string, ips ...net.IP) (string, string, *x509.CertPool, *big.Int) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -61,7 +61,7 @@ func certPair(t *testing.T, dir, prefix string) (string, string, *x509.CertPool,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
@@ -89,7 +89,7 @@ func certPair(t *testing.T, dir, prefix string) (string, string, *x509.CertPool,
 const nobody = 65534
 
 // shared returns a temp dir that the unprivileged server can traverse.
-func shared(t *testing.T) string {
+func shared(t testing.TB) string {
 	t.Helper()
 	d := t.TempDir()
 	os.Chmod(filepath.Dir(d), 0o755)
@@ -98,7 +98,7 @@ func shared(t *testing.T) string {
 }
 
 // serviceOwned creates dir (and its parents) and gives it to nobody.
-func serviceOwned(t *testing.T, dir string) string {
+func serviceOwned(t testing.TB, dir string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -110,7 +110,7 @@ func serviceOwned(t *testing.T, dir string) string {
 }
 
 // userConfig writes a config file that switches to nobody, plus extra.
-func userConfig(t *testing.T, dir, extra string) string {
+func userConfig(t testing.TB, dir, extra string) string {
 	t.Helper()
 	p := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(p, []byte("user = \"nobody\"\n"+extra), 0o644); err != nil {
@@ -181,7 +181,7 @@ func startServer(t *testing.T, pool *x509.CertPool, port int, args ...string) *p
 
 // releaseBinary builds the program as it ships (no race detector, which
 // multiplies memory use), for tests that measure its resources.
-func releaseBinary(t *testing.T) string {
+func releaseBinary(t testing.TB) string {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), "conda-upload-server")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", exe, ".")
