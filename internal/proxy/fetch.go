@@ -23,21 +23,30 @@ var (
 	errTooLarge = errors.New("the upstream sent more than the limit")
 )
 
-// newClient returns the HTTP client of an upstream: no proxy from the
+// newClient returns an HTTP client of an upstream: no proxy from the
 // environment, no transparent decompression (a body is read as sent,
 // under its own bounds), and redirects only to the upstream's own host
 // and port or to one of redirect_hosts, over the upstream's scheme or
 // https. Host and port both must match, since the sandbox lets the
 // server connect to those ports only.
-func newClient(up Upstream, base *url.URL) *http.Client {
+//
+// bulk is the client of packages: HTTP/1.1 only. Go's HTTP/2 client
+// moves a large body through flow-control windows and a pipe, and
+// reading a 100 MiB package over it cost the proxy up to a fifth more
+// CPU, and the upstream two to three times as much, as over HTTP/1.1
+// (BENCHMARKS.md); index files and shards, many and small, keep HTTP/2.
+func newClient(up Upstream, base *url.URL, bulk bool) *http.Client {
 	allowed := append([]string{hostPort(base)}, up.RedirectHosts...)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(!bulk)
 	tr := &http.Transport{
+		Protocols:             &protocols,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: up.RootCAs, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   30 * time.Second,
 		ResponseHeaderTimeout: time.Minute,
 		DisableCompression:    true,
-		ForceAttemptHTTP2:     true,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 	}
@@ -91,6 +100,15 @@ type fetch struct {
 // get requests rawURL, of the upstream, with If-None-Match if etag is set.
 // A transport failure is the upstream being unreachable.
 func (p *Proxy) get(ctx context.Context, rawURL, etag string) (*fetch, error) {
+	return p.request(ctx, p.client, rawURL, etag)
+}
+
+// getPackage requests the package at rawURL, over HTTP/1.1 (newClient).
+func (p *Proxy) getPackage(ctx context.Context, rawURL string) (*fetch, error) {
+	return p.request(ctx, p.bulk, rawURL, "")
+}
+
+func (p *Proxy) request(ctx context.Context, client *http.Client, rawURL, etag string) (*fetch, error) {
 	timeout, stall := p.up.FetchTimeout, p.up.StallTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Minute
@@ -118,7 +136,7 @@ func (p *Proxy) get(ctx context.Context, rawURL, etag string) (*fetch, error) {
 	req.Header.Set("User-Agent", "conda-upload-server-proxy")
 	f := &fetch{cancel: cancel, p: p}
 	f.stall = time.AfterFunc(stall, func() { cancel(errStalled) })
-	resp, err := p.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		f.close()
 		var e *Error

@@ -147,7 +147,7 @@ func findRecord(path, fn string) (record, bool, error) {
 // set, and keeps it only if its size and sha256 are the record's. It
 // stops if ctx ends.
 func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec record, path string, hb *holdback) error {
-	f, err := p.get(ctx, p.base.JoinPath(upstreamPath(label, subdir, fn)).String(), "")
+	f, err := p.getPackage(ctx, p.base.JoinPath(upstreamPath(label, subdir, fn)).String())
 	if err != nil {
 		return err
 	}

@@ -112,8 +112,10 @@ type Proxy struct {
 	dir    string
 	base   *url.URL
 	client *http.Client
-	log    *slog.Logger
-	obs    Observer
+	// bulk fetches packages (newClient).
+	bulk *http.Client
+	log  *slog.Logger
+	obs  Observer
 
 	flights flights
 	lru     *lru
@@ -138,7 +140,7 @@ func New(up Upstream, dir string, log *slog.Logger, obs Observer) (*Proxy, error
 		obs = nopObserver{}
 	}
 	p := &Proxy{up: up, dir: dir, base: base, log: log.With("upstream", up.Name), obs: obs, shards: map[string]shardIndex{}}
-	p.client = newClient(up, base)
+	p.client, p.bulk = newClient(up, base, false), newClient(up, base, true)
 	if err := os.MkdirAll(filepath.Join(dir, "pkgs"), 0o755); err != nil {
 		return nil, err
 	}

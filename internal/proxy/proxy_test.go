@@ -34,7 +34,9 @@ type upstream struct {
 	root string
 	srv  *httptest.Server
 	hits sync.Map // path -> *atomic.Int64
-	hook atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
+	// protos holds the protocol of the last request of each path.
+	protos sync.Map // path -> string
+	hook   atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
 var names = []string{"numpy", "numba", "scipy", "zlib"}
@@ -66,14 +68,18 @@ func newUpstreamWith(t testing.TB, add func(dir string)) *upstream {
 		t.Fatal(err)
 	}
 	files := http.FileServer(http.Dir(u.root))
-	u.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// HTTP/2 as well as HTTP/1.1, as conda.anaconda.org speaks both.
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := u.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
 		c.(*atomic.Int64).Add(1)
+		u.protos.Store(r.URL.Path, r.Proto)
 		if h := u.hook.Load(); h != nil && (*h)(w, r) {
 			return
 		}
 		files.ServeHTTP(w, r)
 	}))
+	u.srv.EnableHTTP2 = true
+	u.srv.StartTLS()
 	t.Cleanup(u.srv.Close)
 	return u
 }
@@ -87,6 +93,13 @@ func (u *upstream) count(path string) int64 {
 }
 
 // file is the bytes the upstream serves at rel.
+// proto is the protocol of the last request of path, or "".
+func (u *upstream) proto(path string) string {
+	p, _ := u.protos.Load(path)
+	s, _ := p.(string)
+	return s
+}
+
 func (u *upstream) file(t *testing.T, rel string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(u.root, rel))
@@ -327,6 +340,10 @@ func TestPackageFetchedOnceVerifiedAndCached(t *testing.T) {
 	wg.Wait()
 	if n := u.count("/linux-64/" + fn); n != 1 {
 		t.Errorf("the upstream was asked %d times, want once", n)
+	}
+	// Packages come over HTTP/1.1, index files over HTTP/2 (newClient).
+	if pk, ix := u.proto("/linux-64/"+fn), u.proto("/linux-64/repodata_shards.msgpack.zst"); pk != "HTTP/1.1" || ix != "HTTP/2.0" {
+		t.Errorf("the package was fetched over %q, its index over %q; want HTTP/1.1 and HTTP/2.0", pk, ix)
 	}
 	f.settle(t)
 	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) {
