@@ -77,8 +77,9 @@ var allowed = map[string][]string{
 	// dependency; chosen over go.etcd.io/bbolt by measurement).
 	"internal/stats": {"internal/atomicfile", "internal/condapkg"},
 	"internal/store": {"internal/atomicfile", "internal/sidecar"},
-	// The channel's pages: built from what the indexer holds.
-	"internal/web":      {"internal/condapkg", "internal/condaversion", "internal/repodata", "internal/stats"},
+	// The channel's pages: built from what the indexer holds, and from
+	// what the proxies of upstream channels report of themselves.
+	"internal/web":      {"internal/condapkg", "internal/condaversion", "internal/proxy", "internal/repodata", "internal/stats"},
 	"internal/oidctest": {"github.com/go-jose/go-jose/v4"},
 	"internal/trusted":  {"github.com/coreos/go-oidc/v3/oidc", "github.com/go-jose/go-jose/v4", "internal/auth"},
 	"internal/systemd":  {"github.com/coreos/go-systemd/v22/activation", "github.com/coreos/go-systemd/v22/daemon"},
