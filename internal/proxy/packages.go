@@ -167,11 +167,11 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	}
 	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	dst := io.MultiWriter(tmp, h)
+	var client io.Writer
 	if hb != nil {
-		dst = io.MultiWriter(tmp, h, hb)
+		client = hb
 	}
-	n, err := copyAhead(dst, f.limited(rec.Size))
+	n, err := copyAhead(io.MultiWriter(tmp, h), client, f.limited(rec.Size))
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			return p.mismatch(fn, "more bytes than its size")
@@ -269,18 +269,26 @@ func (h *holdback) flush() {
 	h.pending = nil
 }
 
-// copyAhead copies src to dst with src read ahead in a goroutine, a full
-// buffer at a time. A TLS connection reads one record (16 KiB) at a call,
-// and a first fetch had read, hashed, written to the file and sent to the
-// client each record in turn on one goroutine; reading the upstream (its
-// syscalls and decryption) now overlaps the rest, and the file and the
-// client get a write per aheadSize bytes. The caller must close src's
-// source to end a read in flight if copyAhead returns early.
-func copyAhead(dst io.Writer, src io.Reader) (int64, error) {
+// copyAhead copies src to dst, and to client unless it is nil, in three
+// stages that overlap: a goroutine reads src a full buffer at a time, dst
+// (the file and the hash) takes each buffer here, and another goroutine
+// then sends it to client. A TLS connection reads one record (16 KiB) at
+// a call, and a first fetch had read, hashed, written to the file and
+// sent to the client (encrypting again) each record in turn on one
+// goroutine; now the upstream's reads and decryption, the hash and the
+// file, and the client's encryption and sends each keep a core busy if
+// there is one, and the file and the client get a write per aheadSize
+// bytes. A buffer goes back to the reader once both have it. client's
+// errors are its own (holdback drops a client that fails); copyAhead
+// returns only once client has had its last write. The caller must close
+// src's source to end a read in flight if copyAhead returns early.
+func copyAhead(dst, client io.Writer, src io.Reader) (int64, error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
+	// At most aheadDepth buffers are out at once, so that no send on
+	// these channels ever blocks.
 	full := make(chan chunk, aheadDepth)
 	free := make(chan []byte, aheadDepth)
 	for range aheadDepth {
@@ -289,8 +297,6 @@ func copyAhead(dst io.Writer, src io.Reader) (int64, error) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		// At most aheadDepth chunks are out at once, so that a send on
-		// full never blocks.
 		for {
 			var b []byte
 			select {
@@ -308,6 +314,20 @@ func copyAhead(dst io.Writer, src io.Reader) (int64, error) {
 			}
 		}
 	}()
+	done := func(b []byte) { free <- b[:cap(b)] }
+	if client != nil {
+		sends := make(chan []byte, aheadDepth)
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			for b := range sends {
+				client.Write(b)
+				free <- b[:cap(b)]
+			}
+		}()
+		defer func() { close(sends); <-sent }()
+		done = func(b []byte) { sends <- b }
+	}
 	var total int64
 	for c := range full {
 		if len(c.b) > 0 {
@@ -317,12 +337,15 @@ func copyAhead(dst io.Writer, src io.Reader) (int64, error) {
 			total += int64(len(c.b))
 		}
 		if c.err != nil {
+			if len(c.b) > 0 {
+				done(c.b)
+			}
 			if c.err == io.EOF {
 				return total, nil
 			}
 			return total, c.err
 		}
-		free <- c.b[:cap(c.b)]
+		done(c.b)
 	}
 	return total, nil
 }

@@ -1,0 +1,74 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"testing/iotest"
+)
+
+// failAfter accepts max bytes, then fails.
+type failAfter struct {
+	bytes.Buffer
+	max int
+}
+
+var errWrite = errors.New("write failed")
+
+func (f *failAfter) Write(b []byte) (int, error) {
+	if f.Len()+len(b) > f.max {
+		return 0, errWrite
+	}
+	return f.Buffer.Write(b)
+}
+
+func TestCopyAhead(t *testing.T) {
+	data := make([]byte, 3*aheadSize+12345)
+	rand.NewChaCha8([32]byte{1}).Read(data)
+	errRead := errors.New("read failed")
+	for _, tc := range []struct {
+		name      string
+		src       io.Reader
+		dstMax    int
+		noClient  bool
+		wantN     int
+		wantErr   error
+		wantBytes int // what dst and the client both hold
+	}{
+		{name: "all, to a client", src: bytes.NewReader(data), wantN: len(data), wantBytes: len(data)},
+		{name: "all, no client", src: bytes.NewReader(data), noClient: true, wantN: len(data), wantBytes: len(data)},
+		{name: "one buffer exactly", src: bytes.NewReader(data[:aheadSize]), wantN: aheadSize, wantBytes: aheadSize},
+		{name: "empty", src: bytes.NewReader(nil)},
+		{name: "the source fails", src: io.MultiReader(bytes.NewReader(data[:aheadSize+100]), iotest.ErrReader(errRead)),
+			wantN: aheadSize + 100, wantErr: errRead, wantBytes: aheadSize + 100},
+		{name: "dst fails", src: bytes.NewReader(data), dstMax: aheadSize + 1,
+			wantN: aheadSize, wantErr: errWrite, wantBytes: aheadSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := &failAfter{max: len(data)}
+			if tc.dstMax > 0 {
+				dst.max = tc.dstMax
+			}
+			var client *bytes.Buffer
+			var w io.Writer
+			if !tc.noClient {
+				client = new(bytes.Buffer)
+				w = client
+			}
+			n, err := copyAhead(dst, w, tc.src)
+			if n != int64(tc.wantN) || !errors.Is(err, tc.wantErr) {
+				t.Fatalf("copyAhead = %d, %v; want %d, %v", n, err, tc.wantN, tc.wantErr)
+			}
+			if !bytes.Equal(dst.Bytes(), data[:tc.wantBytes]) {
+				t.Errorf("dst holds %d bytes, want the first %d of the source", dst.Len(), tc.wantBytes)
+			}
+			// Read with no lock: the race detector says if the client
+			// were still being written to after copyAhead returned.
+			if client != nil && !bytes.Equal(client.Bytes(), data[:tc.wantBytes]) {
+				t.Errorf("the client holds %d bytes, want the first %d of the source, in order", client.Len(), tc.wantBytes)
+			}
+		})
+	}
+}
