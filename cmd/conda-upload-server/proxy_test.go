@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,10 +21,13 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/conda-upload-server/conda-upload-server/internal/auth"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 	"github.com/conda-upload-server/conda-upload-server/internal/repodata"
+	"github.com/conda-upload-server/conda-upload-server/internal/testneed"
 )
 
 // TestProxyRattler puts a second instance of the server in front of a
@@ -35,41 +39,7 @@ import (
 func TestProxyRattler(t *testing.T) {
 	needRattler(t)
 	pkgs := solvePkgs
-	dir := shared(t)
-	upCert, upKey, upPool, _ := certPair(t, dir, "up-")
-	upRoot := serviceOwned(t, filepath.Join(dir, "up"))
-	upPort := freePort(t)
-	upCfg := userConfig(t, dir, "[download]\nenabled = true\n")
-	upstream := startServer(t, upPool, upPort, "--config", upCfg, "-d", upRoot, "-p", strconv.Itoa(upPort), "-c", upCert, "-k", upKey,
-		"-t", auth.Hash(auth.DefaultSalt, testToken))
-	for _, p := range pkgs {
-		if st, body := upstream.upload(t, testToken, corpusFile(p)); st != 201 || body["indexed"] != true {
-			t.Fatalf("upload %s: %d %v", p, st, body)
-		}
-	}
-
-	cert, key, pool, _ := certPair(t, dir, "")
-	root := serviceOwned(t, filepath.Join(dir, "channel"))
-	port := freePort(t)
-	cfgFile := filepath.Join(dir, "proxy.toml")
-	os.WriteFile(cfgFile, []byte(fmt.Sprintf(`user = "nobody"
-[[tokens]]
-name = "admin"
-hash = %q
-scopes = ["read", "delete"]
-[download]
-enabled = true
-[[upstreams]]
-name = "up"
-url = "%s"
-subdirs = ["linux-64", "noarch"]
-exclude = ["font-ttf-*"]
-index_ttl = "1s"
-ca_file = %q
-`, auth.Hash(auth.DefaultSalt, adminTok), upstream.url, upCert)), 0o644)
-	p := startServer(t, pool, port, "--config", cfgFile, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
-		"-t", auth.Hash(auth.DefaultSalt, testToken))
-
+	upstream, p, cert, root := proxyPair(t, pkgs)
 	channel := p.url + "proxy/up/"
 	recs, err := rattlerSolve(t, cert, channel, "stub-depends-run_exports", "other-package")
 	if err != nil {
@@ -175,7 +145,123 @@ ca_file = %q
 	}
 }
 
+// TestProxyPythonAndCurl fetches through the proxy as conda does, with
+// Python's requests (conda's HTTP client): repodata.json with the
+// encodings conda accepts, revalidated with its ETag, then a package,
+// checked against its record; and with curl, the .zst twin and a
+// package. Excluded names are in neither index form.
+func TestProxyPythonAndCurl(t *testing.T) {
+	python := testneed.Python(t, "requests", "python3-requests")
+	testneed.Tool(t, "curl", "curl")
+	_, p, cert, root := proxyPair(t, solvePkgs)
+	channel := p.url + "proxy/up/"
+	py := `
+import hashlib, json, requests, sys
+channel, cert, fn = sys.argv[1:4]
+s = requests.Session()
+s.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"
+r = s.get(channel + "noarch/repodata.json", verify=cert)
+r.raise_for_status()
+rd = r.json()
+again = s.get(channel + "noarch/repodata.json", verify=cert, headers={"If-None-Match": r.headers["ETag"]})
+rec = rd["packages.conda"][fn]
+pkg = s.get(channel + "noarch/" + fn, verify=cert)
+pkg.raise_for_status()
+print(json.dumps({
+    "revalidated": again.status_code,
+    "verified": hashlib.sha256(pkg.content).hexdigest() == rec["sha256"] and len(pkg.content) == rec["size"],
+    "names": sorted({v["name"] for k in ("packages", "packages.conda") for v in rd[k].values()}),
+}))
+`
+	const fn = "stub-run_exports-2.0.0-0.conda"
+	out, err := exec.Command(python, "-c", py, channel, cert, fn).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python requests: %v\n%s", err, out)
+	}
+	var got struct {
+		Revalidated int
+		Verified    bool
+		Names       []string
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("python printed %q: %v", out, err)
+	}
+	if got.Revalidated != http.StatusNotModified || !got.Verified || !slices.Equal(got.Names, []string{"stub-run_exports"}) {
+		t.Errorf("python requests through the proxy: %+v; want 304, a verified package, and only stub-run_exports in noarch", got)
+	}
+
+	// curl: the .zst twin holds the same records, and a package fetched
+	// first by curl is the upstream's.
+	zst := filepath.Join(t.TempDir(), "repodata.json.zst")
+	if out, err := exec.Command("curl", "-sSf", "--cacert", cert, "-o", zst, channel+"noarch/repodata.json.zst").CombinedOutput(); err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(zst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := packagesOfZst(t, b); !slices.Equal(names, []string{"stub-run_exports-1.0.0-0.conda", fn}) {
+		t.Errorf("curl: repodata.json.zst lists %v", names)
+	}
+	const other = "stub-run_exports-1.0.0-0.conda"
+	out, err = exec.Command("sh", "-c", "curl -sSf --cacert \"$1\" \"$2\" | sha256sum", "-", cert, channel+"noarch/"+other).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), sha256File(t, corpusFile(pkgPath(solvePkgs, other)))) {
+		t.Errorf("curl of %s through the proxy: %v %s", other, err, out)
+	}
+	pkgsDir := filepath.Join(root, ".proxy-cache", "up", "pkgs")
+	waitUntil(t, func() bool { return slices.Equal(cached(t, pkgsDir), []string{other, fn}) })
+}
+
+// proxyPair starts two instances of the server: an upstream holding
+// pkgs, and, as nobody, a proxy of it named "up" (linux-64 and noarch,
+// font-ttf-* excluded, index_ttl 1s). It returns both, the proxy's
+// certificate and its write_dir.
+func proxyPair(t *testing.T, pkgs []string) (upstream, p *proc, cert, root string) {
+	t.Helper()
+	dir := shared(t)
+	upCert, upKey, upPool, _ := certPair(t, dir, "up-")
+	upRoot := serviceOwned(t, filepath.Join(dir, "up"))
+	upPort := freePort(t)
+	upCfg := userConfig(t, dir, "[download]\nenabled = true\n")
+	upstream = startServer(t, upPool, upPort, "--config", upCfg, "-d", upRoot, "-p", strconv.Itoa(upPort), "-c", upCert, "-k", upKey,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	for _, p := range pkgs {
+		if st, body := upstream.upload(t, testToken, corpusFile(p)); st != 201 || body["indexed"] != true {
+			t.Fatalf("upload %s: %d %v", p, st, body)
+		}
+	}
+
+	cert, key, pool, _ := certPair(t, dir, "")
+	root = serviceOwned(t, filepath.Join(dir, "channel"))
+	port := freePort(t)
+	cfgFile := filepath.Join(dir, "proxy.toml")
+	os.WriteFile(cfgFile, []byte("user = \"nobody\"\n"+upConfig(upstream.url, upCert,
+		`subdirs = ["linux-64", "noarch"]
+exclude = ["font-ttf-*"]
+index_ttl = "1s"
+`)), 0o644)
+	p = startServer(t, pool, port, "--config", cfgFile, "-d", root, "-p", strconv.Itoa(port), "-c", cert, "-k", key,
+		"-t", auth.Hash(auth.DefaultSalt, testToken))
+	return upstream, p, cert, root
+}
+
 const adminTok = "proxy-admin-token"
+
+// upConfig is the configuration of a proxy of url, named "up", with the
+// upstream keys given, and an admin token (adminTok) that may purge it.
+func upConfig(url, caFile, keys string) string {
+	return fmt.Sprintf(`[[tokens]]
+name = "admin"
+hash = %q
+scopes = ["read", "delete"]
+[download]
+enabled = true
+[[upstreams]]
+name = "up"
+url = %q
+ca_file = %q
+%s`, auth.Hash(auth.DefaultSalt, adminTok), url, caFile, keys)
+}
 
 // solvePkgs are the corpus packages the rattler tests upload and solve.
 var solvePkgs = []string{
@@ -185,6 +271,35 @@ var solvePkgs = []string{
 	"conda-build-local-channel/noarch/stub-run_exports-2.0.0-0.conda",
 	"quetz/other-package-0.2-0.conda",
 	"conda/font-ttf-inconsolata-23.12.6-0.tar.bz2",
+}
+
+// packagesOfZst lists the filenames a repodata.json.zst holds, sorted.
+func packagesOfZst(t *testing.T, b []byte) []string {
+	t.Helper()
+	d, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	raw, err := d.DecodeAll(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd struct {
+		Packages      map[string]json.RawMessage `json:"packages"`
+		PackagesConda map[string]json.RawMessage `json:"packages.conda"`
+	}
+	if err := json.Unmarshal(raw, &rd); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range []map[string]json.RawMessage{rd.Packages, rd.PackagesConda} {
+		for fn := range m {
+			names = append(names, fn)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 func pkgPath(pkgs []string, fn string) string {

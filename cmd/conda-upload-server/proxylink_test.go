@@ -139,18 +139,7 @@ func (l *lab) start(b *testing.B) {
 
 	pxDir := shared(b)
 	pxRoot := serviceOwned(b, filepath.Join(pxDir, "channel"))
-	pxCfg := userConfig(b, pxDir, fmt.Sprintf(`[[tokens]]
-name = "admin"
-hash = %q
-scopes = ["read", "delete"]
-[download]
-enabled = true
-[[upstreams]]
-name = "up"
-url = "https://%s:%s"
-subdirs = ["linux-64"]
-ca_file = %q
-`, auth.Hash(auth.DefaultSalt, adminTok), upAddr, labPort, l.cert))
+	pxCfg := userConfig(b, pxDir, upConfig("https://"+upAddr+":"+labPort, l.cert, "subdirs = [\"linux-64\"]\n"))
 	l.pxPID = l.serve(b, "px", pxAddr, "--config", pxCfg, "-d", pxRoot, "-p", labPort, "-c", l.cert, "-k", key, "-t", token)
 	l.cacheFile = filepath.Join(pxRoot, ".proxy-cache", "up", "pkgs", "linux-64", labPkg)
 	l.direct = "https://" + upAddr + ":" + labPort + "/linux-64/" + labPkg
