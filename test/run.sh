@@ -91,7 +91,7 @@ echo "== go test (no test may skip; the whole log: $TEST_OUT/go-test.json)"
 go test -race -count=1 -json ./... | go run ./test/testreport -o "$TEST_OUT/go-test.json"
 
 if [[ $FUZZTIME != 0 ]]; then
-	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x channel:FuzzResolve:100000x server:FuzzCleanPath:50000x patch:FuzzPatch:200000x record:FuzzCheck:200000x server:FuzzCheckJSON:30000x sidecar:FuzzMerge:200000x proxy:FuzzFilter:20000x; do
+	for target in condapkg:FuzzTarBz2:50000x condapkg:FuzzConda:300000x condapkg:FuzzParseFilename:500000x server:FuzzUpload:60000x form:FuzzReader:500000x repodata:FuzzShardKey:2000x channel:FuzzResolve:100000x server:FuzzCleanPath:50000x patch:FuzzPatch:200000x record:FuzzCheck:200000x server:FuzzCheckJSON:30000x sidecar:FuzzMerge:200000x proxy:FuzzFilter:20000x proxy:FuzzChannelData:20000x; do
 		IFS=: read -r pkg name budget <<<"$target"
 		echo "== fuzz $name (${FUZZTIME:-$budget})"
 		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZTIME:-$budget}" -fuzzminimizetime 100x "./internal/$pkg/"
