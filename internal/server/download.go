@@ -148,7 +148,7 @@ func (s *Server) pageAccess(r *http.Request) (web.Access, error) {
 func (s *Server) page(w http.ResponseWriter, r *http.Request, acc web.Access) (*Result, error) {
 	err := s.o.Channel.Pages.Serve(w, r, acc)
 	if errors.Is(err, web.ErrNotFound) {
-		return nil, newError(http.StatusNotFound, "not found: "+oneLine(r.URL.Path))
+		return nil, newError(http.StatusNotFound, "not found: "+oneLine(logPath(r)))
 	}
 	if err != nil {
 		return nil, err
