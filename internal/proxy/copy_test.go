@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // failAfter accepts max bytes, then fails.
@@ -57,7 +60,7 @@ func TestCopyAhead(t *testing.T) {
 				client = new(bytes.Buffer)
 				w = client
 			}
-			n, err := copyAhead(dst, w, tc.src)
+			n, err := ahead{dst: dst, client: w}.copy(tc.src)
 			if n != int64(tc.wantN) || !errors.Is(err, tc.wantErr) {
 				t.Fatalf("copyAhead = %d, %v; want %d, %v", n, err, tc.wantN, tc.wantErr)
 			}
@@ -70,5 +73,48 @@ func TestCopyAhead(t *testing.T) {
 				t.Errorf("the client holds %d bytes, want the first %d of the source, in order", client.Len(), tc.wantBytes)
 			}
 		})
+	}
+}
+
+// stuck is a client that takes nothing until it is cut.
+type stuck struct {
+	once sync.Once
+	cutC chan struct{}
+}
+
+func (s *stuck) Write(b []byte) (int, error) {
+	<-s.cutC
+	return 0, errWrite
+}
+
+func (s *stuck) cut() { s.once.Do(func() { close(s.cutC) }) }
+
+// TestCopyAheadCutsAStuckClient: a client that takes nothing holds the
+// reader for lag, no more; it is cut, and the copy goes on to the end,
+// with the reader's wait reported as idle (no upstream stall).
+func TestCopyAheadCutsAStuckClient(t *testing.T) {
+	data := make([]byte, 3*aheadDepth*aheadSize)
+	rand.NewChaCha8([32]byte{2}).Read(data)
+	var dst bytes.Buffer
+	c := &stuck{cutC: make(chan struct{})}
+	var idle, resumed atomic.Int32
+	a := ahead{dst: &dst, client: c, cut: c.cut, lag: 50 * time.Millisecond, idle: func(w bool) {
+		if w {
+			idle.Add(1)
+		} else {
+			resumed.Add(1)
+		}
+	}}
+	n, err := a.copy(bytes.NewReader(data))
+	if err != nil || n != int64(len(data)) || !bytes.Equal(dst.Bytes(), data) {
+		t.Fatalf("copy = %d, %v (dst %d bytes); want all %d", n, err, dst.Len(), len(data))
+	}
+	select {
+	case <-c.cutC:
+	default:
+		t.Error("the stuck client was not cut")
+	}
+	if idle.Load() == 0 || idle.Load() != resumed.Load() {
+		t.Errorf("idle reported %d times, resumed %d; want at least once, and as many", idle.Load(), resumed.Load())
 	}
 }

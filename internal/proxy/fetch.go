@@ -93,6 +93,8 @@ type fetch struct {
 	stall  *time.Timer
 	n      int64
 	p      *Proxy
+	// stallFor is how long the body may send nothing.
+	stallFor time.Duration
 	// bodyErr is the error reading the body failed with, if it did.
 	bodyErr error
 }
@@ -134,7 +136,7 @@ func (p *Proxy) request(ctx context.Context, client *http.Client, rawURL, etag s
 		req.Header.Set("Authorization", "Bearer "+p.up.Token)
 	}
 	req.Header.Set("User-Agent", "conda-upload-server-proxy")
-	f := &fetch{cancel: cancel, p: p}
+	f := &fetch{cancel: cancel, p: p, stallFor: stall}
 	f.stall = time.AfterFunc(stall, func() { cancel(errStalled) })
 	resp, err := client.Do(req)
 	if err != nil {
@@ -192,6 +194,16 @@ func (f *fetch) close() {
 		f.resp.Body.Close()
 	}
 	f.cancel(nil)
+}
+
+// idle stops the stall clock while the reader waits on its own side
+// (the cache's disk, a client), and starts it again after.
+func (f *fetch) idle(waiting bool) {
+	if waiting {
+		f.stall.Stop()
+	} else {
+		f.stall.Reset(f.stallFor)
+	}
 }
 
 // limited is f's body, cut with errTooLarge past max bytes.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -380,4 +381,43 @@ func cacheFiles(t *testing.T, dir string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestSlowClientDoesNotHoldTheFetch: the client of a first fetch asks
+// for a package and reads nothing. It holds the fetch for the stall
+// bound, no more, and is not taken for a stalled upstream: it is cut,
+// and the request waiting on the same fetch gets the package, which is
+// cached.
+func TestSlowClientDoesNotHoldTheFetch(t *testing.T) {
+	const fn = "big-1.0-0.conda"
+	u := newUpstreamWith(t, func(dir string) {
+		f, err := os.Create(filepath.Join(dir, fn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Past what the sockets between the proxy and the client hold.
+		pkgtest.LargeConda(t, pkgtest.Simple("big", "1.0", "0", "linux-64"), 24<<20, f)
+		f.Close()
+	})
+	f := newFront(t, u, func(up *Upstream) { up.StallTimeout = time.Second })
+	good, _ := os.ReadFile(filepath.Join(u.root, "linux-64", fn))
+	c, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /linux-64/%s HTTP/1.1\r\nHost: x\r\n\r\n", fn)
+	for !f.p.flights.busy("linux-64/" + fn) {
+		time.Sleep(time.Millisecond)
+	}
+	if resp, b := get(t, f.srv.URL+"/linux-64/"+fn); resp.StatusCode != 200 || !bytes.Equal(b, good) {
+		t.Fatalf("the request waiting on a stuck client's fetch: %d, %d bytes; want the package", resp.StatusCode, len(b))
+	}
+	f.settle(t)
+	if got := cachedFiles(t, f.dir); !slices.Equal(got, []string{fn}) || f.obs.errorsOf("timeout") != 0 || f.p.Degraded() != "" {
+		t.Errorf("cache %v, timeouts %d, degraded %q; want the package, none, and not degraded", got, f.obs.errorsOf("timeout"), f.p.Degraded())
+	}
+	if !strings.Contains(f.log.String(), "too slow for the first fetch") {
+		t.Errorf("the log does not say the client was cut:\n%s", f.log.String())
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
@@ -30,7 +31,7 @@ const holdBack = 64 << 10
 const recheckAfter = 30 * time.Second
 
 // aheadSize and aheadDepth are the buffers of a first fetch's read-ahead
-// (copyAhead): 1 MiB in flight per fetch.
+// (ahead): 1 MiB in flight per fetch.
 const (
 	aheadSize  = 256 << 10
 	aheadDepth = 4
@@ -167,16 +168,22 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	}
 	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	var client io.Writer
+	a := ahead{dst: io.MultiWriter(tmp, h), idle: f.idle}
 	if hb != nil {
-		client = hb
+		a.client, a.cut, a.lag = hb, hb.cut, f.stallFor
 	}
-	n, err := copyAhead(io.MultiWriter(tmp, h), client, f.limited(rec.Size))
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			return p.mismatch(fn, "more bytes than its size")
-		}
+	n, err := a.copy(f.limited(rec.Size))
+	var local localError
+	switch {
+	case errors.As(err, &local):
+		return local.error
+	case errors.Is(err, errTooLarge):
+		return p.mismatch(fn, "more bytes than its size")
+	case err != nil:
 		return f.readErr(err)
+	}
+	if hb != nil && hb.cutOff.Load() {
+		p.log.Warn("a client was too slow for the first fetch of a package, and was cut; the fetch went on for the cache", "file", fn)
 	}
 	if n != rec.Size || hex.EncodeToString(h.Sum(nil)) != rec.Sha256 {
 		return p.mismatch(fn, "sha256 "+hex.EncodeToString(h.Sum(nil))+", "+strconv.FormatInt(n, 10)+" bytes")
@@ -225,6 +232,15 @@ type holdback struct {
 	pending []byte
 	started bool
 	dead    bool
+	// cutOff is set by cut, from another goroutine.
+	cutOff atomic.Bool
+}
+
+// cut ends the response at once: a write in progress fails, and none
+// follows.
+func (h *holdback) cut() {
+	h.cutOff.Store(true)
+	http.NewResponseController(h.w).SetWriteDeadline(time.Now())
 }
 
 func (h *holdback) Write(b []byte) (int, error) {
@@ -245,7 +261,8 @@ func (h *holdback) Write(b []byte) (int, error) {
 }
 
 func (h *holdback) send(bs ...[]byte) {
-	if h.dead {
+	if h.dead || h.cutOff.Load() {
+		h.dead = true
 		return
 	}
 	if !h.started {
@@ -269,20 +286,36 @@ func (h *holdback) flush() {
 	h.pending = nil
 }
 
-// copyAhead copies src to dst, and to client unless it is nil, in three
-// stages that overlap: a goroutine reads src a full buffer at a time, dst
-// (the file and the hash) takes each buffer here, and another goroutine
-// then sends it to client. A TLS connection reads one record (16 KiB) at
-// a call, and a first fetch had read, hashed, written to the file and
-// sent to the client (encrypting again) each record in turn on one
-// goroutine; now the upstream's reads and decryption, the hash and the
-// file, and the client's encryption and sends each keep a core busy if
-// there is one, and the file and the client get a write per aheadSize
-// bytes. A buffer goes back to the reader once both have it. client's
-// errors are its own (holdback drops a client that fails); copyAhead
-// returns only once client has had its last write. The caller must close
-// src's source to end a read in flight if copyAhead returns early.
-func copyAhead(dst, client io.Writer, src io.Reader) (int64, error) {
+// ahead is a first fetch's copy: three stages that overlap. A goroutine
+// reads the upstream a full buffer at a time, dst (the file and the
+// hash) takes each buffer, and another goroutine then sends it to
+// client. A TLS connection reads one record (16 KiB) at a call, and a
+// first fetch had read, hashed, written to the file and sent to the
+// client (encrypting again) each record in turn on one goroutine; now
+// each stage keeps a core busy if there is one, and the file and the
+// client get a write per aheadSize bytes. A buffer goes back to the
+// reader once both have it.
+type ahead struct {
+	dst io.Writer
+	// client, if set, takes every byte too. Its errors are its own
+	// (holdback drops a client that fails).
+	client io.Writer
+	// cut, if set, ends client's response at once. It is called when
+	// client has kept the reader waiting for lag: a client slower than
+	// that does not hold up the fetch, which goes on for the cache and
+	// the requests waiting on it.
+	cut func()
+	lag time.Duration
+	// idle, if set, is told when the reader starts (true) and stops
+	// (false) waiting for a buffer: that time is this side's, not the
+	// upstream's (fetch.idle stops the upstream's stall clock).
+	idle func(bool)
+}
+
+// copy copies src as a describes, and returns once client has had its
+// last write. An error of dst is a localError. The caller must close
+// src's source to end a read in flight if copy returns early.
+func (a ahead) copy(src io.Reader) (int64, error) {
 	type chunk struct {
 		b   []byte
 		err error
@@ -296,12 +329,11 @@ func copyAhead(dst, client io.Writer, src io.Reader) (int64, error) {
 	}
 	stop := make(chan struct{})
 	defer close(stop)
+	var sending atomic.Int32 // buffers the client's goroutine holds
 	go func() {
 		for {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-stop:
+			b := a.next(free, stop, &sending)
+			if b == nil {
 				return
 			}
 			n, err := io.ReadFull(src, b)
@@ -315,24 +347,26 @@ func copyAhead(dst, client io.Writer, src io.Reader) (int64, error) {
 		}
 	}()
 	done := func(b []byte) { free <- b[:cap(b)] }
-	if client != nil {
+	if a.client != nil {
 		sends := make(chan []byte, aheadDepth)
 		sent := make(chan struct{})
 		go func() {
 			defer close(sent)
 			for b := range sends {
-				client.Write(b)
+				a.client.Write(b)
+				sending.Add(-1)
 				free <- b[:cap(b)]
 			}
 		}()
-		defer func() { close(sends); <-sent }()
-		done = func(b []byte) { sends <- b }
+		// The client's last writes, cut if they take past lag.
+		defer func() { close(sends); await(a, sent, nil, &sending) }()
+		done = func(b []byte) { sending.Add(1); sends <- b }
 	}
 	var total int64
 	for c := range full {
 		if len(c.b) > 0 {
-			if _, err := dst.Write(c.b); err != nil {
-				return total, err
+			if _, err := a.dst.Write(c.b); err != nil {
+				return total, localError{err}
 			}
 			total += int64(len(c.b))
 		}
@@ -349,3 +383,52 @@ func copyAhead(dst, client io.Writer, src io.Reader) (int64, error) {
 	}
 	return total, nil
 }
+
+// next is the reader's next free buffer, or nil once stop is closed.
+// While it waits, the upstream's stall clock is stopped (idle).
+func (a ahead) next(free chan []byte, stop chan struct{}, sending *atomic.Int32) []byte {
+	select {
+	case b := <-free:
+		return b
+	default:
+	}
+	if a.idle != nil {
+		a.idle(true)
+		defer a.idle(false)
+	}
+	b, _ := await(a, free, stop, sending)
+	return b
+}
+
+// await waits for a value of ch, or for ch or stop to close. If a's
+// client holds buffers past a.lag meanwhile, it is cut, and again every
+// lag/10 until ch answers: a send deadline moved on between two writes
+// can undo a cut.
+func await[T any](a ahead, ch <-chan T, stop <-chan struct{}, sending *atomic.Int32) (T, bool) {
+	var late <-chan time.Time
+	if a.client != nil && a.cut != nil && a.lag > 0 {
+		t := time.NewTimer(a.lag)
+		defer t.Stop()
+		late = t.C
+	}
+	for {
+		select {
+		case v, ok := <-ch:
+			return v, ok
+		case <-stop:
+			var zero T
+			return zero, false
+		case <-late:
+			if sending.Load() > 0 {
+				a.cut()
+			}
+			late = time.After(a.lag / 10)
+		}
+	}
+}
+
+// localError is an error of the proxy's own side (writing the cache),
+// not the upstream's: a full disk is the server's 507, not a 502.
+type localError struct{ error }
+
+func (e localError) Unwrap() error { return e.error }
