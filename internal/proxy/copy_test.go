@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,7 +64,11 @@ func TestCopyAhead(t *testing.T) {
 			}
 			n, err := ahead{dst: dst, client: w}.copy(tc.src)
 			if n != int64(tc.wantN) || !errors.Is(err, tc.wantErr) {
-				t.Fatalf("copyAhead = %d, %v; want %d, %v", n, err, tc.wantN, tc.wantErr)
+				t.Fatalf("copy = %d, %v; want %d, %v", n, err, tc.wantN, tc.wantErr)
+			}
+			// An error of dst, the cache's, is the proxy's own.
+			if local := errors.As(err, new(localError)); local != (tc.wantErr == errWrite) {
+				t.Errorf("copy's error %v is local: %v", err, local)
 			}
 			if !bytes.Equal(dst.Bytes(), data[:tc.wantBytes]) {
 				t.Errorf("dst holds %d bytes, want the first %d of the source", dst.Len(), tc.wantBytes)
@@ -116,5 +122,30 @@ func TestCopyAheadCutsAStuckClient(t *testing.T) {
 	}
 	if idle.Load() == 0 || idle.Load() != resumed.Load() {
 		t.Errorf("idle reported %d times, resumed %d; want at least once, and as many", idle.Load(), resumed.Load())
+	}
+}
+
+// TestContentErrOfTheCache: an index that cannot be written to the cache
+// is the server's failure (a full disk, 507), not the upstream's.
+func TestContentErrOfTheCache(t *testing.T) {
+	obs := &recorder{errors: map[string]int{}, hits: map[string]int{}}
+	f := &fetch{p: &Proxy{obs: obs}}
+	var o outputs
+	o.g = &indexGroup{base: "repodata"}
+	dir := t.TempDir()
+	file, err := os.Create(filepath.Join(dir, "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Close() // writes to it fail
+	o.files = map[string]*os.File{"repodata.json": file}
+	_, werr := o.writer().Write([]byte("{}"))
+	err = f.contentErr(werr)
+	var e *Error
+	if !errors.Is(err, os.ErrClosed) || errors.As(err, &e) || obs.errorsOf("invalid") != 0 {
+		t.Errorf("contentErr(%v) = %v; want the write's own error, not the upstream's", werr, err)
+	}
+	if err := f.contentErr(errors.New("bad JSON")); !errors.As(err, &e) || e.Status != 502 {
+		t.Errorf("contentErr of bad content = %v, want a 502", err)
 	}
 }

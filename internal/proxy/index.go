@@ -222,8 +222,13 @@ func (p *Proxy) buildIndex(f *fetch, dir string, g *indexGroup, subdir, src stri
 }
 
 // contentErr is the error of an upstream body that could not be used:
-// the upstream's failure if reading it failed, else bad content.
+// the upstream's failure if reading it failed, else bad content; an
+// error writing the cache is the proxy's own.
 func (f *fetch) contentErr(err error) error {
+	var local localError
+	if errors.As(err, &local) {
+		return local.error
+	}
 	if f.bodyErr != nil {
 		return f.readErr(f.bodyErr)
 	}
@@ -266,16 +271,31 @@ func newOutputs(dir string, g *indexGroup) (*outputs, error) {
 	return o, nil
 }
 
+// writer writes the index and its .zst; its errors are localErrors.
 func (o *outputs) writer() io.Writer {
-	if o.zw == nil {
-		return o.files[o.g.base+".json"]
+	var w io.Writer = o.files[o.g.base+".json"]
+	if o.zw != nil {
+		w = io.MultiWriter(w, o.zw)
 	}
-	return io.MultiWriter(o.files[o.g.base+".json"], o.zw)
+	return localWriter{w}
 }
 
 func (o *outputs) record(fn string, r record) error {
-	_, err := fmt.Fprintf(o.rec, "%s %s %d\n", fn, r.Sha256, r.Size)
-	return err
+	if _, err := fmt.Fprintf(o.rec, "%s %s %d\n", fn, r.Sha256, r.Size); err != nil {
+		return localError{err}
+	}
+	return nil
+}
+
+// localWriter marks its writer's errors as the proxy's own.
+type localWriter struct{ w io.Writer }
+
+func (l localWriter) Write(b []byte) (int, error) {
+	n, err := l.w.Write(b)
+	if err != nil {
+		err = localError{err}
+	}
+	return n, err
 }
 
 // commit makes the files durable and puts them in place, the records
