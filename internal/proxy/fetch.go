@@ -36,7 +36,6 @@ var (
 // CPU, and the upstream two to three times as much, as over HTTP/1.1
 // (BENCHMARKS.md); index files and shards, many and small, keep HTTP/2.
 func newClient(up Upstream, base *url.URL, bulk bool) *http.Client {
-	allowed := append([]string{hostPort(base)}, up.RedirectHosts...)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(!bulk)
@@ -53,15 +52,13 @@ func newClient(up Upstream, base *url.URL, bulk bool) *http.Client {
 	return &http.Client{
 		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			h := hostPort(req.URL)
-			switch {
-			case len(via) >= 5:
+			if len(via) > 5 {
 				return &Error{Status: http.StatusBadGateway, Msg: "the upstream redirected more than 5 times"}
-			case req.URL.Scheme != base.Scheme && req.URL.Scheme != "https":
-				return &Error{Status: http.StatusBadGateway, Msg: "the upstream redirected to " + req.URL.Scheme}
-			case !slices.Contains(allowed, h):
-				return &Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("the upstream redirected to %s, which is not in redirect_hosts", h)}
-			case h != allowed[0]:
+			}
+			if err := reachable(up, base, req.URL, "redirected to"); err != nil {
+				return err
+			}
+			if hostPort(req.URL) != hostPort(base) {
 				// The credentials are the upstream's alone: Go
 				// would send them to its host on another port.
 				req.Header.Del("Authorization")
@@ -69,6 +66,21 @@ func newClient(up Upstream, base *url.URL, bulk bool) *http.Client {
 			return nil
 		},
 	}
+}
+
+// reachable says whether the server may fetch u for the upstream up at
+// base: over base's scheme or https, from base's own host and port or a
+// host and port of redirect_hosts. It holds for redirects and for a
+// shard index's shards_base_url alike; what says which it is.
+func reachable(up Upstream, base, u *url.URL, what string) error {
+	h := hostPort(u)
+	switch {
+	case u.Scheme != base.Scheme && u.Scheme != "https":
+		return &Error{Status: http.StatusBadGateway, Msg: "the upstream " + what + " " + u.Scheme}
+	case h != hostPort(base) && !slices.Contains(up.RedirectHosts, h):
+		return &Error{Status: http.StatusBadGateway, Msg: fmt.Sprintf("the upstream %s %s, which is not in redirect_hosts", what, h)}
+	}
+	return nil
 }
 
 // hostPort is u's host, in lower case, and port, its scheme's if it
@@ -129,7 +141,10 @@ func (p *Proxy) request(ctx context.Context, client *http.Client, rawURL, etag s
 	if etag != "" {
 		req.Header.Set("If-None-Match", etag)
 	}
+	// The credentials go to the upstream's own host and port only, not
+	// to a CDN's shards_base_url.
 	switch {
+	case hostPort(req.URL) != hostPort(p.base):
 	case p.up.Username != "":
 		req.SetBasicAuth(p.up.Username, p.up.Password)
 	case p.up.Token != "":

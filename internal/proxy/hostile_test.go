@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/conda-upload-server/conda-upload-server/internal/pkgtest"
 )
@@ -419,5 +420,73 @@ func TestSlowClientDoesNotHoldTheFetch(t *testing.T) {
 	}
 	if !strings.Contains(f.log.String(), "too slow for the first fetch") {
 		t.Errorf("the log does not say the client was cut:\n%s", f.log.String())
+	}
+}
+
+// TestShardsBaseURL: a shard index whose shards_base_url is on another
+// host and port is used only if redirect_hosts lists them, and the
+// upstream's credentials never go there.
+func TestShardsBaseURL(t *testing.T) {
+	const fn = "numpy-1.0-h0_0.conda"
+	for _, listed := range []bool{true, false} {
+		t.Run(fmt.Sprint("listed=", listed), func(t *testing.T) {
+			u := newUpstream(t)
+			var cdnAuth atomic.Value
+			var cdnShards atomic.Int32
+			cdn := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cdnAuth.Store(r.Header.Get("Authorization"))
+				if strings.HasSuffix(r.URL.Path, ".msgpack.zst") {
+					cdnShards.Add(1)
+				}
+				http.ServeFile(w, r, filepath.Join(u.root, strings.TrimPrefix(r.URL.Path, "/cdn/")))
+			}))
+			defer cdn.Close()
+			// The shard index names the CDN as its shards' home.
+			path := filepath.Join(u.root, "linux-64", "repodata_shards.msgpack.zst")
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ix map[string]any
+			if err := msgpack.Unmarshal(unzstd(t, raw), &ix); err != nil {
+				t.Fatal(err)
+			}
+			ix["info"].(map[string]any)["shards_base_url"] = cdn.URL + "/cdn/linux-64/"
+			b, err := msgpack.Marshal(ix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, _ := zstd.NewWriter(nil)
+			os.WriteFile(path, enc.EncodeAll(b, nil), 0o644)
+			cdnHost := strings.TrimPrefix(cdn.URL, "https://")
+			f := newFront(t, u, func(up *Upstream) {
+				up.Token = "s3cret"
+				up.RootCAs.AddCert(cdn.Certificate())
+				if listed {
+					up.RedirectHosts = []string{cdnHost}
+				}
+			})
+			// Refused shards leave the package to repodata.json.
+			resp, body := get(t, f.srv.URL+"/linux-64/"+fn)
+			if resp.StatusCode != 200 || !bytes.Equal(body, u.file(t, "linux-64/"+fn)) {
+				t.Fatalf("the package: %d", resp.StatusCode)
+			}
+			if listed {
+				if cdnShards.Load() == 0 {
+					t.Fatal("no shard was fetched from the listed CDN")
+				}
+				if a, _ := cdnAuth.Load().(string); a != "" {
+					t.Errorf("the CDN got the upstream's credentials: %q", a)
+				}
+				return
+			}
+			resp, body = get(t, f.srv.URL+"/linux-64/repodata_shards.msgpack.zst")
+			if want := "puts its shards on " + cdnHost; resp.StatusCode != http.StatusBadGateway || !bytes.Contains(body, []byte(want)) {
+				t.Errorf("a shard index with its shards on an unlisted host: %d %s; want a 502 naming %s", resp.StatusCode, body, cdnHost)
+			}
+			if cdnAuth.Load() != nil || f.obs.errorsOf("redirect") == 0 {
+				t.Errorf("the unlisted CDN was asked, or the refusal not counted (%d)", f.obs.errorsOf("redirect"))
+			}
+		})
 	}
 }

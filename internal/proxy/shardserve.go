@@ -3,14 +3,12 @@ package proxy
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -78,8 +76,9 @@ func (p *Proxy) buildShardIndex(f *fetch, dir string, u *url.URL) error {
 		return f.contentErr(err)
 	}
 	base := u.ResolveReference(ref)
-	if h := base.Hostname(); h != p.base.Hostname() && !slices.Contains(p.up.RedirectHosts, h) {
-		return f.contentErr(errShardsElsewhere)
+	if err := reachable(p.up, p.base, base, "puts its shards on"); err != nil {
+		p.obs.UpstreamError(p.up.Name, "redirect")
+		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -170,8 +169,6 @@ func (p *Proxy) fetchShard(ctx context.Context, label, subdir, file, path string
 		return atomicfile.Write(path, data)
 	})
 }
-
-var errShardsElsewhere = errors.New("the shard index's shards_base_url is on a host not in redirect_hosts")
 
 // readAll reads f's whole body, of at most max bytes.
 func readAll(f *fetch, max int64) ([]byte, error) {
