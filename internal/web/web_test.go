@@ -161,12 +161,11 @@ func get(t *testing.T, f fixture, path string, hdr ...string) (int, http.Header,
 func TestPages(t *testing.T) {
 	f := serve(t, false)
 	for _, tc := range []struct {
-		path      string
-		want      []string
-		wantNot   []string
-		wantCode  int
-		hdr       []string
-		wantCount int
+		path     string
+		want     []string
+		wantNot  []string
+		wantCode int
+		hdr      []string
 	}{
 		{path: "/", want: []string{"packages", "Recent uploads", "evil-pkg", "conda install -c http://", "/label/dev/", "/linux-64/", "Search packages"}},
 		{path: "/?q=mock", want: []string{`Results for “mock”`, `href="/packages/mock"`}},
