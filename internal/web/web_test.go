@@ -276,6 +276,11 @@ func TestPlainClientsUnaffected(t *testing.T) {
 		{"/linux-64/repodata.json", "text/html", false},
 		{"/linux-64/" + hostileFile, "text/html", false},
 		{"/channeldata.json", "text/html", false},
+		// A label may hold a dot; its listings are still pages.
+		{"/label/rc.1/", "text/html", true},
+		{"/label/rc.1/linux-64/", "text/html", true},
+		{"/label/rc.1/linux-64/repodata.json", "text/html", false},
+		{"/label/rc.1/", "*/*", false},
 		{"/packages/foo", "*/*", true},
 		{"/api/v1/stats", "application/json", true},
 		// An upstream's page; its files stay the proxy's.
