@@ -174,10 +174,10 @@ func TestUpstreamPages(t *testing.T) {
 	var down atomic.Bool
 	dir := shared(t)
 	up, caFile, _ := testChannel(t, dir, fn, failsWhen(&down))
-	const reader, linux, osx, dev = "reader-secret-1", "linux-secret-2", "osx-secret-3", "dev-secret-5"
+	const reader, linux, osx, noarch, dev = "reader-secret-1", "linux-secret-2", "osx-secret-3", "noarch-secret-4", "dev-secret-5"
 	var tokens string
 	for name, tc := range map[string]struct{ tok, limits string }{"reader": {reader, ""}, "linux": {linux, `subdirs = ["linux-64", "noarch"]`},
-		"osx": {osx, `subdirs = ["osx-64"]`}, "dev": {dev, `labels = ["dev"]`}} {
+		"osx": {osx, `subdirs = ["osx-64"]`}, "noarch": {noarch, `subdirs = ["noarch"]`}, "dev": {dev, `labels = ["dev"]`}} {
 		tokens += fmt.Sprintf("[[tokens]]\nname = %q\nhash = %q\nscopes = [\"read\"]\n%s\n", name, auth.Hash(auth.DefaultSalt, tc.tok), tc.limits)
 	}
 	p, _ := startWith(t, tokens+"[download]\nenabled = true\naccess = \"token\"\n"+fmt.Sprintf(
@@ -233,6 +233,14 @@ func TestUpstreamPages(t *testing.T) {
 		t.Errorf("a linux-64 token through the proxy: %d %.200s", st, b)
 	}
 	limited(t, p, fn, osx, dev, linux)
+	// A token of noarch alone sees the page (noarch is one of the
+	// upstream's subdirs), but not the linux-64 package in the cache.
+	if st, b := page(noarch, "proxy/up.stream/"); st != 200 || !strings.Contains(b, "0 packages, 0 B, without a size limit") || strings.Contains(b, fn) {
+		t.Errorf("the upstream's page for a noarch token: %d; want 0 packages, 0 B and not %s", st, fn)
+	}
+	if _, home := page(noarch, ""); !strings.Contains(home, `<a href="/proxy/up.stream/">up.stream</a>`) || !strings.Contains(home, "<td>0 packages, 0 B</td>") {
+		t.Errorf("the home page's row of the upstream for a noarch token lacks 0 packages, 0 B:\n%.3000s", home)
+	}
 
 	down.Store(true)
 	waitUntil(t, func() bool {
@@ -251,7 +259,7 @@ func TestUpstreamPages(t *testing.T) {
 	if _, home := page(reader, ""); !strings.Contains(home, "unreachable") {
 		t.Error("the home page does not say the upstream is unreachable")
 	}
-	for _, tok := range []string{reader, linux, osx, dev} {
+	for _, tok := range []string{reader, linux, osx, noarch, dev} {
 		if strings.Contains(p.stderr.String(), tok) {
 			t.Errorf("the token %s reached the log", tok)
 		}
