@@ -92,6 +92,11 @@ func TestDownloadCountsSurviveKill(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &a); err != nil || a.Total != want {
 		t.Fatalf("after kill -9 and restart, the file's count is %s; want total %d", js, want)
 	}
+	for _, q := range []string{"abc", "0", "1000"} {
+		if st, _, js := fetch(t, p, "GET", "api/v1/stats?days="+q); st != 400 || js != `{"error":"days must be a whole number from 1 to 400","status":400}`+"\n" {
+			t.Errorf("?days=%s: %d %q; want 400 and a one-line JSON error", q, st, js)
+		}
+	}
 	_, _, text := fetch(t, p, "GET", "metrics")
 	if v, ok := metricValue(text, "conda_package_downloads_total"); !ok || v != want {
 		t.Errorf("conda_package_downloads_total = %v (%v), want %d", v, ok, want)

@@ -35,6 +35,12 @@ import (
 // ErrNotFound is returned for a path the pages do not have.
 var ErrNotFound = errors.New("no such page")
 
+// BadRequest is a request the pages refuse, having written nothing; its
+// text is one line, safe to send to the client.
+type BadRequest string
+
+func (e BadRequest) Error() string { return string(e) }
+
 //go:embed templates/*.html
 var templateFS embed.FS
 
