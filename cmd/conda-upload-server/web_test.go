@@ -92,6 +92,11 @@ func TestDownloadCountsSurviveKill(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &a); err != nil || a.Total != want {
 		t.Fatalf("after kill -9 and restart, the file's count is %s; want total %d", js, want)
 	}
+	for _, q := range []string{"abc", "0", "1000"} {
+		if st, _, js := fetch(t, p, "GET", "api/v1/stats?days="+q); st != 400 || js != `{"error":"days must be a whole number from 1 to 400","status":400}`+"\n" {
+			t.Errorf("?days=%s: %d %q; want 400 and a one-line JSON error", q, st, js)
+		}
+	}
 	_, _, text := fetch(t, p, "GET", "metrics")
 	if v, ok := metricValue(text, "conda_package_downloads_total"); !ok || v != want {
 		t.Errorf("conda_package_downloads_total = %v (%v), want %d", v, ok, want)
@@ -174,10 +179,11 @@ func TestUpstreamPages(t *testing.T) {
 	var down atomic.Bool
 	dir := shared(t)
 	up, caFile, _ := testChannel(t, dir, fn, failsWhen(&down))
-	const reader, linux, osx = "reader-secret-1", "linux-secret-2", "osx-secret-3"
+	const reader, linux, osx, noarch, dev = "reader-secret-1", "linux-secret-2", "osx-secret-3", "noarch-secret-4", "dev-secret-5"
 	var tokens string
-	for name, tc := range map[string]struct{ tok, subdirs string }{"reader": {reader, ""}, "linux": {linux, `"linux-64", "noarch"`}, "osx": {osx, `"osx-64"`}} {
-		tokens += fmt.Sprintf("[[tokens]]\nname = %q\nhash = %q\nscopes = [\"read\"]\nsubdirs = [%s]\n", name, auth.Hash(auth.DefaultSalt, tc.tok), tc.subdirs)
+	for name, tc := range map[string]struct{ tok, limits string }{"reader": {reader, ""}, "linux": {linux, `subdirs = ["linux-64", "noarch"]`},
+		"osx": {osx, `subdirs = ["osx-64"]`}, "noarch": {noarch, `subdirs = ["noarch"]`}, "dev": {dev, `labels = ["dev"]`}} {
+		tokens += fmt.Sprintf("[[tokens]]\nname = %q\nhash = %q\nscopes = [\"read\"]\n%s\n", name, auth.Hash(auth.DefaultSalt, tc.tok), tc.limits)
 	}
 	p, _ := startWith(t, tokens+"[download]\nenabled = true\naccess = \"token\"\n"+fmt.Sprintf(
 		"[[upstreams]]\nname = \"up.stream\"\nurl = %q\nsubdirs = [\"linux-64\", \"noarch\"]\nexclude = [\"font-*\"]\nindex_ttl = \"1s\"\nca_file = %q\n", up.URL, caFile))
@@ -231,6 +237,15 @@ func TestUpstreamPages(t *testing.T) {
 	if st, _, b := fetch(t, p, "GET", "t/"+linux+"/proxy/up.stream/linux-64/"+fn); st != 200 {
 		t.Errorf("a linux-64 token through the proxy: %d %.200s", st, b)
 	}
+	limited(t, p, fn, osx, dev, linux)
+	// A token of noarch alone sees the page (noarch is one of the
+	// upstream's subdirs), but not the linux-64 package in the cache.
+	if st, b := page(noarch, "proxy/up.stream/"); st != 200 || !strings.Contains(b, "0 packages, 0 B, without a size limit") || strings.Contains(b, fn) {
+		t.Errorf("the upstream's page for a noarch token: %d; want 0 packages, 0 B and not %s", st, fn)
+	}
+	if _, home := page(noarch, ""); !strings.Contains(home, `<a href="/proxy/up.stream/">up.stream</a>`) || !strings.Contains(home, "<td>0 packages, 0 B</td>") {
+		t.Errorf("the home page's row of the upstream for a noarch token lacks 0 packages, 0 B:\n%.3000s", home)
+	}
 
 	down.Store(true)
 	waitUntil(t, func() bool {
@@ -249,9 +264,40 @@ func TestUpstreamPages(t *testing.T) {
 	if _, home := page(reader, ""); !strings.Contains(home, "unreachable") {
 		t.Error("the home page does not say the upstream is unreachable")
 	}
-	for _, tok := range []string{reader, linux, osx} {
+	for _, tok := range []string{reader, linux, osx, noarch, dev} {
 		if strings.Contains(p.stderr.String(), tok) {
 			t.Errorf("the token %s reached the log", tok)
 		}
+	}
+}
+
+// limited checks what tokens limited to other subdirs (osx), to a label
+// other than main (dev) or to subdirs (linux) may not read below
+// /proxy/<name>/: fn in linux-64, the upstream's page and home page row,
+// the upstream's root and its channeldata.json, which span subdirs.
+func limited(t *testing.T, p *proc, fn, osx, dev, linux string) {
+	t.Helper()
+	for _, tc := range []struct {
+		tok, path string
+		html      bool
+		want      int
+	}{
+		{osx, "proxy/up.stream/linux-64/" + fn, false, 403},
+		{dev, "proxy/up.stream/linux-64/" + fn, false, 403},
+		{dev, "proxy/up.stream/", true, 404},
+		{linux, "proxy/up.stream/channeldata.json", false, 403},
+		{linux, "proxy/up.stream/", false, 403},
+	} {
+		hdr := []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("me:"+tc.tok))}
+		if tc.html {
+			hdr = append(hdr, "Accept", "text/html")
+		}
+		if st, _, b := fetch(t, p, "GET", tc.path, hdr...); st != tc.want {
+			t.Errorf("GET /%s (html %v) with a limited token: %d, want %d: %.200q", tc.path, tc.html, st, tc.want, b)
+		}
+	}
+	_, _, home := fetch(t, p, "GET", "", "Accept", "text/html", "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("me:"+dev)))
+	if !strings.Contains(home, "<h1") || strings.Contains(home, "/proxy/up.stream/") {
+		t.Errorf("the home page lists the upstream to a dev token:\n%.2000s", home)
 	}
 }

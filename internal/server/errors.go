@@ -17,6 +17,7 @@ import (
 	"github.com/conda-upload-server/conda-upload-server/internal/quota"
 	"github.com/conda-upload-server/conda-upload-server/internal/sidecar"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
+	"github.com/conda-upload-server/conda-upload-server/internal/web"
 )
 
 // Error is how a request failed: the status and one-line message the
@@ -110,6 +111,8 @@ func classify(err error) (_ *Error, known bool) {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "request body ended before the multipart form was complete", Err: err}, true
 	case form.IsMalformed(err):
+		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: oneLine(err.Error()), Err: err}, true
+	case errors.As(err, new(web.BadRequest)):
 		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: oneLine(err.Error()), Err: err}, true
 	case errors.As(err, new(*bodyError)):
 		return &Error{Status: http.StatusBadRequest, Reason: "bad_request", Msg: "cannot read request body: " + oneLine(errors.Unwrap(err).Error()), Err: err}, true

@@ -92,7 +92,7 @@ func (rq *request) search(q string) []*pkgName {
 			t = 1
 		case strings.Contains(name, q):
 			t = 2
-		case strings.Contains(strings.ToLower(p.summary), q):
+		case strings.Contains(strings.ToLower(rq.summary(p, "")), q):
 			t = 3
 		}
 		if t >= 0 && rq.has(p, "") {

@@ -53,10 +53,20 @@ func (f *file) name() string    { return f.fn[:f.v-1] }
 func (f *file) version() string { return f.fn[f.v : f.b-1] }
 
 // pkgName is one package name: its files are model.files[lo:hi].
+// Its summary is its newest version's; a token limited to labels or
+// subdirs sees the summary of the newest version it may read, from
+// newest, since another label's or subdir's build may say otherwise.
 type pkgName struct {
 	name    string
 	summary string
+	newest  []newest // the newest file of each directory, by directory
 	lo, hi  int32
+}
+
+// newest is the newest version of a package name in one directory.
+type newest struct {
+	file    int32
+	summary string
 }
 
 // model is the catalogue at one set of index generations. It is never
@@ -150,24 +160,37 @@ func (c *catalog) names(m *model) {
 		}
 		return v
 	}
-	for lo := 0; lo < len(m.files); {
-		name := m.files[lo].name()
-		hi := lo
-		best, bestV := lo, version(m.files[lo].version())
-		for hi < len(m.files) && m.files[hi].name() == name {
-			if v := version(m.files[hi].version()); v.Compare(bestV) > 0 {
-				best, bestV = hi, v
-			}
-			hi++
-		}
-		f := &m.files[best]
+	summary := func(f *file) string {
 		key := m.dirs[f.dir].path() + "/" + f.fn
 		s, ok := c.summaries[key]
 		if !ok {
 			s = c.summary(m.dirs[f.dir].path(), f.fn)
 		}
 		keep[key] = s
-		m.names = append(m.names, pkgName{name: name, summary: s, lo: int32(lo), hi: int32(hi)})
+		return s
+	}
+	for lo := 0; lo < len(m.files); {
+		p := pkgName{name: m.files[lo].name(), lo: int32(lo)}
+		var bestV condaversion.Version
+		hi := lo
+		// Files are by name, then directory: each run of one directory
+		// gives that directory's newest.
+		for hi < len(m.files) && m.files[hi].name() == p.name {
+			dlo, dirBest, dirV := hi, hi, version(m.files[hi].version())
+			for hi < len(m.files) && m.files[hi].name() == p.name && m.files[hi].dir == m.files[dlo].dir {
+				if v := version(m.files[hi].version()); v.Compare(dirV) > 0 {
+					dirBest, dirV = hi, v
+				}
+				hi++
+			}
+			s := summary(&m.files[dirBest])
+			p.newest = append(p.newest, newest{file: int32(dirBest), summary: s})
+			if dlo == lo || dirV.Compare(bestV) > 0 {
+				p.summary, bestV = s, dirV
+			}
+		}
+		p.hi = int32(hi)
+		m.names = append(m.names, p)
 		lo = hi
 	}
 	c.summaries = keep

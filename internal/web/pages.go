@@ -149,7 +149,23 @@ func (rq *request) row(p *pkgName, label string) pkgRow {
 			latest = f.version()
 		}
 	}
-	return pkgRow{Name: p.name, Summary: p.summary, Latest: latest, Href: pkgHref(p.name, label)}
+	return pkgRow{Name: p.name, Summary: rq.summary(p, label), Latest: latest, Href: pkgHref(p.name, label)}
+}
+
+// summary returns p's summary as the request sees it (in label, if
+// set): that of the newest version it may read.
+func (rq *request) summary(p *pkgName, label string) string {
+	if rq.acc.unrestricted() && label == "" {
+		return p.summary
+	}
+	s, latest := "", ""
+	for _, n := range p.newest {
+		f := &rq.m.files[n.file]
+		if rq.visible(f) && (label == "" || rq.m.dirs[f.dir].label == label) && laterThan(f.version(), latest) {
+			s, latest = n.summary, f.version()
+		}
+	}
+	return s
 }
 
 // has reports whether the request sees a file of p (in label, if set).

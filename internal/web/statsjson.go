@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -17,7 +18,7 @@ import (
 //	/api/v1/stats/files/<subdir>/<filename>     one file
 //
 // each with a total and the counts per day of the last 90 days (?days=
-// up to 400). A token restricted to labels or subdirs sees the counts of
+// from 1 to 400; anything else is a 400, not quietly 90). A token restricted to labels or subdirs sees the counts of
 // the files it may download only.
 
 type dayCount struct {
@@ -44,9 +45,9 @@ func (u *UI) statsJSON(w http.ResponseWriter, r *http.Request, acc Access, rest 
 	if u.o.Stats == nil {
 		return ErrNotFound
 	}
-	ndays := 90
-	if n, err := strconv.Atoi(r.URL.Query().Get("days")); err == nil && n >= 1 && n <= 400 {
-		ndays = n
+	ndays, err := days(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	to := today()
 	from := to - stats.Day(ndays) + 1
@@ -92,6 +93,21 @@ func (u *UI) statsJSON(w http.ResponseWriter, r *http.Request, acc Access, rest 
 		return nil
 	}
 	return json.NewEncoder(w).Encode(a)
+}
+
+// errDays is the answer to a ?days= out of its range.
+const errDays = BadRequest("days must be a whole number from 1 to 400")
+
+// days returns the ?days= of q, 90 if it has none.
+func days(q url.Values) (int, error) {
+	if !q.Has("days") {
+		return 90, nil
+	}
+	n, err := strconv.Atoi(q.Get("days"))
+	if err != nil || n < 1 || n > 400 {
+		return 0, errDays
+	}
+	return n, nil
 }
 
 // visibleFiles returns the "<subdir>/<filename>" of the files the

@@ -33,17 +33,24 @@ func upstreamOf(p string) (string, bool) {
 	return name, ok && ok2 && name != "" && !strings.Contains(name, "/")
 }
 
-// upstream returns the upstream of that name, if the request may see it:
-// a token limited to subdirs sees an upstream's cached packages of
-// those, and one limited to labels other than main sees no upstream,
-// since the page is of its channel root.
-func (rq *request) upstream(name string) (*proxy.Proxy, bool) {
+// upstream returns the upstream of that name and its status, if the
+// request may see it: a token limited to subdirs sees an upstream's
+// cached packages of those, and one limited to labels other than main
+// sees no upstream, since the page is of its channel root.
+func (rq *request) upstream(name string) (*proxy.Proxy, proxy.Status, bool) {
 	for _, p := range rq.u.o.Upstreams {
 		if p.Name() == name {
-			return p, slices.ContainsFunc(p.Status().Subdirs, rq.allowsUpstream)
+			st := p.Status()
+			return p, st, rq.seesUpstream(st)
 		}
 	}
-	return nil, false
+	return nil, proxy.Status{}, false
+}
+
+// seesUpstream reports whether the request may see the upstream of st:
+// whether one of its subdirs is one the request's token reads.
+func (rq *request) seesUpstream(st proxy.Status) bool {
+	return slices.ContainsFunc(st.Subdirs, rq.allowsUpstream)
 }
 
 func (rq *request) allowsUpstream(subdir string) bool {
@@ -71,10 +78,10 @@ type upstreamRow struct {
 func (rq *request) upstreamRows() []upstreamRow {
 	var out []upstreamRow
 	for _, p := range rq.u.o.Upstreams {
-		if _, ok := rq.upstream(p.Name()); !ok {
+		st := p.Status()
+		if !rq.seesUpstream(st) {
 			continue
 		}
-		st := p.Status()
 		r := upstreamRow{Name: clip(st.Name, maxText), Href: upstreamHref(st.Name), URL: clip(st.URL, maxURL), Mode: st.Mode,
 			Reachable: st.Reachable, Packages: st.CachedPackages, Bytes: st.CachedBytes}
 		if !rq.acc.unrestricted() {
@@ -123,11 +130,10 @@ type upstreamData struct {
 
 // upstreamPage serves an upstream's page.
 func (rq *request) upstreamPage(w http.ResponseWriter, name string) error {
-	p, ok := rq.upstream(name)
+	p, st, ok := rq.upstream(name)
 	if !ok {
 		return ErrNotFound
 	}
-	st := p.Status()
 	d := upstreamData{Name: clip(st.Name, maxText), URL: clip(st.URL, maxURL), Link: link(st.URL), Mode: st.Mode, Mirror: st.Mode == "mirror",
 		Include: clipAll(st.Include), Exclude: clipAll(st.Exclude), Failure: clip(st.Failure, maxError), Since: st.UnreachableSince,
 		Confirmed: st.IndexConfirmed, TTL: ago(time.Duration(st.IndexTTL * float64(time.Second))), LastSync: st.LastSync,

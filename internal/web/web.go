@@ -35,6 +35,12 @@ import (
 // ErrNotFound is returned for a path the pages do not have.
 var ErrNotFound = errors.New("no such page")
 
+// BadRequest is a request the pages refuse, having written nothing; its
+// text is one line, safe to send to the client.
+type BadRequest string
+
+func (e BadRequest) Error() string { return string(e) }
+
 //go:embed templates/*.html
 var templateFS embed.FS
 
@@ -132,8 +138,10 @@ func Wants(r *http.Request) bool {
 	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
 		return false
 	}
-	_, upstream := upstreamOf(p)
-	return p == "/" || upstream || (strings.HasSuffix(p, "/") && !strings.Contains(p, "."))
+	// A listing (and an upstream's root) ends in "/" and a file does not;
+	// what comes before the last "/" may hold dots, as a label's name
+	// (/label/rc.1/) and an upstream's do.
+	return strings.HasSuffix(p, "/")
 }
 
 // Owns reports whether path is one only the pages serve, whatever the

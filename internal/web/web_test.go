@@ -161,12 +161,11 @@ func get(t *testing.T, f fixture, path string, hdr ...string) (int, http.Header,
 func TestPages(t *testing.T) {
 	f := serve(t, false)
 	for _, tc := range []struct {
-		path      string
-		want      []string
-		wantNot   []string
-		wantCode  int
-		hdr       []string
-		wantCount int
+		path     string
+		want     []string
+		wantNot  []string
+		wantCode int
+		hdr      []string
 	}{
 		{path: "/", want: []string{"packages", "Recent uploads", "evil-pkg", "conda install -c http://", "/label/dev/", "/linux-64/", "Search packages"}},
 		{path: "/?q=mock", want: []string{`Results for “mock”`, `href="/packages/mock"`}},
@@ -277,6 +276,11 @@ func TestPlainClientsUnaffected(t *testing.T) {
 		{"/linux-64/repodata.json", "text/html", false},
 		{"/linux-64/" + hostileFile, "text/html", false},
 		{"/channeldata.json", "text/html", false},
+		// A label may hold a dot; its listings are still pages.
+		{"/label/rc.1/", "text/html", true},
+		{"/label/rc.1/linux-64/", "text/html", true},
+		{"/label/rc.1/linux-64/repodata.json", "text/html", false},
+		{"/label/rc.1/", "*/*", false},
 		{"/packages/foo", "*/*", true},
 		{"/api/v1/stats", "application/json", true},
 		// An upstream's page; its files stay the proxy's.
