@@ -41,11 +41,12 @@ for f in /usr/bin/conda-upload-server /usr/lib/systemd/system/conda-upload.servi
 	grep -qx "$f" <<<"$rpmfiles" || { echo "rpm lacks $f" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
 done
-# The manual: every page of docs/ in both, and marked %doc in the rpm
-# (nfpm.yaml names the rpm's pages one by one).
+# The manual: every page of docs/, and every optional drop-in of systemd/
+# as an example, in both, and marked %doc in the rpm (nfpm.yaml names the
+# rpm's files one by one).
 rpmdocs=$(rpm -qp --docfiles "$rpm")
-for page in docs/*.md docs/img/*; do
-	f=/usr/share/doc/conda-upload-server/$page
+for page in docs/*.md docs/img/* systemd/*.conf; do
+	f=/usr/share/doc/conda-upload-server/${page/#systemd/examples}
 	grep -qx "$f" <<<"$rpmdocs" || { echo "rpm lacks $f as %doc: add it to nfpm.yaml" >&2; exit 1; }
 	grep -q " \.$f\$" <<<"$debfiles" || { echo "deb lacks $f" >&2; exit 1; }
 done

@@ -5,9 +5,9 @@
 # the fuzz targets for a bounded time, the packages (built and linted), and
 # the end-to-end test in a booted systemd (test/e2e/run.sh).
 #
-# Run it as root on Debian 12 or later: some tests need root (privilege
-# drop, Landlock as another user, tmpfs mounts), and missing tools are
-# installed with apt-get.
+# Run it as root on Debian 12 or later with Go, gcc and git: some tests
+# need root (privilege drop, Landlock as another user, tmpfs mounts), and
+# missing tools are installed with apt-get, npm and `go install`.
 #
 # Environment:
 #   FUZZTIME   per fuzz target: executions ("200000x") or a duration ("10m");
@@ -30,6 +30,7 @@ STATICCHECK=honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Tools the tests use, by the Debian package that brings them.
 declare -A need=(
+	[gcc]=gcc
 	[curl]=curl
 	[bzip2]=bzip2
 	[make]=make
@@ -39,6 +40,7 @@ declare -A need=(
 	[systemd-nspawn]=systemd-container
 	[zstd]=zstd
 	[ss]=iproute2
+	[mount]=mount
 	[openssl]=openssl
 	[lintian]=lintian
 	[rpmlint]=rpmlint
@@ -55,6 +57,10 @@ for cmd in "${!need[@]}"; do
 	command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
 done
 /usr/bin/python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
+# Debian's own awscli, by path: the mirror's test lists the bucket with it.
+[[ -x /usr/bin/aws ]] || missing+=(awscli)
+# The module proxy and npm are reached over HTTPS.
+[[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 if ((${#missing[@]})); then
 	if [[ $(id -u) != 0 ]]; then
 		echo "test/run.sh: missing ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
@@ -63,6 +69,13 @@ if ((${#missing[@]})); then
 	echo "== installing ${missing[*]}"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The S3 server the mirror's tests run against: the Versity S3 gateway, a
+# Go module, built from the module proxy (the version internal/s3test names).
+if ! command -v versitygw >/dev/null; then
+	echo "== installing versitygw"
+	GOBIN=/usr/local/bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
 
 echo "== rattler solver (npm)"

@@ -55,7 +55,7 @@ func commands() []subcommand {
 	return []subcommand{
 		{"hash-token", "print the hash of a token read from standard input", hashToken},
 		{"check-config", "check a configuration file and everything it names", checkConfig},
-		{"admin", "call a running server's admin API: labels, yanks, deletes, patches", admin},
+		{"admin", "call the admin API: labels, yanks, deletes, patches, retention, quotas, proxy, owners", admin},
 		{"reload", "make a running server reload its certificate, tokens and audit log", reloadPID},
 		{"version", "print the version, the commit and the Go version", printVersion},
 		{"help", "print this help, or with a command's name that command's", help},
@@ -106,7 +106,7 @@ func unknownCommand(name string, stderr io.Writer) int {
 // usage is the program's help: how to serve, the commands, the flags.
 func usage() string {
 	var b strings.Builder
-	b.WriteString(`usage: conda-upload-server [-h] -d WRITE_DIR -p PORT -e CONDA_EXE -c CERTFILE -k KEYFILE -t TOKEN_HASH
+	b.WriteString(`usage: conda-upload-server [-h] -d WRITE_DIR -p PORT [-e CONDA_EXE] -c CERTFILE -k KEYFILE -t TOKEN_HASH
        conda-upload-server --config FILE [flags]
        conda-upload-server --dev
        conda-upload-server COMMAND [ARGS...]
