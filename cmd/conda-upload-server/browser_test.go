@@ -112,7 +112,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("the browser test is not installed: run (cd test/browser && npm install), as test/run.sh does: %v", err)
 	}
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		t.Fatalf("chromium is not installed (apt-get install chromium, as .ci/run does): %v", err)
+		t.Fatalf("chromium is not installed (apt-get install chromium, as test/run.sh does): %v", err)
 	}
 	d := shared(t)
 	root := filepath.Join(d, "channel")

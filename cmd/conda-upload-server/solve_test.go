@@ -26,7 +26,7 @@ type solved struct {
 	Size                                         int64
 }
 
-// needRattler needs Node.js and the rattler solver from npm, which .ci/run
+// needRattler needs Node.js and the rattler solver from npm, which test/run.sh
 // installs.
 func needRattler(t *testing.T) {
 	t.Helper()
@@ -36,7 +36,7 @@ func needRattler(t *testing.T) {
 }
 
 // rattlerSolve runs the real rattler solver (the library behind pixi,
-// compiled to WebAssembly, from npm) against channel. .ci/run installs
+// compiled to WebAssembly, from npm) against channel. test/run.sh installs
 // Node.js and the package.
 func rattlerSolve(t *testing.T, caFile, channel string, specs ...string) ([]solved, error) {
 	t.Helper()

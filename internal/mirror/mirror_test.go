@@ -143,7 +143,7 @@ func TestSyncCopiesTheChannel(t *testing.T) {
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
 	listing, err := ls.CombinedOutput()
 	if err != nil {
-		t.Fatalf("aws s3 ls (.ci/run installs awscli): %v\n%s", err, listing)
+		t.Fatalf("aws s3 ls (test/run.sh installs awscli): %v\n%s", err, listing)
 	}
 	for _, d := range []string{"linux-64", "noarch"} {
 		des, _ := os.ReadDir(filepath.Join(c.root, d))

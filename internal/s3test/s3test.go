@@ -1,5 +1,5 @@
 // Package s3test runs a real S3-compatible server for tests: the Versity
-// S3 gateway (versitygw, a Go module .ci/run installs) over a POSIX
+// S3 gateway (versitygw, a Go module test/run.sh installs) over a POSIX
 // directory on loopback, so that the object-storage mirror is tested
 // against an S3 implementation this project did not write, not a mock.
 package s3test
