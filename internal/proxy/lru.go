@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 )
 
 // lru is the package cache's bookkeeping: each package's size and last
@@ -36,16 +34,13 @@ type lruItem struct {
 // request was a metadata update (and a new ETag) on every cache hit.
 const stampEvery = time.Minute
 
-// loadLRU reads the packages cached under dir, removing the temp files of
-// fetches a crash interrupted.
+// loadLRU reads the packages cached under dir (New has removed the temp
+// files of fetches a crash interrupted).
 func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
 	l := &lru{dir: dir, limit: limit, items: map[string]*lruItem{}}
 	for _, s := range subdirs {
 		sd := filepath.Join(dir, s)
 		if err := os.MkdirAll(sd, 0o755); err != nil {
-			return nil, err
-		}
-		if err := atomicfile.RemoveStale(sd); err != nil {
 			return nil, err
 		}
 		entries, err := os.ReadDir(sd)

@@ -22,6 +22,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -33,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/conda-upload-server/conda-upload-server/internal/atomicfile"
 	"github.com/conda-upload-server/conda-upload-server/internal/condapkg"
 	"github.com/conda-upload-server/conda-upload-server/internal/store"
 )
@@ -144,10 +146,25 @@ func New(up Upstream, dir string, log *slog.Logger, obs Observer) (*Proxy, error
 	if err := os.MkdirAll(filepath.Join(dir, "pkgs"), 0o755); err != nil {
 		return nil, err
 	}
+	if err := removeStale(dir); err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
+	}
 	if p.lru, err = loadLRU(filepath.Join(dir, "pkgs"), up.Subdirs, up.CacheSize); err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", up.Name, err)
 	}
 	return p, nil
+}
+
+// removeStale deletes, in every folder of the cache, the temp files of
+// writes a crash interrupted: of packages, and of index files and shards,
+// which for conda-forge are hundreds of MB each.
+func removeStale(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return atomicfile.RemoveStale(path)
+	})
 }
 
 // Name is the upstream's name.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -436,13 +437,32 @@ func TestUpstreamDown(t *testing.T) {
 func TestStaleTempRemovedAtStart(t *testing.T) {
 	u := newUpstream(t)
 	f := newFront(t, u, nil)
-	tmp := filepath.Join(f.dir, "pkgs", "linux-64", ".numpy-1.0-h0_0.conda.tmp-123")
-	if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
-		t.Fatal(err)
+	// A package's, an index file's and a shard's, as kill -9 leaves them.
+	if resp, _ := get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	f.settle(t)
+	var tmps []string
+	filepath.WalkDir(f.dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && path != f.dir {
+			tmps = append(tmps, filepath.Join(path, ".x.json.tmp-123"))
+		}
+		return err
+	})
+	tmps = append(tmps, filepath.Join(f.dir, "pkgs", "linux-64", ".numpy-1.0-h0_0.conda.tmp-123"))
+	for _, tmp := range tmps {
+		if err := os.WriteFile(tmp, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tmps) < 5 {
+		t.Fatalf("the cache has only %v", tmps)
 	}
 	startFront(t, f.p.up, f.dir)
-	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
-		t.Errorf("a fetch's temp file survived a restart: %v", err)
+	for _, tmp := range tmps {
+		if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+			t.Errorf("a temp file survived a restart: %v", err)
+		}
 	}
 }
 
