@@ -94,6 +94,11 @@ func (l *lru) add(key string, size int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
+	if old, ok := l.items[key]; ok {
+		// Fetched again (a request that found it missing just before
+		// another's fetch put it there): counted once.
+		l.total -= old.size
+	}
 	l.items[key] = &lruItem{size: size, used: now, stamped: now}
 	l.total += size
 	for l.limit > 0 && l.total > l.limit {

@@ -52,3 +52,18 @@ func TestStatusAndCached(t *testing.T) {
 		t.Errorf("with the upstream gone: %+v", st)
 	}
 }
+
+// TestLRUAddTwice: a package added again (fetched twice in a race) is
+// counted once, so that eviction does not start early.
+func TestLRUAddTwice(t *testing.T) {
+	l, err := loadLRU(t.TempDir(), []string{"linux-64"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.add("linux-64/a-1-0.conda", 100)
+	l.add("linux-64/a-1-0.conda", 100)
+	l.add("linux-64/b-1-0.conda", 10)
+	if n, total := l.stats(); n != 2 || total != 110 {
+		t.Errorf("%d packages, %d bytes; want 2 and 110", n, total)
+	}
+}
