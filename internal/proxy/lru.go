@@ -25,13 +25,13 @@ type lru struct {
 type lruItem struct {
 	size int64
 	used time.Time
-	// stamped is when used was last written to the file's mtime.
+	// stamped is when used was last written to the file's access time.
 	stamped time.Time
 }
 
 // stampEvery is how often a use of a package is written to its file's
-// mtime: order across a restart needs no finer grain, and a write per
-// request was a metadata update (and a new ETag) on every cache hit.
+// access time: order across a restart needs no finer grain, and a write
+// per request was a metadata update on every cache hit.
 const stampEvery = time.Minute
 
 // loadLRU reads the packages cached under dir (New has removed the temp
@@ -52,7 +52,8 @@ func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
 			if err != nil || !fi.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 				continue
 			}
-			l.items[s+"/"+e.Name()] = &lruItem{size: fi.Size(), used: fi.ModTime(), stamped: fi.ModTime()}
+			used := lastUse(fi)
+			l.items[s+"/"+e.Name()] = &lruItem{size: fi.Size(), used: used, stamped: used}
 			l.total += fi.Size()
 		}
 	}
@@ -60,18 +61,15 @@ func loadLRU(dir string, subdirs []string, limit int64) (*lru, error) {
 }
 
 // touch marks a cached package used, and reports whether it is cached.
-// The file may still have gone, unless touch wrote its mtime: the caller
-// that finds it missing removes it.
-func (l *lru) touch(key string) bool { return l.use(key, false) }
-
-// check is touch that always writes the mtime, and so finds a file gone.
-func (l *lru) check(key string) bool { return l.use(key, true) }
-
-func (l *lru) use(key string, always bool) bool {
+// The use is written to the file's access time at most every
+// stampEvery, never to its mtime, which gives the package its ETag and
+// Last-Modified. The file may still have gone, unless touch wrote: the
+// caller that finds it missing removes it.
+func (l *lru) touch(key string) bool {
 	now := time.Now()
 	l.mu.Lock()
 	it, ok := l.items[key]
-	stamp := ok && (always || now.Sub(it.stamped) >= stampEvery)
+	stamp := ok && now.Sub(it.stamped) >= stampEvery
 	if ok {
 		it.used = now
 	}
@@ -79,13 +77,31 @@ func (l *lru) use(key string, always bool) bool {
 		it.stamped = now
 	}
 	l.mu.Unlock()
-	if stamp {
-		if err := os.Chtimes(filepath.Join(l.dir, key), now, now); errors.Is(err, fs.ErrNotExist) {
-			l.remove(key)
-			return false
-		}
+	if stamp && l.gone(key, func(path string) error { return os.Chtimes(path, now, time.Time{}) }) {
+		return false
 	}
 	return ok
+}
+
+// check reports whether a package is cached, finding a file gone. It is
+// not a use: a mirror's sync asks it of every package.
+func (l *lru) check(key string) bool {
+	l.mu.Lock()
+	_, ok := l.items[key]
+	l.mu.Unlock()
+	if ok && l.gone(key, func(path string) error { _, err := os.Stat(path); return err }) {
+		return false
+	}
+	return ok
+}
+
+// gone runs op on key's file, and forgets key if the file is not there.
+func (l *lru) gone(key string, op func(path string) error) bool {
+	if err := op(filepath.Join(l.dir, key)); errors.Is(err, fs.ErrNotExist) {
+		l.remove(key)
+		return true
+	}
+	return false
 }
 
 // add records a package kept, and evicts the least recently used others

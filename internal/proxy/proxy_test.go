@@ -406,6 +406,25 @@ func TestCachedPackageValidatorsStable(t *testing.T) {
 	if resp.StatusCode != http.StatusNotModified || etag == "" {
 		t.Errorf("If-None-Match %s on a hit: %d (ETag now %s), want 304", etag, resp.StatusCode, resp.Header.Get("ETag"))
 	}
+	// A use written to the file (once a minute, forced here) and a
+	// mirror's check leave the validators as they were.
+	const key = "linux-64/numpy-1.0-h0_0.conda"
+	f.p.lru.mu.Lock()
+	f.p.lru.items[key].stamped = time.Time{}
+	f.p.lru.mu.Unlock()
+	time.Sleep(10 * time.Millisecond) // a later time to write
+	get(t, url)
+	f.p.lru.check(key)
+	again, _ := get(t, url)
+	if again.Header.Get("ETag") != etag || again.Header.Get("Last-Modified") != first.Header.Get("Last-Modified") {
+		t.Errorf("after a use was written: ETag %s, Last-Modified %s; want %s and %s", again.Header.Get("ETag"),
+			again.Header.Get("Last-Modified"), etag, first.Header.Get("Last-Modified"))
+	}
+	// The use is what orders eviction across a restart.
+	f2 := startFront(t, f.p.up, f.dir)
+	if used := f2.p.lru.items[key].used; time.Since(used) > time.Minute {
+		t.Errorf("after a restart the package's last use is %v", used)
+	}
 }
 
 func TestUpstreamDown(t *testing.T) {
