@@ -11,7 +11,8 @@ import (
 )
 
 // lru is the package cache's bookkeeping: each package's size and last
-// use, the latter kept as the file's mtime so that it survives restarts.
+// use, the latter kept as the file's access time so that it survives
+// restarts.
 // Only packages are evicted; index files and shards are small and are
 // never.
 type lru struct {
@@ -24,7 +25,12 @@ type lru struct {
 
 type lruItem struct {
 	size int64
-	used time.Time
+	// labels are the upstream's labels ("" is its channel root) whose
+	// index was seen to list the package, since the start: one file
+	// serves them all, and a label that does not list it may not have
+	// it.
+	labels map[string]bool
+	used   time.Time
 	// stamped is when used was last written to the file's access time.
 	stamped time.Time
 }
@@ -104,9 +110,29 @@ func (l *lru) gone(key string, op func(path string) error) bool {
 	return false
 }
 
-// add records a package kept, and evicts the least recently used others
+// add records a package kept, listed in label's index, and evicts the least recently used others
 // while the cache is over its limit.
-func (l *lru) add(key string, size int64) {
+// listedIn reports whether key was seen listed in label's index.
+func (l *lru) listedIn(key, label string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	it, ok := l.items[key]
+	return ok && it.labels[label]
+}
+
+// list records that label's index lists key.
+func (l *lru) list(key, label string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if it, ok := l.items[key]; ok {
+		if it.labels == nil {
+			it.labels = map[string]bool{}
+		}
+		it.labels[label] = true
+	}
+}
+
+func (l *lru) add(key string, size int64, label string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
@@ -115,7 +141,7 @@ func (l *lru) add(key string, size int64) {
 		// another's fetch put it there): counted once.
 		l.total -= old.size
 	}
-	l.items[key] = &lruItem{size: size, used: now, stamped: now}
+	l.items[key] = &lruItem{size: size, labels: map[string]bool{label: true}, used: now, stamped: now}
 	l.total += size
 	for l.limit > 0 && l.total > l.limit {
 		victim := ""

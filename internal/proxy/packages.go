@@ -44,6 +44,15 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	key := subdir + "/" + fn
 	path := filepath.Join(p.dir, "pkgs", subdir, fn)
 	if p.lru.touch(key) {
+		// One file serves every label that lists it; a label not seen
+		// listing it yet (or since the start) is asked once, so that a
+		// token of one label gets no package of another from the cache.
+		if !p.lru.listedIn(key, label) {
+			if _, err := p.record(r.Context(), label, subdir, fn, name); err != nil {
+				return err
+			}
+			p.lru.list(key, label)
+		}
 		err := p.serveFile(w, r, path, meta{}, false)
 		if !errors.Is(err, fs.ErrNotExist) {
 			p.obs.Cache(p.up.Name, "package", true)
@@ -52,12 +61,9 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 		// Removed behind the proxy's back: fetched again.
 		p.lru.remove(key)
 	}
-	rec, ok := p.shardRecord(r.Context(), label, subdir, fn, name)
-	if !ok {
-		var err error
-		if rec, err = p.lookup(r.Context(), label, subdir, fn); err != nil {
-			return err
-		}
+	rec, err := p.record(r.Context(), label, subdir, fn, name)
+	if err != nil {
+		return err
 	}
 	p.obs.Cache(p.up.Name, "package", false)
 	if r.Method == http.MethodHead {
@@ -65,7 +71,6 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	var err error
 	var led bool
 	var hb *holdback
 	if r.Header.Get("Range") == "" {
@@ -88,6 +93,15 @@ func (p *Proxy) servePackage(w http.ResponseWriter, r *http.Request, label, subd
 	}
 	p.lru.touch(key)
 	return p.serveFile(w, r, path, meta{}, false)
+}
+
+// record is a package's record in label's subdir: from its name's shard
+// if the upstream has shards, else from repodata.json.
+func (p *Proxy) record(ctx context.Context, label, subdir, fn, name string) (record, error) {
+	if rec, ok := p.shardRecord(ctx, label, subdir, fn, name); ok {
+		return rec, nil
+	}
+	return p.lookup(ctx, label, subdir, fn)
 }
 
 func (p *Proxy) packageHeaders(w http.ResponseWriter, fn string, size int64) {
@@ -196,7 +210,7 @@ func (p *Proxy) fetchPackage(ctx context.Context, label, subdir, fn string, rec 
 	if err := keep(tmp, path); err != nil {
 		return err
 	}
-	p.lru.add(subdir+"/"+fn, n)
+	p.lru.add(subdir+"/"+fn, n, label)
 	p.reached(nil)
 	return nil
 }

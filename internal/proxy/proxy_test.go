@@ -779,3 +779,52 @@ func TestChannelDataRevalidated(t *testing.T) {
 		t.Errorf("upstream gone: %d %v, stale counted %d", resp.StatusCode, resp.Header, f.obs.stale)
 	}
 }
+
+// TestLabelsShareTheCacheNotAccess: a package two labels list is fetched
+// once and served to both from one file, but a package only one label
+// lists is not served under another, cached or not: a token of one
+// label gets nothing of another's.
+func TestLabelsShareTheCacheNotAccess(t *testing.T) {
+	u := newUpstream(t)
+	devRoot := filepath.Join(u.root, "label", "dev")
+	dev := filepath.Join(devRoot, "linux-64")
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	only := pkgtest.Simple("devonly", "1.0", "0", "linux-64")
+	const both = "numpy-1.0-h0_0.conda"
+	os.WriteFile(filepath.Join(dev, only.Stem()+".conda"), pkgtest.Build(t, only, ".conda"), 0o644)
+	os.WriteFile(filepath.Join(dev, both), u.file(t, "linux-64/"+both), 0o644)
+	w := repodata.New(devRoot, condapkg.DefaultLimits(), slog.New(slog.DiscardHandler), repodata.WithFiles(repodata.DefaultFiles()))
+	if err := w.Run(context.Background(), "linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	f := newFront(t, u, nil)
+	for _, c := range []struct {
+		path   string
+		status int
+	}{
+		{"/label/dev/linux-64/" + only.Stem() + ".conda", 200},
+		{"/linux-64/" + only.Stem() + ".conda", 404}, // cached, but main does not list it
+		{"/label/dev/linux-64/" + both, 200},
+		{"/linux-64/" + both, 200}, // from the same file
+	} {
+		if resp, _ := get(t, f.srv.URL+c.path); resp.StatusCode != c.status {
+			t.Errorf("%s: %d, want %d", c.path, resp.StatusCode, c.status)
+		}
+		f.settle(t)
+	}
+	if n := u.count("/linux-64/" + both); n != 0 {
+		t.Errorf("the upstream's main was asked for %s %d times; want it served from the label's fetch", both, n)
+	}
+	// What the pages show a limited token rests on these labels.
+	for _, c := range f.p.Cached() {
+		want := []string{"", "dev"}
+		if c.Filename != both {
+			want = []string{"dev"}
+		}
+		if !slices.Equal(c.Labels, want) {
+			t.Errorf("%s is listed in %q, want %q", c.Filename, c.Labels, want)
+		}
+	}
+}

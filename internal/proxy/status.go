@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,6 +70,9 @@ type Cached struct {
 	Size             int64
 	// Used is when it was last served or fetched.
 	Used time.Time
+	// Labels are the upstream's labels seen listing it since the start
+	// ("" is its channel root), sorted.
+	Labels []string
 }
 
 // Cached lists the packages the cache holds, by filename and then subdir,
@@ -79,7 +83,7 @@ func (p *Proxy) Cached() []Cached {
 	out := make([]Cached, 0, len(l.items))
 	for k, it := range l.items {
 		subdir, fn, _ := strings.Cut(k, "/")
-		out = append(out, Cached{Subdir: subdir, Filename: fn, Size: it.size, Used: it.used})
+		out = append(out, Cached{Subdir: subdir, Filename: fn, Size: it.size, Used: it.used, Labels: slices.Sorted(maps.Keys(it.labels))})
 	}
 	l.mu.Unlock()
 	slices.SortFunc(out, func(a, b Cached) int {

@@ -60,9 +60,9 @@ func TestLRUAddTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.add("linux-64/a-1-0.conda", 100)
-	l.add("linux-64/a-1-0.conda", 100)
-	l.add("linux-64/b-1-0.conda", 10)
+	l.add("linux-64/a-1-0.conda", 100, "")
+	l.add("linux-64/a-1-0.conda", 100, "")
+	l.add("linux-64/b-1-0.conda", 10, "")
 	if n, total := l.stats(); n != 2 || total != 110 {
 		t.Errorf("%d packages, %d bytes; want 2 and 110", n, total)
 	}

@@ -57,13 +57,17 @@ func (rq *request) allowsUpstream(subdir string) bool {
 	return rq.acc.allows(dirInfo{label: mainLabel, subdir: subdir})
 }
 
-// cached lists the packages of p's cache the request sees.
+// cached lists the packages of p's cache the request sees: a limited
+// token, those of its subdirs that the upstream's channel root was seen
+// to list (the cache serves every label from one file).
 func (rq *request) cached(p *proxy.Proxy) []proxy.Cached {
 	all := p.Cached()
 	if rq.acc.unrestricted() {
 		return all
 	}
-	return slices.DeleteFunc(all, func(c proxy.Cached) bool { return !rq.allowsUpstream(c.Subdir) })
+	return slices.DeleteFunc(all, func(c proxy.Cached) bool {
+		return !rq.allowsUpstream(c.Subdir) || !slices.Contains(c.Labels, "")
+	})
 }
 
 // upstreamRow is an upstream in the home page's list.
