@@ -490,3 +490,31 @@ func TestShardsBaseURL(t *testing.T) {
 		})
 	}
 }
+
+// TestMissingShardIndexRemembered: an upstream without CEP-16 shards
+// answers 404 for the shard index. The proxy asks once per index_ttl,
+// and keeps answering 404, not 502, while the upstream is down, so that
+// a client falls back to repodata.json.
+func TestMissingShardIndexRemembered(t *testing.T) {
+	u := newUpstream(t)
+	const ix = "/linux-64/repodata_shards.msgpack.zst"
+	u.setHook(only("repodata_shards.msgpack.zst", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }))
+	f := newFront(t, u, func(up *Upstream) { up.IndexTTL = 200 * time.Millisecond })
+	for range 3 {
+		if resp, _ := get(t, f.srv.URL+ix); resp.StatusCode != 404 {
+			t.Fatalf("a missing shard index: %d, want 404", resp.StatusCode)
+		}
+	}
+	if n := u.count(ix); n != 1 {
+		t.Errorf("the upstream was asked %d times within the TTL, want once", n)
+	}
+	// Packages are found through repodata.json.
+	if resp, _ := get(t, f.srv.URL+"/linux-64/numpy-1.0-h0_0.conda"); resp.StatusCode != 200 {
+		t.Errorf("a package of an upstream without shards: %d", resp.StatusCode)
+	}
+	u.srv.Close()
+	time.Sleep(250 * time.Millisecond) // past the TTL
+	if resp, body := get(t, f.srv.URL+ix); resp.StatusCode != 404 {
+		t.Errorf("the missing shard index with the upstream down: %d %s, want 404", resp.StatusCode, body)
+	}
+}

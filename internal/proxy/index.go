@@ -88,6 +88,10 @@ type meta struct {
 	// ShardsBase is the absolute URL the shards of a shard index are
 	// fetched from.
 	ShardsBase string `json:"shards_base,omitempty"`
+	// Missing says the upstream answered 404 for it (an upstream without
+	// CEP-16 shards, say): answered 404 until the TTL is over, and while
+	// the upstream cannot be reached after that.
+	Missing bool `json:"missing,omitempty"`
 }
 
 func readMeta(dir, base string) (meta, bool) {
@@ -110,16 +114,32 @@ func (p *Proxy) fresh(ctx context.Context, dir, base string, force bool, refresh
 		// Fresh; or being refreshed, in which case one request waits
 		// for the refresh (of a large repodata.json, seconds) and the
 		// others get the copy that was fresh a moment ago.
+		if m.Missing {
+			return m, false, false, errNotFound
+		}
 		return m, false, false, nil
 	}
 	err = p.flights.do(ctx, filepath.Join(dir, base), func() error {
-		return refresh(context.WithoutCancel(ctx), m, have)
+		err := refresh(context.WithoutCancel(ctx), m, have)
+		if errors.Is(err, errNotFound) {
+			// Remembered, so that every request does not ask again.
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			if err := writeMeta(dir, base, meta{Missing: true, Checked: time.Now()}); err != nil {
+				return err
+			}
+		}
+		return err
 	})
 	if err == nil {
 		m, _ = readMeta(dir, base)
 		return m, false, true, nil
 	}
 	var e *Error
+	if have && m.Missing {
+		return m, false, false, errNotFound
+	}
 	if have && errors.As(err, &e) && e.Status != http.StatusNotFound {
 		p.log.Warn("serving a stale index", "file", filepath.Join(dir, base), "err", err)
 		p.obs.Stale(p.up.Name)
