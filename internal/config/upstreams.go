@@ -156,6 +156,9 @@ func (c *Config) validateUpstreams(add func(format string, args ...any)) {
 		if u.PasswordFile != "" && u.Username == "" {
 			add("%s.password_file is set but username is not", at)
 		}
+		if u.TokenFile != "" && u.Username != "" {
+			add("%s: token_file and username are both set; the upstream takes one kind of credentials", at)
+		}
 		if u.IndexTTL < 0 || u.FetchTimeout < 0 || u.CacheSize < 0 || u.MaxIndexSize < 0 {
 			add("%s: index_ttl, fetch_timeout, cache_size and max_index_size must not be negative", at)
 		}

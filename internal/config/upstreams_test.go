@@ -44,6 +44,7 @@ redirect_hosts = ["cdn.example.org"]
 		{"redirect bare IPv6", redirect(`"::1"`), `redirect_hosts: "::1": want a host or host:port, without a scheme or a path \(an IPv6 address in brackets\)`},
 		{"redirect bracketed name", redirect(`"[cdn]:8443"`), `redirect_hosts: "\[cdn\]:8443": want a host`},
 		{"relative token", "[[upstreams]]\nname = \"x\"\nurl = \"https://h/c\"\nsubdirs = [\"noarch\"]\ntoken_file = \"tok\"\n", `"tok" must be an absolute path`},
+		{"token and user", "[[upstreams]]\nname = \"x\"\nurl = \"https://h/c\"\nsubdirs = [\"noarch\"]\ntoken_file = \"/t\"\nusername = \"u\"\n", `token_file and username are both set`},
 		{"password alone", "[[upstreams]]\nname = \"x\"\nurl = \"https://h/c\"\nsubdirs = [\"noarch\"]\npassword_file = \"/p\"\n", `password_file is set but username is not`},
 	}
 	for _, tc := range cases {
