@@ -123,7 +123,7 @@ type Proxy struct {
 	lru     *lru
 
 	mu       sync.Mutex
-	failedAt time.Time // the last fetch that failed for want of the upstream
+	failedAt time.Time // the first failure since the upstream last answered
 	failure  string
 	okAt     time.Time
 	shards   map[string]shardIndex // filtered shard indexes, by cache dir
@@ -246,7 +246,11 @@ func (p *Proxy) reached(err error) {
 		p.okAt, p.failure = time.Now(), ""
 		return
 	}
-	p.failedAt, p.failure = time.Now(), err.Error()
+	if p.failure == "" {
+		// The first failure since the upstream last answered: "since".
+		p.failedAt = time.Now()
+	}
+	p.failure = err.Error()
 }
 
 // Degraded says why the upstream is unreachable, or "" if its last fetch

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -65,5 +66,23 @@ func TestLRUAddTwice(t *testing.T) {
 	l.add("linux-64/b-1-0.conda", 10, "")
 	if n, total := l.stats(); n != 2 || total != 110 {
 		t.Errorf("%d packages, %d bytes; want 2 and 110", n, total)
+	}
+}
+
+// TestUnreachableSince: "unreachable since" is the first failure since
+// the upstream last answered, not the latest.
+func TestUnreachableSince(t *testing.T) {
+	p := &Proxy{}
+	p.reached(errors.New("first"))
+	first := p.failedAt
+	time.Sleep(time.Millisecond)
+	p.reached(errors.New("second"))
+	if !p.failedAt.Equal(first) || p.failure != "second" {
+		t.Errorf("since %v (first %v), failure %q", p.failedAt, first, p.failure)
+	}
+	p.reached(nil)
+	p.reached(errors.New("third"))
+	if !p.failedAt.After(first) {
+		t.Error("a failure after the upstream answered again did not start a new outage")
 	}
 }
