@@ -150,6 +150,9 @@ func CheckFix(fix map[string]any) error {
 			return fieldError(k, "is required; a patch cannot remove it")
 		}
 		if v == nil {
+			if err := caseTwin(k); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := Field(k, v); err != nil {
@@ -179,12 +182,10 @@ func Field(key string, v any) error {
 	if err := bounded(key, v, 0); err != nil {
 		return err
 	}
-	f, ok := fields[key]
-	if !ok {
-		if known, variant := caseVariant(key); variant {
-			return fieldError(key, "differs from the field %q only in case; a reader that ignores case (as Go's encoding/json does) would take it for that field", known)
-		}
+	if err := caseTwin(key); err != nil {
+		return err
 	}
+	f, ok := fields[key]
 	switch {
 	case !ok:
 		return nil
@@ -194,6 +195,18 @@ func Field(key string, v any) error {
 		return fieldError(key, "must not be null")
 	}
 	return f.check(key, v)
+}
+
+// caseTwin refuses a key that is not a field but differs from one only
+// in case, whatever its value, null included.
+func caseTwin(key string) error {
+	if _, ok := fields[key]; ok {
+		return nil
+	}
+	if known, variant := caseVariant(key); variant {
+		return fieldError(key, "differs from the field %q only in case; a reader that ignores case (as Go's encoding/json does) would take it for that field", known)
+	}
+	return nil
 }
 
 // bounded refuses a number no reader can hold (1e400 is infinite to a

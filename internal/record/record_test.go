@@ -148,6 +148,8 @@ func TestCheckFix(t *testing.T) {
 		{`{"fn":"y.conda"}`, "fn"},
 		{`{"run_exports":{"weak":null}}`, "run_exports.weak"},
 		{`{"x":1e400}`, "x"},
+		{`{"buiLd_number":null}`, "buiLd_number"}, // a null case twin: found by FuzzPatch
+		{`{"Depends":["x"]}`, "Depends"},
 	}
 	for _, tt := range bad {
 		var re *record.Error
